@@ -1,0 +1,148 @@
+# The command line: a thin layer over the library.
+#
+# Parses arguments, sets up logging to stderr, calls runner.run or
+# reruns.request_rerun, and maps outcomes to exit codes: 0 done, 1 something
+# failed, 2 usage or config error. Bad input is one line on stderr, never a
+# traceback (tracebacks only at -l debug, for bugs).
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+from . import __version__
+from . import config as config_stage
+from . import reruns, runner
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+COMMANDS = ("run", "rerun")
+log = logging.getLogger("reportupdater")
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_now(text: str) -> datetime:
+    """--now: an ISO date or date-time, UTC unless it names an offset."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date-time like 2026-11-23T05:00")
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
+def parse_date(text: str) -> date:
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").date()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD")
+
+
+def parse_level(text: str) -> str:
+    if text.lower() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
+    return text.lower()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reportupdater",
+        description="Compute the missing intervals of a query folder's reports into TSV files.",
+        epilog="Without a command, 'run' is assumed, so the original "
+               "'update_reports.py [options] QUERY_FOLDER OUTPUT_FOLDER' line works as is.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config-path", type=Path,
+                        help="config file (default: QUERY_FOLDER/config.yaml)")
+    common.add_argument("-l", "--log-level", type=parse_level, default="warning",
+                        metavar="LEVEL", help=f"one of {', '.join(LOG_LEVELS)} (default: warning)")
+    common.add_argument("--now", type=parse_now, metavar="DATETIME",
+                        help="evaluate everything as if it were this UTC time, e.g. 2026-11-23T05:00")
+
+    run = commands.add_parser("run", parents=[common], help="compute missing intervals (the default)",
+                              description="Compute every missing interval of every report.")
+    run.add_argument("query_folder", type=Path, metavar="QUERY_FOLDER")
+    run.add_argument("output_folder", type=Path, metavar="OUTPUT_FOLDER", nargs="?",
+                     default=Path("output"), help="where the TSV files go (default: ./output)")
+    run.add_argument("--no-graphite", action="store_true", help="send nothing to Graphite")
+    run.add_argument("-r", "--report", action="append", default=[], metavar="REPORT",
+                     help="only this report (repeatable)")
+
+    rerun = commands.add_parser("rerun", parents=[common], help="mark a date range to be recomputed",
+                                description="Mark reports to be recomputed for [START, END) "
+                                            "on the next run.")
+    rerun.add_argument("query_folder", type=Path, metavar="QUERY_FOLDER")
+    rerun.add_argument("start", type=parse_date, metavar="START", help="YYYY-MM-DD, inclusive")
+    rerun.add_argument("end", type=parse_date, metavar="END", help="YYYY-MM-DD, exclusive")
+    rerun.add_argument("-r", "--report", action="append", default=[], metavar="REPORT",
+                       help="report to recompute (repeatable; default: all)")
+    return parser
+
+
+class _Formatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z")
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    root = logging.getLogger("reportupdater")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
+        argv.insert(0, "run")  # the original's command line had no command word
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit:
+        return int(exit.code or 0)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    setup_logging(args.log_level)
+    try:
+        if args.command == "run":
+            return _run(args)
+        return _rerun(args)
+    except (config_stage.ConfigError, reruns.RerunError, UsageError) as exc:
+        log.error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 1
+    except Exception as exc:  # a bug: one line, the traceback only at debug level
+        log.critical("internal error: %s: %s", type(exc).__name__, exc,
+                     exc_info=log.isEnabledFor(logging.DEBUG))
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    options = runner.RunOptions(
+        query_folder=args.query_folder, output_folder=args.output_folder,
+        config_path=args.config_path, now=args.now, only_reports=tuple(args.report),
+        graphite=not args.no_graphite)
+    summary = runner.run(options)
+    return summary.exit_code
+
+
+def _rerun(args: argparse.Namespace) -> int:
+    today = (args.now or runner.utcnow()).astimezone(timezone.utc).date()
+    if not args.query_folder.is_dir():
+        raise UsageError(f"{args.query_folder}: query folder does not exist")
+    request = reruns.request_rerun(args.query_folder, args.start, args.end, args.report,
+                                   today=today, config_path=args.config_path)
+    print(f"{', '.join(request.reports)}: marked to be recomputed for "
+          f"{args.start}..{args.end} (exclusive) on the next run ({request.path})")
+    return 0

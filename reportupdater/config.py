@@ -1,0 +1,527 @@
+# Stage 1 of 5: configuration (config -> plan -> execute -> store -> publish).
+#
+# Reads a query folder's config.yaml into typed dataclasses and validates
+# every key. May read: config.yaml, explode_by value files, templates and
+# scripts (to check they exist and know their placeholders). Writes nothing,
+# connects to nothing. A broken report becomes a ConfigError in
+# FolderConfig.errors; it never stops the other reports from loading.
+
+from __future__ import annotations
+
+import difflib
+import enum
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from . import templates
+
+
+class ConfigError(Exception):
+    """A one-line, user-facing configuration problem."""
+
+
+class Granularity(enum.Enum):
+    DAYS = "days"
+    WEEKS = "weeks"
+    MONTHS = "months"
+
+
+REPORT_TYPES = ("sql", "script", "hive")
+# Values end up in file paths, SQL text and metric paths: letters, digits,
+# '_', '-', '.', and no leading dot (so never '.' or '..').
+DEFAULT_EXPLODE_VALUE_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
+DEFAULT_TIMEOUT_SECONDS = 3600.0
+# Keys the original tool accepted at some point and that mean nothing now.
+LEGACY_REPORT_KEYS = frozenset({"frequency", "timeboxed", "funnel"})
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    key: str
+    url: str | None = field(default=None, repr=False)  # may hold a secret
+    host: str | None = None
+    port: int | None = None
+    db: str | None = None
+    creds_file: Path | None = None
+    auto_find_db_shard: bool = False
+    wiki_db_placeholder: str | None = None
+    use_x1: bool = False
+    mw_config_path: Path | None = None
+    seed: Path | None = None  # sqlite only: SQL script that creates a missing database file
+
+    @property
+    def is_classic(self) -> bool:
+        return self.url is None
+
+
+@dataclass(frozen=True)
+class ReportGraphite:
+    path: str
+    metrics: dict[str, str]  # metric name -> column
+
+
+@dataclass(frozen=True)
+class GraphiteConfig:
+    host: str
+    port: int = 2003
+    prefix: str = ""
+    lookups: dict[str, Path] = field(default_factory=dict)  # placeholder -> yaml file
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    key: str
+    type: str
+    granularity: Granularity
+    starts: date
+    lag: int = 0
+    db: str | None = None
+    execute: str = ""
+    explode_by: dict[str, tuple[str, ...]] = field(default_factory=dict)  # sorted by placeholder
+    max_data_points: int | None = None
+    graphite: ReportGraphite | None = None
+    group: str | None = None
+    timeout: float = DEFAULT_TIMEOUT_SECONDS
+    template: str | None = None  # sql/hive template text, read once
+    script_path: Path | None = None  # script reports: absolute path of the executable
+
+    @property
+    def placeholders(self) -> tuple[str, ...]:
+        return tuple(self.explode_by)
+
+
+@dataclass
+class FolderConfig:
+    config_path: Path
+    query_folder: Path
+    reports: dict[str, ReportConfig]
+    databases: dict[str, DatabaseConfig]
+    graphite: GraphiteConfig | None
+    errors: list[ConfigError] = field(default_factory=list)  # broken reports and databases
+    warnings: list[str] = field(default_factory=list)
+    broken_reports: set[str] = field(default_factory=set)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+class _Where:
+    """Builds error messages that name file, report and key."""
+
+    def __init__(self, config_path: Path, section: str):
+        self.config_path = config_path
+        self.section = section
+
+    def error(self, key: str | None, message: str) -> ConfigError:
+        where = f"{self.config_path}: {self.section}"
+        if key is not None:
+            where += f": key '{key}'"
+        return ConfigError(f"{where}: {message}")
+
+
+def _nearest(name: str, known: set[str] | frozenset[str]) -> str:
+    match = difflib.get_close_matches(str(name), sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _int(where: _Where, key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise where.error(key, f"{_show(value)} is not an integer >= {minimum}")
+    return value
+
+
+def _bool(where: _Where, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise where.error(key, f"{_show(value)} is not true or false")
+    return value
+
+
+def _str(where: _Where, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise where.error(key, f"{_show(value)} is not a non-empty string")
+    return value
+
+
+def _inside(folder: Path, relative: str) -> Path | None:
+    """The path of `relative` under `folder`, or None when it escapes it (symlinks included)."""
+    candidate = (folder / relative).resolve()
+    root = folder.resolve()
+    if candidate != root and root not in candidate.parents:
+        return None
+    return candidate
+
+
+# -------------------------------------------------------------- databases
+
+DATABASE_KEYS = frozenset({
+    "url", "host", "port", "db", "creds_file", "auto_find_db_shard",
+    "wiki_db_placeholder", "use_x1", "mw_config_path", "seed",
+})
+
+
+def _expand_env(where: _Where, key: str, text: str) -> str:
+    def replace(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise where.error(key, f"environment variable ${{{name}}} is not set")
+        return os.environ[name]
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", replace, text)
+
+
+def _resolve_sqlite_url(url: str, query_folder: Path) -> str:
+    # sqlite:///relative.db is relative to the query folder, not the cwd;
+    # sqlite:////abs.db and sqlite:// (memory) are left alone.
+    match = re.match(r"^(sqlite(?:\+\w+)?:///)([^/].*)$", url)
+    if not match:
+        return url
+    prefix, rest = match.groups()
+    path_part, sep, query = rest.partition("?")
+    return f"{prefix}{(query_folder / path_part).resolve()}{sep}{query}"
+
+
+def _parse_database(config_path: Path, query_folder: Path, key: str, raw: Any,
+                    warnings: list[str]) -> DatabaseConfig:
+    where = _Where(config_path, f"database '{key}'")
+    if not isinstance(raw, dict):
+        raise where.error(None, f"{_show(raw)} is not a mapping of keys")
+    for name in raw:
+        if name not in DATABASE_KEYS:
+            warnings.append(f"{config_path}: database '{key}': unknown key '{name}'"
+                            f"{_nearest(name, DATABASE_KEYS)}; ignored")
+    values: dict[str, Any] = {"key": key}
+    if "url" in raw:
+        url = _expand_env(where, "url", _str(where, "url", raw["url"]))
+        values["url"] = _resolve_sqlite_url(url, query_folder)
+    for name in ("host", "db", "wiki_db_placeholder"):
+        if name in raw:
+            values[name] = _str(where, name, raw[name])
+    if "port" in raw:
+        values["port"] = _int(where, "port", raw["port"], 1)
+    for name in ("auto_find_db_shard", "use_x1"):
+        if name in raw:
+            values[name] = _bool(where, name, raw[name])
+    for name in ("creds_file", "mw_config_path"):
+        if name in raw:
+            values[name] = query_folder / os.path.expanduser(_str(where, name, raw[name]))
+    if "seed" in raw:
+        seed = _inside(query_folder, _str(where, "seed", raw["seed"]))
+        if seed is None or not seed.is_file():
+            raise where.error("seed", f"{raw['seed']!r} is not a file inside the query folder")
+        values["seed"] = seed
+    database = DatabaseConfig(**values)
+    if database.url is None and not database.auto_find_db_shard:
+        missing = [name for name in ("host", "port", "creds_file", "db") if name not in raw]
+        if missing:
+            raise where.error(missing[0], "is required (or give 'url')")
+    return database
+
+
+# ---------------------------------------------------------------- reports
+
+
+def _parse_starts(where: _Where, value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.strptime(value, "%Y-%m-%d").date()
+        except ValueError:
+            pass
+    raise where.error("starts", f"{_show(value)} is not a date YYYY-MM-DD")
+
+
+def _read_explode_values(where: _Where, query_folder: Path, placeholder: str,
+                         raw: Any) -> list[str]:
+    if isinstance(raw, list):
+        return [str(value).strip() for value in raw]
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return [str(raw)]
+    if not isinstance(raw, str):
+        raise where.error(f"explode_by.{placeholder}", f"{_show(raw)} is not a list or file name")
+    if "," in raw:
+        return [value.strip() for value in raw.split(",")]
+    token = raw.strip()
+    path = _inside(query_folder, token)
+    if path is not None and path.is_file():
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise where.error(f"explode_by.{placeholder}", f"cannot read {path}: {exc}")
+        return [line.strip() for line in lines if line.strip()]
+    return [token]  # the original's rule: a token that names no file is the one value
+
+
+def _parse_explode_by(where: _Where, query_folder: Path, raw: Any,
+                      pattern: str) -> dict[str, tuple[str, ...]]:
+    if not isinstance(raw, dict) or not raw:
+        raise where.error("explode_by", f"{_show(raw)} is not a mapping placeholder -> values")
+    safe = re.compile(pattern)
+    explode: dict[str, tuple[str, ...]] = {}
+    for placeholder in sorted(raw, key=str):
+        name = str(placeholder)
+        if not name.isidentifier() or name in templates.INTERVAL_PLACEHOLDERS:
+            raise where.error("explode_by", f"{name!r} cannot be a placeholder name")
+        values = _read_explode_values(where, query_folder, name, raw[placeholder])
+        if not values or any(value == "" for value in values):
+            raise where.error(f"explode_by.{name}", f"{_show(raw[placeholder])} gives an empty value")
+        for value in values:
+            if not safe.fullmatch(value):
+                raise where.error(f"explode_by.{name}",
+                                  f"value {value!r} is not allowed (must match {pattern})")
+        if len(set(values)) != len(values):
+            raise where.error(f"explode_by.{name}", "lists a value twice")
+        explode[name] = tuple(values)
+    return explode
+
+
+def _parse_report_graphite(where: _Where, raw: Any) -> ReportGraphite:
+    if not isinstance(raw, dict) or "path" not in raw or "metrics" not in raw:
+        raise where.error("graphite", "needs 'path' and 'metrics'")
+    path = _str(where, "graphite.path", raw["path"])
+    metrics = raw["metrics"]
+    if not isinstance(metrics, dict) or not metrics:
+        raise where.error("graphite.metrics", f"{_show(metrics)} is not a mapping metric -> column")
+    return ReportGraphite(path=path, metrics={str(k): str(v) for k, v in metrics.items()})
+
+
+def _load_template(where: _Where, query_folder: Path, execute: str, suffix: str,
+                   available: set[str]) -> str:
+    path = _inside(query_folder, execute + suffix)
+    if path is None:
+        raise where.error("execute", f"{execute!r} points outside the query folder")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise where.error("execute", f"cannot read template {path}: "
+                                     f"{getattr(exc, 'strerror', None) or exc}")
+    try:
+        fields = templates.fields(text)
+    except templates.TemplateError as exc:
+        raise where.error("execute", f"{path}: {exc}")
+    unknown = sorted(fields - available)
+    if unknown:
+        raise where.error("execute", f"{path}: unknown placeholder {{{unknown[0]}}}"
+                                     f"{_nearest(unknown[0], available)}")
+    return text
+
+
+def _find_script(where: _Where, query_folder: Path, execute: str) -> Path:
+    path = _inside(query_folder, execute)
+    if path is None:
+        raise where.error("execute", f"{execute!r} points outside the query folder")
+    if not path.is_file():
+        raise where.error("execute", f"script {path} does not exist")
+    if not os.access(path, os.X_OK):
+        raise where.error("execute", f"script {path} is not executable (chmod +x)")
+    return path
+
+
+REPORT_KEYS = frozenset({
+    "type", "granularity", "starts", "lag", "db", "execute", "explode_by",
+    "max_data_points", "graphite", "group", "timeout", "explode_value_pattern",
+})
+
+
+def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
+                  databases: dict[str, DatabaseConfig],
+                  database_errors: dict[str, ConfigError]) -> ReportConfig:
+    where = _Where(config_path, f"report '{key}'")
+    values: dict[str, Any] = {"key": key}
+
+    report_type = raw.get("type", "sql")
+    if report_type not in REPORT_TYPES:
+        raise where.error("type", f"{_show(report_type)} is not one of {', '.join(REPORT_TYPES)}")
+    values["type"] = report_type
+
+    if "granularity" not in raw:
+        raise where.error("granularity", "is required (days, weeks or months)")
+    try:
+        values["granularity"] = Granularity(raw["granularity"])
+    except ValueError:
+        names = ", ".join(g.value for g in Granularity)
+        raise where.error("granularity", f"{_show(raw['granularity'])} is not one of {names}")
+
+    if "starts" not in raw:
+        raise where.error("starts", "is required (YYYY-MM-DD)")
+    values["starts"] = _parse_starts(where, raw["starts"])
+
+    if "lag" in raw:
+        values["lag"] = _int(where, "lag", raw["lag"], 0)
+    if raw.get("max_data_points") is not None:
+        values["max_data_points"] = _int(where, "max_data_points", raw["max_data_points"], 1)
+    if "timeout" in raw:
+        timeout = raw["timeout"]
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise where.error("timeout", f"{_show(timeout)} is not a number of seconds > 0")
+        values["timeout"] = float(timeout)
+    if raw.get("group") is not None:
+        values["group"] = _str(where, "group", raw["group"])
+
+    pattern = DEFAULT_EXPLODE_VALUE_PATTERN
+    if "explode_value_pattern" in raw:
+        pattern = _str(where, "explode_value_pattern", raw["explode_value_pattern"])
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise where.error("explode_value_pattern", f"{pattern!r} is not a regular expression: {exc}")
+    if raw.get("explode_by") is not None:
+        values["explode_by"] = _parse_explode_by(where, query_folder, raw["explode_by"], pattern)
+
+    if raw.get("graphite") is not None:
+        values["graphite"] = _parse_report_graphite(where, raw["graphite"])
+
+    execute = raw.get("execute", key)
+    execute = _str(where, "execute", execute)
+    values["execute"] = execute
+
+    available = set(templates.INTERVAL_PLACEHOLDERS) | set(values.get("explode_by", {}))
+    if report_type == "sql":
+        db = raw.get("db")
+        if db is None:
+            raise where.error("db", "is required for sql reports (a key of 'databases')")
+        if db in database_errors:
+            raise where.error("db", f"database {db!r} is broken (see its own error)")
+        if db not in databases:
+            raise where.error("db", f"{_show(db)} is not a key of 'databases'"
+                                    f"{_nearest(db, set(databases))}")
+        values["db"] = db
+        values["template"] = _load_template(where, query_folder, execute, ".sql", available)
+    elif report_type == "hive":
+        if raw.get("db") is not None:
+            values["db"] = str(raw["db"])
+        values["template"] = _load_template(where, query_folder, execute, ".hql", available)
+    else:
+        values["script_path"] = _find_script(where, query_folder, execute)
+
+    return ReportConfig(**values)
+
+
+# ----------------------------------------------------------------- folder
+
+TOP_LEVEL_KEYS = frozenset({"reports", "defaults", "databases", "graphite"})
+GRAPHITE_KEYS = frozenset({"host", "port", "prefix", "lookups"})
+
+
+def _parse_graphite(config_path: Path, query_folder: Path, raw: Any,
+                    warnings: list[str]) -> GraphiteConfig:
+    where = _Where(config_path, "graphite")
+    if not isinstance(raw, dict):
+        raise where.error(None, f"{_show(raw)} is not a mapping")
+    for name in raw:
+        if name not in GRAPHITE_KEYS:
+            warnings.append(f"{config_path}: graphite: unknown key '{name}'"
+                            f"{_nearest(name, GRAPHITE_KEYS)}; ignored")
+    host = _str(where, "host", raw.get("host"))
+    port = _int(where, "port", raw.get("port", 2003), 1)
+    prefix = raw.get("prefix") or ""
+    if not isinstance(prefix, str):
+        raise where.error("prefix", f"{_show(prefix)} is not a string")
+    lookups: dict[str, Path] = {}
+    raw_lookups = raw.get("lookups") or {}
+    if not isinstance(raw_lookups, dict):
+        raise where.error("lookups", f"{_show(raw_lookups)} is not a mapping placeholder -> file")
+    for placeholder, file_name in raw_lookups.items():
+        path = _inside(query_folder, _str(where, f"lookups.{placeholder}", file_name))
+        if path is None:
+            raise where.error(f"lookups.{placeholder}", f"{file_name!r} points outside the query folder")
+        lookups[str(placeholder)] = path
+    return GraphiteConfig(host=host, port=port, prefix=prefix, lookups=lookups)
+
+
+def load(query_folder: str | Path, config_path: str | Path | None = None) -> FolderConfig:
+    """Read and validate a query folder's configuration.
+
+    Raises ConfigError for problems that stop the whole folder (unreadable
+    file, bad YAML, no reports); a broken report or database only lands in
+    FolderConfig.errors.
+    """
+    query_folder = Path(query_folder)
+    if not query_folder.is_dir():
+        raise ConfigError(f"{query_folder}: query folder does not exist")
+    config_path = Path(config_path) if config_path else query_folder / "config.yaml"
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{config_path}: cannot read config: {getattr(exc, 'strerror', None) or exc}")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{config_path}:{line}: invalid YAML: {problem}")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{config_path}: expected a mapping with a 'reports' key")
+    if not isinstance(raw.get("reports"), dict) or not raw["reports"]:
+        raise ConfigError(f"{config_path}: key 'reports': is required and must map report names to settings")
+
+    warnings: list[str] = []
+    errors: list[ConfigError] = []
+    for name in raw:
+        if name not in TOP_LEVEL_KEYS:
+            warnings.append(f"{config_path}: unknown top-level key '{name}'"
+                            f"{_nearest(name, TOP_LEVEL_KEYS)}; ignored")
+
+    defaults = raw.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{config_path}: key 'defaults': {_show(defaults)} is not a mapping")
+    known_report_keys = REPORT_KEYS | LEGACY_REPORT_KEYS
+    for name in defaults:
+        if name not in known_report_keys:
+            warnings.append(f"{config_path}: defaults: unknown key '{name}'"
+                            f"{_nearest(name, REPORT_KEYS)}; ignored")
+
+    databases: dict[str, DatabaseConfig] = {}
+    database_errors: dict[str, ConfigError] = {}
+    raw_databases = raw.get("databases") or {}
+    if not isinstance(raw_databases, dict):
+        raise ConfigError(f"{config_path}: key 'databases': {_show(raw_databases)} is not a mapping")
+    for key, raw_db in raw_databases.items():
+        try:
+            databases[str(key)] = _parse_database(config_path, query_folder, str(key), raw_db, warnings)
+        except ConfigError as exc:
+            database_errors[str(key)] = exc
+            errors.append(exc)
+
+    graphite = None
+    if raw.get("graphite") is not None:
+        graphite = _parse_graphite(config_path, query_folder, raw["graphite"], warnings)
+
+    reports: dict[str, ReportConfig] = {}
+    broken: set[str] = set()
+    for key, raw_report in raw["reports"].items():
+        key = str(key)
+        if not isinstance(raw_report, dict):
+            errors.append(_Where(config_path, f"report '{key}'").error(
+                None, f"{_show(raw_report)} is not a mapping of keys"))
+            broken.add(key)
+            continue
+        for name in raw_report:
+            if name not in known_report_keys:
+                warnings.append(f"{config_path}: report '{key}': unknown key '{name}'"
+                                f"{_nearest(name, REPORT_KEYS)}; ignored")
+        merged = {**defaults, **raw_report}
+        try:
+            reports[key] = _parse_report(config_path, query_folder, key, merged,
+                                         databases, database_errors)
+        except ConfigError as exc:
+            errors.append(exc)
+            broken.add(key)
+
+    return FolderConfig(config_path=config_path, query_folder=query_folder, reports=reports,
+                        databases=databases, graphite=graphite, errors=errors, warnings=warnings,
+                        broken_reports=broken)

@@ -1,0 +1,132 @@
+# Stage 3 of 5: execution (config -> plan -> execute -> store -> publish).
+#
+# The small interface every engine implements, and the one place where raw
+# rows from any engine become a Result: text cells, a date first column, the
+# same number of fields as the header, an empty row for an empty result.
+# Touches nothing itself; engines touch their databases or scripts.
+
+from __future__ import annotations
+
+import abc
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Sequence
+
+from ..config import FolderConfig, ReportConfig
+from ..intervals import Interval
+
+
+class EngineError(Exception):
+    """A query or script that failed for one interval; one line, no secrets."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One interval of one explode combination of one report."""
+
+    report: ReportConfig
+    interval: Interval
+    explode: tuple[tuple[str, str], ...]  # (placeholder, value), sorted by placeholder
+
+    @property
+    def explode_values(self) -> dict[str, str]:
+        return dict(self.explode)
+
+    def describe(self) -> str:
+        parts = [self.report.key] + [f"{name}={value}" for name, value in self.explode]
+        return f"{' '.join(parts)} {self.interval.label}"
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one job produced: a header and rows of text, first column a date."""
+
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+    @property
+    def dates(self) -> set[str]:
+        return {row[0] for row in self.rows}
+
+
+_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$")
+
+
+def cell_text(value: Any) -> str:
+    """A database value as a MySQL client would print it; NULL is empty."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def date_label(value: Any) -> str:
+    """The first column as YYYY-MM-DD; raises EngineError for anything else."""
+    if isinstance(value, (datetime, date)):
+        return value.strftime("%Y-%m-%d")
+    text = cell_text(value)
+    match = _DATE.match(text)
+    if match:
+        try:
+            datetime.strptime(match.group(1), "%Y-%m-%d")
+            return match.group(1)
+        except ValueError:
+            pass
+    raise EngineError(f"first column must be a date YYYY-MM-DD, got {text!r}")
+
+
+def build_result(header: Sequence[Any], rows: Iterable[Sequence[Any]], interval: Interval) -> Result:
+    """Normalise raw engine output into a Result (see module header)."""
+    names = tuple(cell_text(name) for name in header)
+    if not names:
+        raise EngineError("result has no columns (no header line)")
+    for name in names:
+        if any(ch in name for ch in "\t\r\n") or name == "":
+            raise EngineError(f"column name {name!r} is empty or holds a tab or line break")
+    normalised: list[tuple[str, ...]] = []
+    for number, row in enumerate(rows, start=1):
+        if len(row) != len(names):
+            raise EngineError(f"row {number} has {len(row)} fields but the header has {len(names)}")
+        cells = (date_label(row[0]),) + tuple(cell_text(value) for value in row[1:])
+        for name, cell in zip(names, cells):
+            if any(ch in cell for ch in "\t\r\n"):
+                raise EngineError(f"row {number} column {name!r} holds a tab or line break, "
+                                  "which a TSV file cannot store; replace it in the query")
+        normalised.append(cells)
+    if not normalised:
+        # Stored so that the interval counts as done and is not recomputed forever.
+        normalised.append((interval.label,) + ("",) * (len(names) - 1))
+    return Result(header=names, rows=tuple(normalised))
+
+
+class Engine(abc.ABC):
+    """Runs jobs of one report type. One instance per run, shared by all reports
+    of its type, so connections are opened once and reused across intervals."""
+
+    type: ClassVar[str]
+
+    def __init__(self, folder: FolderConfig):
+        self.folder = folder
+
+    @property
+    def query_folder(self) -> Path:
+        return self.folder.query_folder
+
+    @abc.abstractmethod
+    def run(self, job: Job) -> Result:
+        """Compute one job. Raises EngineError when it fails."""
+
+    def close(self) -> None:
+        """Release connections; called once at the end of a run."""

@@ -1,0 +1,84 @@
+# Stage 3 of 5: execution. The `script` engine.
+#
+# Runs a report's executable as `SCRIPT START END [V1 V2 ...] FOLDER` (dates
+# YYYY-MM-DD, explode values ordered by placeholder name, last the folder
+# holding the script), with the query folder as working directory, and parses
+# the TSV it prints. May touch: the script's process group (started, and
+# killed whole at the timeout). A non-zero exit, a timeout or unparseable
+# output is a failure of that interval.
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+
+from .base import Engine, EngineError, Job, Result, build_result
+
+log = logging.getLogger(__name__)
+
+
+def parse_tsv(text: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of TSV text; \\n or \\r\\n line ends; blank lines ignored."""
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    lines = [line for line in lines if line != ""]
+    if not lines:
+        return [], []
+    return lines[0].split("\t"), [line.split("\t") for line in lines[1:]]
+
+
+class ScriptEngine(Engine):
+    type = "script"
+
+    def argv(self, job: Job) -> list[str]:
+        script = job.report.script_path
+        assert script is not None  # config guarantees it for script reports
+        return ([str(script), job.interval.start.strftime("%Y-%m-%d"),
+                 job.interval.end.strftime("%Y-%m-%d")]
+                + [value for _, value in job.explode]
+                + [str(script.parent)])
+
+    def run(self, job: Job) -> Result:
+        argv = self.argv(job)
+        try:
+            # A session of its own, so a timeout kills the script's children too.
+            process = subprocess.Popen(argv, cwd=self.query_folder, stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       start_new_session=True)
+        except OSError as exc:
+            raise EngineError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
+        try:
+            stdout, stderr = process.communicate(timeout=job.report.timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            raise EngineError(f"script timed out after {job.report.timeout:g} s and was killed") from None
+        except BaseException:
+            _kill_group(process)
+            raise
+        errors = stderr.decode("utf-8", errors="replace").strip()
+        if process.returncode != 0:
+            if errors:
+                log.warning("%s: script stderr:\n%s", job.describe(), errors)
+            last = errors.splitlines()[-1] if errors else "no output on stderr"
+            how = (f"killed by signal {-process.returncode}" if process.returncode < 0
+                   else f"exited with status {process.returncode}")
+            raise EngineError(f"script {how}: {last}")
+        if errors:
+            log.info("%s: script stderr:\n%s", job.describe(), errors)
+        try:
+            text = stdout.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EngineError(f"script output is not UTF-8 (byte {exc.start})") from None
+        header, rows = parse_tsv(text)
+        if not header:
+            raise EngineError("script printed nothing (a header line is required)")
+        return build_result(header, rows, job.interval)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()

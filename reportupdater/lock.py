@@ -1,0 +1,40 @@
+# Runner support: one run per query folder.
+#
+# An flock on QUERY_FOLDER/.reportupdater.lock. The OS drops it when the
+# process dies, so a killed run never blocks the next one. May touch: that
+# one lock file.
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+LOCK_NAME = ".reportupdater.lock"
+
+
+class FolderBusy(Exception):
+    """Another process holds the folder's lock."""
+
+
+class FolderLock:
+    def __init__(self, query_folder: Path):
+        self.path = query_folder / LOCK_NAME
+        self._descriptor: int | None = None
+
+    def __enter__(self) -> "FolderLock":
+        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o664)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise FolderBusy(f"{self.path}: another run holds this query folder") from None
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()}\n".encode())
+        self._descriptor = descriptor
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)  # closing releases the flock
+            self._descriptor = None

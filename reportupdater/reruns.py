@@ -1,0 +1,115 @@
+# Part of stage 2 (plan): rerun requests.
+#
+# A rerun request is a file in QUERY_FOLDER/.reruns/ whose lines are START,
+# END (YYYY-MM-DD, END exclusive) and then one report key per line, the
+# format the original rerun_reports.py wrote. The runner treats the covered
+# intervals as not done and deletes a request once all of it was recomputed.
+# May touch: the .reruns/ folder only.
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+
+from . import config as config_stage
+from .intervals import DateRange
+
+log = logging.getLogger(__name__)
+
+FOLDER_NAME = ".reruns"
+
+
+@dataclass(frozen=True)
+class RerunRequest:
+    path: Path
+    dates: DateRange
+    reports: tuple[str, ...]
+
+
+def _parse_date(text: str) -> date:
+    return datetime.strptime(text.strip(), "%Y-%m-%d").date()
+
+
+def read_requests(query_folder: Path) -> list[RerunRequest]:
+    """Every parseable request; one that cannot be parsed is skipped with a warning."""
+    folder = query_folder / FOLDER_NAME
+    try:
+        names = sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        log.warning("%s: cannot list rerun requests: %s", folder, exc.strerror)
+        return []
+    requests = []
+    for name in names:
+        path = folder / name
+        if name.startswith(".") or not path.is_file():
+            continue  # temp files of a request being written
+        try:
+            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+            lines = [line for line in lines if line]
+            start, end = _parse_date(lines[0]), _parse_date(lines[1])
+            if start >= end:
+                raise ValueError("start is not before end")
+            requests.append(RerunRequest(path, DateRange(start, end), tuple(lines[2:])))
+        except (OSError, UnicodeDecodeError, ValueError, IndexError) as exc:
+            log.warning("%s: rerun request skipped, cannot parse it: %s", path, exc)
+    return requests
+
+
+def write_request(query_folder: Path, dates: DateRange, reports: list[str]) -> Path:
+    """Write a request atomically (a run never sees half of one)."""
+    folder = query_folder / FOLDER_NAME
+    folder.mkdir(exist_ok=True)
+    name = str(int(time.time() * 1000))
+    while (folder / name).exists():
+        name = str(int(name) + 1)
+    temp = folder / f".{name}.tmp"
+    lines = [dates.start.isoformat(), dates.end.isoformat(), *reports]
+    temp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(temp, folder / name)
+    return folder / name
+
+
+def consume(request: RerunRequest) -> None:
+    try:
+        request.path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("%s: cannot delete consumed rerun request: %s", request.path, exc.strerror)
+
+
+class RerunError(Exception):
+    """A rerun request that cannot be accepted; one line."""
+
+
+def request_rerun(query_folder: Path, start: date, end: date, report_keys: list[str],
+                  today: date, config_path: Path | None = None) -> RerunRequest:
+    """Check a rerun request as the original rerun_reports.py did, then write it.
+
+    END is exclusive and may not be after today; every named report must exist
+    and start before END; no report named means all reports.
+    """
+    if start >= end:
+        raise RerunError(f"start {start} is not before end {end}")
+    if end > today:
+        raise RerunError(f"end {end} is after today ({today})")
+    folder = config_stage.load(query_folder, config_path)
+    keys = report_keys or list(folder.reports) + sorted(folder.broken_reports)
+    for key in keys:
+        if key in folder.broken_reports:
+            errors = [str(error) for error in folder.errors if f"report '{key}'" in str(error)]
+            raise RerunError(errors[0] if errors else f"report {key!r} has config errors")
+        if key not in folder.reports:
+            raise RerunError(f"{folder.config_path}: report {key!r} is not in 'reports'")
+        if folder.reports[key].starts >= end:
+            raise RerunError(f"report {key!r} starts {folder.reports[key].starts}, "
+                             f"not before the end of the range {end}")
+    dates = DateRange(start, end)
+    path = write_request(query_folder, dates, keys)
+    return RerunRequest(path, dates, tuple(keys))

@@ -1,0 +1,175 @@
+# Stage 4 of 5: the TSV store (config -> plan -> execute -> store -> publish).
+#
+# The output files are the source of truth for what is done. This module
+# reads an output file once, merges results into it in memory (header
+# evolution, replaced dates, max_data_points trimming) and replaces it
+# atomically (write beside, fsync, rename, fsync the folder). May touch: the
+# output folder only. Cells are kept as the exact text of the file, so every
+# value round-trips byte for byte.
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .engines import Result
+
+
+class StoreError(Exception):
+    """An output file that cannot be read or written; names the path."""
+
+
+_LABEL = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2})?$")
+ENCODING = "utf-8"
+ERRORS = "surrogateescape"  # keep bytes that are not UTF-8 exactly as they were
+
+
+def output_path(output_folder: Path, report_key: str, explode: tuple[tuple[str, str], ...]) -> Path:
+    """OUTPUT/<report>.tsv, or OUTPUT/<report>/<v1>/.../<vlast>.tsv by placeholder name."""
+    if not explode:
+        return output_folder / f"{report_key}.tsv"
+    values = [value for _, value in explode]
+    return output_folder.joinpath(report_key, *values[:-1], f"{values[-1]}.tsv")
+
+
+@dataclass
+class OutputFile:
+    """One output TSV, held in memory between one read and its writes."""
+
+    path: Path
+    header: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+    dirty: bool = False
+
+    @property
+    def dates(self) -> set[str]:
+        return {row[0] for row in self.rows}
+
+    @property
+    def temp_path(self) -> Path:
+        return self.path.with_name(f".{self.path.name}.tmp")
+
+    @classmethod
+    def load(cls, path: Path) -> "OutputFile":
+        """Read an output file (a missing one is empty). Raises StoreError when it
+        cannot be parsed: such a file is never overwritten."""
+        try:
+            with open(path, encoding=ENCODING, errors=ERRORS, newline="") as handle:
+                text = handle.read()
+        except FileNotFoundError:
+            return cls(path)
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot read: {exc.strerror}") from None
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+        if not lines:
+            return cls(path)
+        header = lines[0].split("\t")
+        if not header[0]:
+            raise StoreError(f"{path}:1: the header line is empty or starts with a tab")
+        rows: list[list[str]] = []
+        previous = ""
+        in_order = True
+        for number, line in enumerate(lines[1:], start=2):
+            cells = line.split("\t")
+            if len(cells) != len(header):
+                raise StoreError(f"{path}:{number}: {len(cells)} fields, but the header has "
+                                 f"{len(header)}; the file is left as it is (move it aside to recompute)")
+            if not _LABEL.match(cells[0]):
+                raise StoreError(f"{path}:{number}: first field {cells[0]!r} is not a date YYYY-MM-DD; "
+                                 "the file is left as it is (move it aside to recompute)")
+            in_order = in_order and cells[0] >= previous
+            previous = cells[0]
+            rows.append(cells)
+        if not in_order:
+            rows.sort(key=lambda row: row[0])  # stable: rows of one date keep their order
+        return cls(path, header, rows)
+
+    def merge(self, result: Result, replace_dates: set[str]) -> None:
+        """Put a result in: rows of `replace_dates` and of the result's dates are
+        replaced; the header evolves (new columns added, vanished ones kept last)."""
+        new_header = list(result.header)
+        new_rows = [list(row) for row in result.rows]
+        if self.header and self.header != new_header:
+            if len(set(new_header)) != len(new_header):
+                raise StoreError(f"{self.path}: the result has duplicate column names "
+                                 f"{new_header} and the file's header differs")
+            kept = [name for name in self.header if name not in new_header]
+            new_header += kept
+            new_rows = [row + [""] * len(kept) for row in new_rows]
+            position = {name: index for index, name in enumerate(self.header)}
+            self.rows = [[row[position[name]] if name in position else "" for name in new_header]
+                         for row in self.rows]
+        self.header = new_header
+        drop = set(replace_dates) | result.dates
+        kept_rows = [row for row in self.rows if row[0] not in drop]
+        self.rows = sorted(kept_rows + new_rows, key=lambda row: row[0])
+        self.dirty = True
+
+    def trim_before(self, first_label: str) -> None:
+        """Drop rows older than `first_label` (max_data_points)."""
+        kept = [row for row in self.rows if row[0] >= first_label]
+        if len(kept) != len(self.rows):
+            self.rows = kept
+            self.dirty = True
+
+    def text(self) -> str:
+        lines = ["\t".join(self.header)] + ["\t".join(row) for row in self.rows]
+        return "\n".join(lines) + "\n"
+
+    def save(self, group: str | None = None) -> None:
+        """Replace the file atomically: a reader or a crash sees the old or the new file."""
+        if not self.dirty:
+            return
+        data = self.text().encode(ENCODING, errors=ERRORS)
+        temp = self.temp_path
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                mode = self.path.stat().st_mode & 0o7777
+            except FileNotFoundError:
+                umask = os.umask(0)
+                os.umask(umask)
+                mode = 0o666 & ~umask
+            descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(descriptor, view)
+                    view = view[written:]
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            os.chmod(temp, mode)
+            if group:
+                shutil.chown(temp, group=group)
+            os.replace(temp, self.path)
+            _fsync_folder(self.path.parent)
+        except (OSError, LookupError) as exc:  # LookupError: unknown group
+            try:
+                temp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise StoreError(f"{self.path}: cannot write: {reason}") from None
+        self.dirty = False
+
+    def remove_stale_temp(self) -> None:
+        """A run killed mid-write leaves its temp file; the lock says it is stale."""
+        try:
+            self.temp_path.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,78 @@
+# Part of stage 3 (execute): rendering query templates.
+#
+# Turns an interval and its explode values into the placeholder values that
+# sql and hive templates use, and renders templates with them. Pure text:
+# touches no file, database or network. Fields may only be plain names:
+# `{x.attr}`, `{x[0]}` and unknown names are errors, so a template can never
+# reach into Python objects.
+
+from __future__ import annotations
+
+import string
+from datetime import datetime, timezone
+from typing import Mapping
+
+# Placeholders every templated report gets from its interval. The original
+# gave sql only the timestamps and hive only the dates; both get all here.
+INTERVAL_PLACEHOLDERS = (
+    "from_timestamp", "to_timestamp", "from_date", "to_date", "year", "month", "day",
+)
+
+
+class TemplateError(Exception):
+    """A template that cannot be rendered."""
+
+
+def fields(template: str) -> set[str]:
+    """The placeholder names a template uses. Raises TemplateError on bad syntax."""
+    names: set[str] = set()
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise TemplateError(f"bad placeholder syntax: {exc}") from None
+    for _, field_name, format_spec, _ in parsed:
+        if field_name is None:
+            continue
+        if not field_name.isidentifier():
+            raise TemplateError(f"placeholder {{{field_name}}} is not a plain name")
+        if format_spec and "{" in format_spec:
+            raise TemplateError(f"placeholder {{{field_name}}} has a nested format")
+        names.add(field_name)
+    return names
+
+
+def interval_values(start: datetime, end: datetime) -> dict[str, str]:
+    """Placeholder values of an interval [start, end); timestamps in UTC."""
+    start_utc = start.astimezone(timezone.utc)
+    end_utc = end.astimezone(timezone.utc)
+    return {
+        "from_timestamp": start_utc.strftime("%Y%m%d%H%M%S"),
+        "to_timestamp": end_utc.strftime("%Y%m%d%H%M%S"),
+        "from_date": start.strftime("%Y-%m-%d"),
+        "to_date": end.strftime("%Y-%m-%d"),
+        "year": start.strftime("%Y"),
+        "month": start.strftime("%m"),
+        "day": start.strftime("%d"),
+    }
+
+
+def render(template: str, values: Mapping[str, str]) -> str:
+    """str.format with only plain names allowed; unknown names raise TemplateError."""
+    out: list[str] = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise TemplateError(f"bad placeholder syntax: {exc}") from None
+    for literal, field_name, format_spec, conversion in parsed:
+        out.append(literal)
+        if field_name is None:
+            continue
+        if not field_name.isidentifier():
+            raise TemplateError(f"placeholder {{{field_name}}} is not a plain name")
+        if field_name not in values:
+            raise TemplateError(f"unknown placeholder {{{field_name}}}")
+        value = values[field_name]
+        if conversion == "r":
+            value = repr(value)
+        out.append(format(value, format_spec or ""))
+    return "".join(out)
