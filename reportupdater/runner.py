@@ -194,6 +194,13 @@ def _run_combination(report: config_stage.ReportConfig, explode: tuple[tuple[str
             continue
         outcome.computed += 1
         since_save += 1
+        stray = result.dates - {interval.label}
+        if stray:
+            # Stored as the original did, but worth knowing: these rows
+            # replace the rows of those dates, and if the interval's own date
+            # is absent it will be computed again next run.
+            log.warning("%s: result has rows dated outside the interval: %s",
+                        job.describe(), ", ".join(sorted(stray)[:5]))
         log.info("%s: computed %d rows in %.2f s", job.describe(), len(result.rows),
                  time.monotonic() - started)
         if (since_save >= options.checkpoint_intervals

@@ -37,16 +37,25 @@ def output_path(output_folder: Path, report_key: str, explode: tuple[tuple[str, 
 
 @dataclass
 class OutputFile:
-    """One output TSV, held in memory between one read and its writes."""
+    """One output TSV, held in memory between one read and its writes.
+
+    Rows are kept grouped by date, so merging an interval costs the size of
+    its result, not of the file; they are sorted only when written.
+    """
 
     path: Path
     header: list[str] = field(default_factory=list)
-    rows: list[list[str]] = field(default_factory=list)
+    by_date: dict[str, list[list[str]]] = field(default_factory=dict)
     dirty: bool = False
 
     @property
     def dates(self) -> set[str]:
-        return {row[0] for row in self.rows}
+        return set(self.by_date)
+
+    @property
+    def rows(self) -> list[list[str]]:
+        """Every row, sorted by date; rows of one date keep their order."""
+        return [row for label in sorted(self.by_date) for row in self.by_date[label]]
 
     @property
     def temp_path(self) -> Path:
@@ -72,9 +81,7 @@ class OutputFile:
         header = lines[0].split("\t")
         if not header[0]:
             raise StoreError(f"{path}:1: the header line is empty or starts with a tab")
-        rows: list[list[str]] = []
-        previous = ""
-        in_order = True
+        by_date: dict[str, list[list[str]]] = {}
         for number, line in enumerate(lines[1:], start=2):
             cells = line.split("\t")
             if len(cells) != len(header):
@@ -83,39 +90,39 @@ class OutputFile:
             if not _LABEL.match(cells[0]):
                 raise StoreError(f"{path}:{number}: first field {cells[0]!r} is not a date YYYY-MM-DD; "
                                  "the file is left as it is (move it aside to recompute)")
-            in_order = in_order and cells[0] >= previous
-            previous = cells[0]
-            rows.append(cells)
-        if not in_order:
-            rows.sort(key=lambda row: row[0])  # stable: rows of one date keep their order
-        return cls(path, header, rows)
+            by_date.setdefault(cells[0], []).append(cells)
+        return cls(path, header, by_date)
 
     def merge(self, result: Result, replace_dates: set[str]) -> None:
         """Put a result in: rows of `replace_dates` and of the result's dates are
         replaced; the header evolves (new columns added, vanished ones kept last)."""
         new_header = list(result.header)
-        new_rows = [list(row) for row in result.rows]
+        kept: list[str] = []
         if self.header and self.header != new_header:
             if len(set(new_header)) != len(new_header):
                 raise StoreError(f"{self.path}: the result has duplicate column names "
                                  f"{new_header} and the file's header differs")
             kept = [name for name in self.header if name not in new_header]
             new_header += kept
-            new_rows = [row + [""] * len(kept) for row in new_rows]
             position = {name: index for index, name in enumerate(self.header)}
-            self.rows = [[row[position[name]] if name in position else "" for name in new_header]
-                         for row in self.rows]
+            order = [position.get(name) for name in new_header]
+            self.by_date = {label: [[row[i] if i is not None else "" for i in order] for row in rows]
+                            for label, rows in self.by_date.items()}
         self.header = new_header
-        drop = set(replace_dates) | result.dates
-        kept_rows = [row for row in self.rows if row[0] not in drop]
-        self.rows = sorted(kept_rows + new_rows, key=lambda row: row[0])
+        for label in replace_dates:
+            self.by_date.pop(label, None)
+        fresh: dict[str, list[list[str]]] = {}
+        for row in result.rows:
+            fresh.setdefault(row[0], []).append(list(row) + [""] * len(kept))
+        self.by_date.update(fresh)
         self.dirty = True
 
     def trim_before(self, first_label: str) -> None:
         """Drop rows older than `first_label` (max_data_points)."""
-        kept = [row for row in self.rows if row[0] >= first_label]
-        if len(kept) != len(self.rows):
-            self.rows = kept
+        old = [label for label in self.by_date if label < first_label]
+        for label in old:
+            del self.by_date[label]
+        if old:
             self.dirty = True
 
     def text(self) -> str:
