@@ -54,6 +54,10 @@ class DatabaseConfig:
     use_x1: bool = False
     mw_config_path: Path | None = None
     seed: Path | None = None  # sqlite only: SQL script that creates a missing database file
+    shards: dict[str, str] = field(default_factory=dict)  # shard -> "host:port"
+    shard_host_template: str | None = None  # "{shard}-replica.example.org:3306"
+    srv_template: str | None = None         # DNS SRV name, "_{shard}-analytics._tcp.eqiad.wmnet"
+    timeout: float | None = None            # seconds per query, server and client side
 
     @property
     def is_classic(self) -> bool:
@@ -87,7 +91,7 @@ class ReportConfig:
     max_data_points: int | None = None
     graphite: ReportGraphite | None = None
     group: str | None = None
-    timeout: float = DEFAULT_TIMEOUT_SECONDS
+    timeout: float | None = None  # seconds; None: the database's, else DEFAULT_TIMEOUT_SECONDS
     template: str | None = None  # sql/hive template text, read once
     script_path: Path | None = None  # script reports: absolute path of the executable
 
@@ -167,7 +171,11 @@ def _inside(folder: Path, relative: str) -> Path | None:
 DATABASE_KEYS = frozenset({
     "url", "host", "port", "db", "creds_file", "auto_find_db_shard",
     "wiki_db_placeholder", "use_x1", "mw_config_path", "seed",
+    "shards", "shard_host_template", "srv_template", "timeout",
 })
+# Where the original found MediaWiki's configuration and each shard's replica.
+DEFAULT_MW_CONFIG_PATH = "/srv/mediawiki-config"
+DEFAULT_SRV_TEMPLATE = "_{shard}-analytics._tcp.eqiad.wmnet"
 
 
 def _expand_env(where: _Where, key: str, text: str) -> str:
@@ -204,9 +212,20 @@ def _parse_database(config_path: Path, query_folder: Path, key: str, raw: Any,
     if "url" in raw:
         url = _expand_env(where, "url", _str(where, "url", raw["url"]))
         values["url"] = _resolve_sqlite_url(url, query_folder)
-    for name in ("host", "db", "wiki_db_placeholder"):
+    for name in ("host", "db", "wiki_db_placeholder", "shard_host_template", "srv_template"):
         if name in raw:
             values[name] = _str(where, name, raw[name])
+    for name in ("shard_host_template", "srv_template"):
+        if name in values and _template_fields(where, name, values[name]) - {"shard"}:
+            raise where.error(name, f"{values[name]!r} may only use the {{shard}} placeholder")
+    if "shards" in raw:
+        shards = raw["shards"]
+        if not isinstance(shards, dict) or not all(
+                isinstance(v, str) and re.fullmatch(r"[^\s:]+:\d+", v) for v in shards.values()):
+            raise where.error("shards", f"{_show(shards)} is not a mapping shard -> 'host:port'")
+        values["shards"] = {str(k): v for k, v in shards.items()}
+    if "timeout" in raw:
+        values["timeout"] = _seconds(where, "timeout", raw["timeout"])
     if "port" in raw:
         values["port"] = _int(where, "port", raw["port"], 1)
     for name in ("auto_find_db_shard", "use_x1"):
@@ -220,12 +239,33 @@ def _parse_database(config_path: Path, query_folder: Path, key: str, raw: Any,
         if seed is None or not seed.is_file():
             raise where.error("seed", f"{raw['seed']!r} is not a file inside the query folder")
         values["seed"] = seed
+    if values.get("auto_find_db_shard"):
+        if "creds_file" not in values:
+            raise where.error("creds_file", "is required with auto_find_db_shard")
+        if "wiki_db_placeholder" not in values and "db" not in values:
+            raise where.error("wiki_db_placeholder", "is required with auto_find_db_shard (or give 'db')")
+        values.setdefault("mw_config_path", Path(DEFAULT_MW_CONFIG_PATH))
+        if not values.get("shards") and "shard_host_template" not in values:
+            values.setdefault("srv_template", DEFAULT_SRV_TEMPLATE)
     database = DatabaseConfig(**values)
     if database.url is None and not database.auto_find_db_shard:
         missing = [name for name in ("host", "port", "creds_file", "db") if name not in raw]
         if missing:
             raise where.error(missing[0], "is required (or give 'url')")
     return database
+
+
+def _template_fields(where: _Where, key: str, text: str) -> set[str]:
+    try:
+        return templates.fields(text)
+    except templates.TemplateError as exc:
+        raise where.error(key, f"{text!r}: {exc}")
+
+
+def _seconds(where: _Where, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise where.error(key, f"{_show(value)} is not a number of seconds > 0")
+    return float(value)
 
 
 # ---------------------------------------------------------------- reports
@@ -363,11 +403,8 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
         values["lag"] = _int(where, "lag", raw["lag"], 0)
     if raw.get("max_data_points") is not None:
         values["max_data_points"] = _int(where, "max_data_points", raw["max_data_points"], 1)
-    if "timeout" in raw:
-        timeout = raw["timeout"]
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise where.error("timeout", f"{_show(timeout)} is not a number of seconds > 0")
-        values["timeout"] = float(timeout)
+    if raw.get("timeout") is not None:
+        values["timeout"] = _seconds(where, "timeout", raw["timeout"])
     if raw.get("group") is not None:
         values["group"] = _str(where, "group", raw["group"])
 
@@ -399,6 +436,10 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
             raise where.error("db", f"{_show(db)} is not a key of 'databases'"
                                     f"{_nearest(db, set(databases))}")
         values["db"] = db
+        placeholder = databases[db].wiki_db_placeholder
+        if databases[db].auto_find_db_shard and placeholder and placeholder not in values.get("explode_by", {}):
+            raise where.error("explode_by", f"database {db!r} finds each wiki's shard from the "
+                                            f"explode_by placeholder {placeholder!r}, which this report lacks")
         values["template"] = _load_template(where, query_folder, execute, ".sql", available)
     elif report_type == "hive":
         if raw.get("db") is not None:

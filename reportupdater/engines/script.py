@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 
+from ..config import DEFAULT_TIMEOUT_SECONDS
 from .base import Engine, EngineError, Job, Result, build_result
 
 log = logging.getLogger(__name__)
@@ -48,11 +49,12 @@ class ScriptEngine(Engine):
                                        start_new_session=True)
         except OSError as exc:
             raise EngineError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
+        timeout = job.report.timeout or DEFAULT_TIMEOUT_SECONDS
         try:
-            stdout, stderr = process.communicate(timeout=job.report.timeout)
+            stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(process)
-            raise EngineError(f"script timed out after {job.report.timeout:g} s and was killed") from None
+            raise EngineError(f"script timed out after {timeout:g} s and was killed") from None
         except BaseException:
             _kill_group(process)
             raise

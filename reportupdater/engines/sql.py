@@ -2,27 +2,38 @@
 #
 # Renders a report's template and runs it through SQLAlchemy 2 on the
 # database its `db` names: the classic host/port/db/creds_file form becomes a
-# mysql+pymysql URL, `url:` takes any SQLAlchemy URL. May touch: those
-# databases (one SQLAlchemy engine per database entry, reused for the whole
-# run), the creds files, and a sqlite `seed:` (to create a missing demo
-# database). Passwords never reach a log line or an error message.
+# mysql+pymysql URL, `url:` takes any SQLAlchemy URL, and
+# `auto_find_db_shard` finds each wiki database's shard (dblists) and the
+# shard's replica (shards map, host template, or DNS SRV). One pooled engine
+# per server (host:port), the database selected per query, so 900 wikis on
+# 8 shards open 8 pools. May touch: those databases, the creds files, the
+# MediaWiki dblists, a sqlite `seed:` (to create a missing demo database).
+# Passwords never reach a log line or an error message.
 
 from __future__ import annotations
 
 import configparser
 import logging
 import os
+import re
 import sqlite3
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 
 from .. import templates
-from ..config import DatabaseConfig
+from ..config import DEFAULT_TIMEOUT_SECONDS, DatabaseConfig
 from .base import Engine, EngineError, Job, Result, build_result
 
 log = logging.getLogger(__name__)
+
+# MySQL client error codes of a connection that went away mid-use.
+_LOST_CONNECTION = {2006, 2013, 2055}
+# Seconds the client waits beyond the server-side limit before giving up.
+_CLIENT_GRACE = 5.0
 
 
 def read_creds_file(path: Path) -> dict[str, str]:
@@ -49,32 +60,106 @@ def read_creds_file(path: Path) -> dict[str, str]:
     return creds
 
 
-def database_url(database: DatabaseConfig) -> URL:
-    """The SQLAlchemy URL of a database entry (may hold a password: never log it as is)."""
-    if database.url is not None:
+@dataclass(frozen=True)
+class Target:
+    """Where one job's query goes: a pooled engine and, maybe, a database to USE."""
+
+    engine_key: tuple
+    url: URL
+    use_database: str | None = None  # selected per query on a shared pool
+
+
+def _host_port(text: str, where: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise EngineError(f"{where}: {text!r} is not host:port")
+    return host, int(port)
+
+
+class ShardFinder:
+    """Which shard holds a wiki database, and which server serves that shard."""
+
+    def __init__(self, database: DatabaseConfig):
+        self.database = database
+        self._shard_of: dict[str, str] | None = None
+
+    def _mapping(self) -> dict[str, str]:
+        if self._shard_of is None:
+            folder = (self.database.mw_config_path or Path(".")) / "dblists"
+            if self.database.use_x1:
+                lists = [(folder / "all.dblist", "x1")]
+            else:
+                lists = [(path, path.stem) for path in sorted(folder.glob("*.dblist"))
+                         if re.fullmatch(r"s\d+", path.stem) or path.stem in self.database.shards]
+            mapping: dict[str, str] = {}
+            for path, shard in lists:
+                try:
+                    lines = path.read_text(encoding="utf-8").splitlines()
+                except OSError as exc:
+                    raise EngineError(f"database '{self.database.key}': cannot read {path}: "
+                                      f"{exc.strerror}") from None
+                for line in lines:
+                    name = line.split("#", 1)[0].strip()
+                    if name:
+                        mapping[name] = shard
+            if not mapping:
+                raise EngineError(f"database '{self.database.key}': no dblists found in {folder} "
+                                  "(check mw_config_path)")
+            self._shard_of = mapping
+        return self._shard_of
+
+    def shard(self, wiki_db: str) -> str:
+        if wiki_db == "staging":
+            return "staging"
+        if wiki_db == "centralauth":
+            return "s7"  # not in any dblist; the original's special case
+        if self.database.use_x1:
+            return "x1"
         try:
-            return make_url(database.url)
-        except (sqlalchemy.exc.ArgumentError, ValueError):
-            raise EngineError(f"database '{database.key}': 'url' is not a SQLAlchemy URL") from None
-    if database.auto_find_db_shard:
-        raise EngineError(f"database '{database.key}': auto_find_db_shard is not supported yet")
+            return self._mapping()[wiki_db]
+        except KeyError:
+            raise EngineError(f"database '{self.database.key}': {wiki_db!r} is in no "
+                              f"dblists/s*.dblist under {self.database.mw_config_path}") from None
+
+    def server(self, shard: str) -> tuple[str, int]:
+        where = f"database '{self.database.key}' shard {shard!r}"
+        if shard in self.database.shards:
+            return _host_port(self.database.shards[shard], where)
+        if self.database.shard_host_template:
+            return _host_port(self.database.shard_host_template.format(shard=shard), where)
+        if self.database.srv_template:
+            return _srv_lookup(self.database.srv_template.format(shard=shard), where)
+        raise EngineError(f"{where}: not in 'shards' and no shard_host_template")
+
+
+def _srv_lookup(name: str, where: str) -> tuple[str, int]:
+    try:
+        import dns.resolver  # optional: only sites that rely on DNS SRV need dnspython
+    except ImportError:
+        raise EngineError(f"{where}: DNS SRV lookup of {name} needs the dnspython package; "
+                          "or set 'shards' or 'shard_host_template'") from None
+    try:
+        answer = dns.resolver.resolve(name, "SRV")[0]
+    except Exception as exc:
+        raise EngineError(f"{where}: DNS SRV lookup of {name} failed: {exc}") from None
+    return str(answer.target).rstrip("."), int(answer.port)
+
+
+def classic_url(database: DatabaseConfig, host: str | None, port: int | None,
+                name: str | None) -> URL:
+    """mysql+pymysql URL from a creds file (may hold a password: never log it as is)."""
     assert database.creds_file is not None
     creds = read_creds_file(database.creds_file)
-    return URL.create(
-        "mysql+pymysql",
-        username=creds.get("user"),
-        password=creds.get("password"),
-        host=database.host,
-        port=database.port,
-        database=database.db,
-        query={"charset": "utf8mb4"},
-    )
+    host = host or creds.get("host")
+    port = port or (int(creds["port"]) if creds.get("port", "").isdigit() else None)
+    return URL.create("mysql+pymysql", username=creds.get("user"), password=creds.get("password"),
+                      host=host, port=port, database=name, query={"charset": "utf8mb4"})
 
 
 def _seed_sqlite(url: URL, seed: Path) -> None:
     """Build a missing sqlite database from its seed script, atomically."""
     target = Path(url.database or "")
-    if not url.get_backend_name() == "sqlite" or not url.database or target.exists():
+    if url.get_backend_name() != "sqlite" or not url.database or target.exists():
         return
     partial = target.with_name(f".{target.name}.seeding")
     partial.unlink(missing_ok=True)
@@ -97,21 +182,46 @@ class SqlEngine(Engine):
 
     def __init__(self, folder):
         super().__init__(folder)
-        self._engines: dict[str, sqlalchemy.Engine] = {}
+        self._engines: dict[tuple, sqlalchemy.Engine] = {}
+        self._shard_finders: dict[str, ShardFinder] = {}
+        self._classic_urls: dict[str, URL] = {}
 
-    def _engine(self, database: DatabaseConfig) -> sqlalchemy.Engine:
-        engine = self._engines.get(database.key)
-        if engine is None:
-            url = database_url(database)
-            if database.seed is not None:
-                _seed_sqlite(url, database.seed)
+    # -- where a job goes
+
+    def target(self, job: Job) -> Target:
+        database = self.folder.databases[job.report.db or ""]
+        if database.url is not None:
             try:
-                engine = sqlalchemy.create_engine(url, pool_pre_ping=True)
+                url = make_url(database.url)
+            except (sqlalchemy.exc.ArgumentError, ValueError):
+                raise EngineError(f"database '{database.key}': 'url' is not a SQLAlchemy URL") from None
+            return Target(("url", database.key), url)
+        if database.key not in self._classic_urls:
+            self._classic_urls[database.key] = classic_url(database, database.host, database.port,
+                                                           None if database.auto_find_db_shard else database.db)
+        base = self._classic_urls[database.key]
+        if not database.auto_find_db_shard:
+            return Target(("classic", database.key), base)
+        wiki_db = (job.explode_values.get(database.wiki_db_placeholder or "")
+                   or database.db or "")
+        finder = self._shard_finders.setdefault(database.key, ShardFinder(database))
+        host, port = finder.server(finder.shard(wiki_db))
+        return Target(("server", database.key, host, port), base.set(host=host, port=port), wiki_db)
+
+    def _engine(self, target: Target, database: DatabaseConfig) -> sqlalchemy.Engine:
+        engine = self._engines.get(target.engine_key)
+        if engine is None:
+            if database.seed is not None:
+                _seed_sqlite(target.url, database.seed)
+            try:
+                engine = sqlalchemy.create_engine(target.url, pool_pre_ping=True)
             except Exception as exc:  # unknown dialect, missing driver
                 raise EngineError(f"database '{database.key}' "
-                                  f"({url.render_as_string(hide_password=True)}): {exc}") from None
-            self._engines[database.key] = engine
+                                  f"({target.url.render_as_string(hide_password=True)}): {exc}") from None
+            self._engines[target.engine_key] = engine
         return engine
+
+    # -- running
 
     def render(self, job: Job) -> str:
         assert job.report.template is not None
@@ -126,27 +236,67 @@ class SqlEngine(Engine):
         query = self.render(job)
         log.debug("%s: query:\n%s", job.describe(), query)
         database = self.folder.databases[job.report.db or ""]
-        engine = self._engine(database)
-        try:
-            with engine.connect() as connection:
-                # no_parameters: the DBAPI gets the text as is, so '%' in
-                # DATE_FORMAT(...) stays literal, as with the original tool.
-                cursor = connection.execution_options(no_parameters=True).exec_driver_sql(query)
-                if not cursor.returns_rows:
-                    raise EngineError("the query returned no result set (is it a SELECT?)")
-                header = list(cursor.keys())
-                rows = cursor.fetchall()
-        except sqlalchemy.exc.DBAPIError as exc:
-            raise EngineError(_dbapi_message(database, exc)) from None
-        except sqlalchemy.exc.SQLAlchemyError as exc:
-            raise EngineError(f"database '{database.key}': {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0]}") from None
-        return build_result(header, rows, job.interval)
+        timeout = job.report.timeout or database.timeout or DEFAULT_TIMEOUT_SECONDS
+        target = self.target(job)
+        engine = self._engine(target, database)
+        for attempt in (1, 2):
+            started = time.monotonic()
+            try:
+                header, rows = self._execute(engine, target, query, timeout)
+                return build_result(header, rows, job.interval)
+            except sqlalchemy.exc.DBAPIError as exc:
+                code = _error_code(exc)
+                elapsed = time.monotonic() - started
+                if code in (1969, 3024) or elapsed >= timeout:
+                    raise EngineError(f"database '{database.key}': query exceeded its timeout of "
+                                      f"{timeout:g} s and was stopped") from None
+                if attempt == 1 and (exc.connection_invalidated or code in _LOST_CONNECTION):
+                    log.warning("%s: lost the connection (%s); retrying once with a new one",
+                                job.describe(), _dbapi_message(database, exc))
+                    continue
+                raise EngineError(_dbapi_message(database, exc)) from None
+            except sqlalchemy.exc.SQLAlchemyError as exc:
+                raise EngineError(f"database '{database.key}': {type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0]}") from None
+        raise AssertionError("unreachable")
+
+    def _execute(self, engine: sqlalchemy.Engine, target: Target, query: str,
+                 timeout: float) -> tuple[list[str], list]:
+        with engine.connect() as connection:
+            if engine.dialect.name == "mysql":
+                _limit_mysql(connection, timeout)
+                if target.use_database:
+                    connection.exec_driver_sql(f"USE `{target.use_database}`")
+            # no_parameters: the DBAPI gets the text as is, so '%' in
+            # DATE_FORMAT(...) stays literal, as with the original tool.
+            cursor = connection.execution_options(no_parameters=True).exec_driver_sql(query)
+            if not cursor.returns_rows:
+                raise EngineError("the query returned no result set (is it a SELECT?)")
+            return list(cursor.keys()), cursor.fetchall()
 
     def close(self) -> None:
         for engine in self._engines.values():
             engine.dispose()
         self._engines.clear()
+
+
+def _limit_mysql(connection: sqlalchemy.Connection, timeout: float) -> None:
+    """Bound a query on the server (MariaDB max_statement_time, MySQL
+    max_execution_time) and on the client (PyMySQL's socket read timeout)."""
+    if getattr(connection.dialect, "is_mariadb", False):
+        connection.exec_driver_sql(f"SET SESSION max_statement_time = {timeout:.3f}")
+    else:
+        connection.exec_driver_sql(f"SET SESSION max_execution_time = {int(timeout * 1000)}")
+    raw = connection.connection.dbapi_connection
+    if hasattr(raw, "_read_timeout"):  # PyMySQL applies it to every socket read
+        raw._read_timeout = timeout + _CLIENT_GRACE
+        if getattr(raw, "_sock", None) is not None:
+            raw._sock.settimeout(raw._read_timeout)
+
+
+def _error_code(exc: sqlalchemy.exc.DBAPIError) -> int | None:
+    args = getattr(exc.orig, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
 
 
 def _dbapi_message(database: DatabaseConfig, exc: sqlalchemy.exc.DBAPIError) -> str:
