@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -71,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("output_folder", type=Path, metavar="OUTPUT_FOLDER", nargs="?",
                      default=Path("output"), help="where the TSV files go (default: ./output)")
     run.add_argument("--no-graphite", action="store_true", help="send nothing to Graphite")
+    run.add_argument("--hive-url", metavar="URL", default=os.environ.get("REPORTUPDATER_HIVE_URL"),
+                     help="Hive server for hive reports of folders that configure none, "
+                          "e.g. hive://user@host:10000/default (default: $REPORTUPDATER_HIVE_URL; "
+                          "without either, such reports run 'hive -e')")
     run.add_argument("-r", "--report", action="append", default=[], metavar="REPORT",
                      help="only this report (repeatable)")
 
@@ -132,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
     options = runner.RunOptions(
         query_folder=args.query_folder, output_folder=args.output_folder,
         config_path=args.config_path, now=args.now, only_reports=tuple(args.report),
-        graphite=not args.no_graphite)
+        graphite=not args.no_graphite, hive_url=args.hive_url)
     summary = runner.run(options)
     return summary.exit_code
 

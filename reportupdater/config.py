@@ -12,6 +12,7 @@ import difflib
 import enum
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -58,10 +59,18 @@ class DatabaseConfig:
     shard_host_template: str | None = None  # "{shard}-replica.example.org:3306"
     srv_template: str | None = None         # DNS SRV name, "_{shard}-analytics._tcp.eqiad.wmnet"
     timeout: float | None = None            # seconds per query, server and client side
+    # Hive (HiveServer2 through PyHive, or a command line)
+    engine: str = "sql"                     # sql, hive or hive-cli
+    username: str | None = None
+    auth: str | None = None                 # NONE, NOSASL, LDAP, KERBEROS, CUSTOM
+    password_env: str | None = None         # environment variable holding the password
+    kerberos_service_name: str | None = None
+    configuration: dict[str, str] = field(default_factory=dict)  # Hive session settings
+    command: tuple[str, ...] = ()           # hive-cli: the command the query is appended to
 
     @property
-    def is_classic(self) -> bool:
-        return self.url is None
+    def is_hive(self) -> bool:
+        return self.engine in ("hive", "hive-cli") or (self.url or "").startswith("hive")
 
 
 @dataclass(frozen=True)
@@ -172,7 +181,11 @@ DATABASE_KEYS = frozenset({
     "url", "host", "port", "db", "creds_file", "auto_find_db_shard",
     "wiki_db_placeholder", "use_x1", "mw_config_path", "seed",
     "shards", "shard_host_template", "srv_template", "timeout",
+    "engine", "username", "database", "auth", "password_env", "kerberos_service_name",
+    "configuration", "command",
 })
+DATABASE_ENGINES = ("sql", "hive", "hive-cli")
+HIVE_AUTH_MODES = ("NONE", "NOSASL", "LDAP", "KERBEROS", "CUSTOM")
 # Where the original found MediaWiki's configuration and each shard's replica.
 DEFAULT_MW_CONFIG_PATH = "/srv/mediawiki-config"
 DEFAULT_SRV_TEMPLATE = "_{shard}-analytics._tcp.eqiad.wmnet"
@@ -234,6 +247,7 @@ def _parse_database(config_path: Path, query_folder: Path, key: str, raw: Any,
     for name in ("creds_file", "mw_config_path"):
         if name in raw:
             values[name] = query_folder / os.path.expanduser(_str(where, name, raw[name]))
+    _parse_hive_keys(where, raw, values)
     if "seed" in raw:
         seed = _inside(query_folder, _str(where, "seed", raw["seed"]))
         if seed is None or not seed.is_file():
@@ -248,11 +262,43 @@ def _parse_database(config_path: Path, query_folder: Path, key: str, raw: Any,
         if not values.get("shards") and "shard_host_template" not in values:
             values.setdefault("srv_template", DEFAULT_SRV_TEMPLATE)
     database = DatabaseConfig(**values)
-    if database.url is None and not database.auto_find_db_shard:
+    if database.engine == "hive" and database.url is None and "host" not in values:
+        raise where.error("host", "is required for engine hive (or give 'url: hive://user@host:10000/db')")
+    if database.url is None and not database.auto_find_db_shard and not database.is_hive:
         missing = [name for name in ("host", "port", "creds_file", "db") if name not in raw]
         if missing:
             raise where.error(missing[0], "is required (or give 'url')")
     return database
+
+
+def _parse_hive_keys(where: _Where, raw: dict, values: dict[str, Any]) -> None:
+    engine = raw.get("engine", "sql")
+    if engine not in DATABASE_ENGINES:
+        raise where.error("engine", f"{_show(engine)} is not one of {', '.join(DATABASE_ENGINES)}")
+    values["engine"] = engine
+    for name in ("username", "password_env", "kerberos_service_name"):
+        if name in raw:
+            values[name] = _str(where, name, raw[name])
+    if "database" in raw:
+        values["db"] = _str(where, "database", raw["database"])
+    if "auth" in raw:
+        auth = str(raw["auth"]).upper()
+        if auth not in HIVE_AUTH_MODES:
+            raise where.error("auth", f"{_show(raw['auth'])} is not one of {', '.join(HIVE_AUTH_MODES)}")
+        values["auth"] = auth
+    if "configuration" in raw:
+        settings = raw["configuration"]
+        if not isinstance(settings, dict):
+            raise where.error("configuration", f"{_show(settings)} is not a mapping setting -> value")
+        values["configuration"] = {str(k): str(v).lower() if isinstance(v, bool) else str(v)
+                                   for k, v in settings.items()}
+    if "command" in raw:
+        command = raw["command"]
+        if isinstance(command, str):
+            command = shlex.split(command)
+        if not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command):
+            raise where.error("command", f"{_show(raw['command'])} is not a command line")
+        values["command"] = tuple(command)
 
 
 def _template_fields(where: _Where, key: str, text: str) -> set[str]:
@@ -359,6 +405,17 @@ def _load_template(where: _Where, query_folder: Path, execute: str, suffix: str,
     return text
 
 
+def _hive_database(db: Any, databases: dict[str, DatabaseConfig]) -> str | None:
+    """The hive database a hive report uses: the one its `db` names, else the
+    folder's only one, else None (the site default, else `hive -e`). A `db`
+    naming a non-hive database (a defaults value meant for sql reports) is
+    ignored, as the original tool ignored `db` for hive reports."""
+    if isinstance(db, str) and db in databases and databases[db].is_hive:
+        return db
+    hive = [key for key, database in databases.items() if database.is_hive]
+    return hive[0] if len(hive) == 1 else None
+
+
 def _find_script(where: _Where, query_folder: Path, execute: str) -> Path:
     path = _inside(query_folder, execute)
     if path is None:
@@ -442,8 +499,7 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
                                             f"explode_by placeholder {placeholder!r}, which this report lacks")
         values["template"] = _load_template(where, query_folder, execute, ".sql", available)
     elif report_type == "hive":
-        if raw.get("db") is not None:
-            values["db"] = str(raw["db"])
+        values["db"] = _hive_database(raw.get("db"), databases)
         values["template"] = _load_template(where, query_folder, execute, ".hql", available)
     else:
         values["script_path"] = _find_script(where, query_folder, execute)

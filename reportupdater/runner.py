@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import config as config_stage
 from . import intervals, reruns, store
-from .engines import Engine, EngineError, Job, engine_class
+from .engines import Engine, EngineError, Job, SiteDefaults, engine_class
 from .lock import FolderBusy, FolderLock
 
 log = logging.getLogger("reportupdater")
@@ -37,6 +37,7 @@ class RunOptions:
     now: datetime | None = None           # evaluate everything as if it were this time (UTC)
     only_reports: tuple[str, ...] = ()    # empty: every report
     graphite: bool = True                 # --no-graphite
+    hive_url: str | None = None           # site-wide Hive server for folders that name none
     checkpoint_seconds: float = CHECKPOINT_SECONDS
     checkpoint_intervals: int = CHECKPOINT_INTERVALS
 
@@ -84,13 +85,14 @@ def combinations(report: config_stage.ReportConfig) -> list[tuple[tuple[str, str
 class _Engines:
     """One engine per report type for the whole run, created on first use."""
 
-    def __init__(self, folder: config_stage.FolderConfig):
+    def __init__(self, folder: config_stage.FolderConfig, site: SiteDefaults):
         self.folder = folder
+        self.site = site
         self._engines: dict[str, Engine] = {}
 
     def get(self, report_type: str) -> Engine:
         if report_type not in self._engines:
-            self._engines[report_type] = engine_class(report_type)(self.folder)
+            self._engines[report_type] = engine_class(report_type)(self.folder, self.site)
         return self._engines[report_type]
 
     def close(self) -> None:
@@ -137,7 +139,7 @@ def select_reports(folder: config_stage.FolderConfig,
 def _run_locked(folder: config_stage.FolderConfig, selected: list[config_stage.ReportConfig],
                 options: RunOptions, now: datetime, summary: RunSummary) -> None:
     requests = reruns.read_requests(folder.query_folder)
-    engines = _Engines(folder)
+    engines = _Engines(folder, SiteDefaults(hive_url=options.hive_url))
     try:
         for report in selected:
             report_reruns = [request.dates for request in requests if report.key in request.reports]

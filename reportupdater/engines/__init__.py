@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Engine, EngineError, Job, Result, build_result, cell_text
+from .base import Engine, EngineError, Job, Result, SiteDefaults, build_result, cell_text
 
-__all__ = ["Engine", "EngineError", "Job", "Result", "build_result", "cell_text", "engine_class"]
+__all__ = [
+    "Engine", "EngineError", "Job", "Result", "SiteDefaults", "build_result", "cell_text", "engine_class",
+]
 
 
 def engine_class(report_type: str) -> type[Engine]:

@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Sequence
 
+from .. import templates
 from ..config import FolderConfig, ReportConfig
 from ..intervals import Interval
 
@@ -116,14 +117,33 @@ def build_result(header: Sequence[Any], rows: Iterable[Sequence[Any]], interval:
     return Result(header=names, rows=tuple(normalised))
 
 
+def render_query(job: Job) -> str:
+    """The job's template with its interval and explode placeholders filled in."""
+    assert job.report.template is not None  # config guarantees it for templated reports
+    values = templates.interval_values(job.interval.start, job.interval.end)
+    values.update(job.explode)
+    try:
+        return templates.render(job.report.template, values)
+    except templates.TemplateError as exc:
+        raise EngineError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class SiteDefaults:
+    """Settings of the machine rather than of a query folder."""
+
+    hive_url: str | None = None  # --hive-url / REPORTUPDATER_HIVE_URL
+
+
 class Engine(abc.ABC):
     """Runs jobs of one report type. One instance per run, shared by all reports
     of its type, so connections are opened once and reused across intervals."""
 
     type: ClassVar[str]
 
-    def __init__(self, folder: FolderConfig):
+    def __init__(self, folder: FolderConfig, site: SiteDefaults = SiteDefaults()):
         self.folder = folder
+        self.site = site
 
     @property
     def query_folder(self) -> Path:

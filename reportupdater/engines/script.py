@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 from ..config import DEFAULT_TIMEOUT_SECONDS
 from .base import Engine, EngineError, Job, Result, build_result
@@ -41,41 +42,50 @@ class ScriptEngine(Engine):
                 + [str(script.parent)])
 
     def run(self, job: Job) -> Result:
-        argv = self.argv(job)
-        try:
-            # A session of its own, so a timeout kills the script's children too.
-            process = subprocess.Popen(argv, cwd=self.query_folder, stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       start_new_session=True)
-        except OSError as exc:
-            raise EngineError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
-        timeout = job.report.timeout or DEFAULT_TIMEOUT_SECONDS
-        try:
-            stdout, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(process)
-            raise EngineError(f"script timed out after {timeout:g} s and was killed") from None
-        except BaseException:
-            _kill_group(process)
-            raise
-        errors = stderr.decode("utf-8", errors="replace").strip()
-        if process.returncode != 0:
-            if errors:
-                log.warning("%s: script stderr:\n%s", job.describe(), errors)
-            last = errors.splitlines()[-1] if errors else "no output on stderr"
-            how = (f"killed by signal {-process.returncode}" if process.returncode < 0
-                   else f"exited with status {process.returncode}")
-            raise EngineError(f"script {how}: {last}")
-        if errors:
-            log.info("%s: script stderr:\n%s", job.describe(), errors)
-        try:
-            text = stdout.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise EngineError(f"script output is not UTF-8 (byte {exc.start})") from None
-        header, rows = parse_tsv(text)
+        stdout = run_command(self.argv(job), self.query_folder,
+                             job.report.timeout or DEFAULT_TIMEOUT_SECONDS, job.describe(), "script")
+        header, rows = parse_tsv(stdout)
         if not header:
             raise EngineError("script printed nothing (a header line is required)")
         return build_result(header, rows, job.interval)
+
+
+def run_command(argv: list[str], cwd: Path, timeout: float, describe: str, what: str) -> str:
+    """Run a command in a session of its own and return its stdout as text.
+
+    Raises EngineError on a non-zero exit (with stderr's last line), on a
+    timeout (the whole process group is killed) or on output that is not
+    UTF-8. stderr goes to the log.
+    """
+    try:
+        # A session of its own, so a timeout kills the command's children too.
+        process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   start_new_session=True)
+    except OSError as exc:
+        raise EngineError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        raise EngineError(f"{what} timed out after {timeout:g} s and was killed") from None
+    except BaseException:
+        _kill_group(process)
+        raise
+    errors = stderr.decode("utf-8", errors="replace").strip()
+    if process.returncode != 0:
+        if errors:
+            log.warning("%s: %s stderr:\n%s", describe, what, errors)
+        last = errors.splitlines()[-1] if errors else "no output on stderr"
+        how = (f"killed by signal {-process.returncode}" if process.returncode < 0
+               else f"exited with status {process.returncode}")
+        raise EngineError(f"{what} {how}: {last}")
+    if errors:
+        log.info("%s: %s stderr:\n%s", describe, what, errors)
+    try:
+        return stdout.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EngineError(f"{what} output is not UTF-8 (byte {exc.start})") from None
 
 
 def _kill_group(process: subprocess.Popen) -> None:

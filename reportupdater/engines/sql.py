@@ -24,9 +24,8 @@ from pathlib import Path
 import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 
-from .. import templates
 from ..config import DEFAULT_TIMEOUT_SECONDS, DatabaseConfig
-from .base import Engine, EngineError, Job, Result, build_result
+from .base import Engine, EngineError, Job, Result, SiteDefaults, build_result, render_query
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +179,8 @@ def _seed_sqlite(url: URL, seed: Path) -> None:
 class SqlEngine(Engine):
     type = "sql"
 
-    def __init__(self, folder):
-        super().__init__(folder)
+    def __init__(self, folder, site=SiteDefaults()):
+        super().__init__(folder, site)
         self._engines: dict[tuple, sqlalchemy.Engine] = {}
         self._shard_finders: dict[str, ShardFinder] = {}
         self._classic_urls: dict[str, URL] = {}
@@ -223,17 +222,8 @@ class SqlEngine(Engine):
 
     # -- running
 
-    def render(self, job: Job) -> str:
-        assert job.report.template is not None
-        values = templates.interval_values(job.interval.start, job.interval.end)
-        values.update(job.explode)
-        try:
-            return templates.render(job.report.template, values)
-        except templates.TemplateError as exc:
-            raise EngineError(str(exc)) from None
-
     def run(self, job: Job) -> Result:
-        query = self.render(job)
+        query = render_query(job)
         log.debug("%s: query:\n%s", job.describe(), query)
         database = self.folder.databases[job.report.db or ""]
         timeout = job.report.timeout or database.timeout or DEFAULT_TIMEOUT_SECONDS

@@ -1,0 +1,273 @@
+# Stage 3 of 5: execution. The `hive` engine.
+#
+# Runs a report's HiveQL template, statement by statement on one cursor,
+# through HiveServer2 (PyHive) and takes the result of the last statement;
+# or, for `engine: hive-cli` databases and folders with no Hive server
+# configured, through a command line (`hive -e QUERY` by default, or
+# `beeline ... --outputformat=tsv2 -e`) whose TSV stdout is parsed. May
+# touch: the Hive server (one connection per database for the run; a query
+# over its timeout is cancelled on the server) or the command's process group.
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from ..config import DEFAULT_TIMEOUT_SECONDS, DatabaseConfig
+from .base import Engine, EngineError, Job, Result, SiteDefaults, build_result, cell_text, render_query
+from .script import parse_tsv, run_command
+from .sql import read_creds_file
+
+log = logging.getLogger(__name__)
+
+DEFAULT_COMMAND = ("hive", "-e")
+POLL_SECONDS = 0.5
+PROGRESS_EVERY_SECONDS = 30.0
+
+
+def split_statements(text: str) -> list[str]:
+    """Split HiveQL on `;` outside string literals, backquotes and comments.
+
+    Comments are dropped; empty statements (the trailing `;`) are not kept.
+    """
+    statements: list[str] = []
+    current: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        char = text[i]
+        if char in "'\"`":
+            end = i + 1
+            while end < n and text[end] != char:
+                end += 2 if text[end] == "\\" and char != "`" else 1
+            current.append(text[i:end + 1])
+            i = end + 1
+        elif text.startswith("--", i):
+            end = text.find("\n", i)
+            i = n if end == -1 else end  # keep the newline
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = n if end == -1 else end + 2
+            current.append(" ")
+        elif char == ";":
+            statements.append("".join(current))
+            current = []
+            i += 1
+        else:
+            current.append(char)
+            i += 1
+    statements.append("".join(current))
+    return [statement.strip() for statement in statements if statement.strip()]
+
+
+def hive_cell(value: Any) -> str:
+    """A value as Hive prints it: booleans true/false, NULL empty."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return cell_text(value)
+
+
+@dataclass(frozen=True)
+class HiveServer:
+    host: str
+    port: int
+    username: str | None
+    database: str
+    auth: str | None
+    password: str | None
+    kerberos_service_name: str | None
+    configuration: dict[str, str]
+
+
+def _server_from_url(url_text: str, where: str) -> HiveServer:
+    try:
+        url = make_url(url_text)
+    except Exception:
+        raise EngineError(f"{where}: {url_text.split('@')[-1]!r} is not a hive:// URL") from None
+    if not url.get_backend_name().startswith("hive"):
+        raise EngineError(f"{where}: expected a hive:// URL")
+    query = dict(url.query)
+    auth = query.pop("auth", None)
+    return HiveServer(host=url.host or "localhost", port=url.port or 10000, username=url.username,
+                      database=url.database or "default", auth=auth, password=url.password,
+                      kerberos_service_name=query.pop("kerberos_service_name", None),
+                      configuration={k: str(v) for k, v in query.items()})
+
+
+def _password(database: DatabaseConfig) -> str | None:
+    if database.password_env:
+        if database.password_env not in os.environ:
+            raise EngineError(f"database '{database.key}': environment variable "
+                              f"{database.password_env} is not set")
+        return os.environ[database.password_env]
+    if database.creds_file:
+        return read_creds_file(database.creds_file).get("password")
+    return None
+
+
+def server_for(database: DatabaseConfig) -> HiveServer:
+    where = f"database '{database.key}'"
+    if database.url:
+        server = _server_from_url(database.url, where)
+        settings = {**server.configuration, **database.configuration}
+        return HiveServer(server.host, server.port, server.username or database.username,
+                          server.database, server.auth or database.auth,
+                          server.password or _password(database),
+                          server.kerberos_service_name or database.kerberos_service_name, settings)
+    return HiveServer(host=database.host or "localhost", port=database.port or 10000,
+                      username=database.username, database=database.db or "default",
+                      auth=database.auth, password=_password(database),
+                      kerberos_service_name=database.kerberos_service_name,
+                      configuration=dict(database.configuration))
+
+
+class HiveEngine(Engine):
+    type = "hive"
+
+    def __init__(self, folder, site: SiteDefaults = SiteDefaults()):
+        super().__init__(folder, site)
+        self._connections: dict[str, Any] = {}
+
+    def run(self, job: Job) -> Result:
+        query = render_query(job)
+        log.debug("%s: query:\n%s", job.describe(), query)
+        database = self.folder.databases.get(job.report.db or "")
+        if database is not None and database.engine == "hive-cli":
+            return self._run_command(job, query, database.command or DEFAULT_COMMAND,
+                                     job.report.timeout or database.timeout)
+        if database is not None:
+            key, server = database.key, server_for(database)
+            timeout = job.report.timeout or database.timeout
+        elif self.site.hive_url:
+            key, server = "(site)", _server_from_url(self.site.hive_url, "--hive-url")
+            timeout = job.report.timeout
+        else:  # no Hive server configured anywhere: the original's `hive -e`
+            return self._run_command(job, query, DEFAULT_COMMAND, job.report.timeout)
+        return self._run_server(job, key, server, query, timeout or DEFAULT_TIMEOUT_SECONDS)
+
+    # -- HiveServer2
+
+    def _connection(self, key: str, server: HiveServer):
+        if key not in self._connections:
+            try:
+                from pyhive import hive
+            except ImportError:
+                raise EngineError("hive reports need PyHive: pip install 'reportupdater[hive]'") from None
+            try:
+                self._connections[key] = hive.connect(
+                    host=server.host, port=server.port, username=server.username,
+                    database=server.database, auth=server.auth, password=server.password,
+                    kerberos_service_name=server.kerberos_service_name,
+                    configuration=server.configuration or None)
+            except Exception as exc:
+                raise EngineError(f"cannot connect to Hive at {server.host}:{server.port}: "
+                                  f"{_one_line(exc)}") from None
+        return self._connections[key]
+
+    def _run_server(self, job: Job, key: str, server: HiveServer, query: str,
+                    timeout: float) -> Result:
+        statements = split_statements(query)
+        if not statements:
+            raise EngineError("the template holds no statement")
+        cursor = self._connection(key, server).cursor()
+        deadline = time.monotonic() + timeout
+        try:
+            for statement in statements:
+                self._execute(job, cursor, statement, deadline, timeout)
+            if not cursor.description:
+                raise EngineError("the last statement returned no result set (is it a SELECT?)")
+            header = [column[0].rsplit(".", 1)[-1] for column in cursor.description]
+            rows = [[hive_cell(value) for value in row] for row in cursor.fetchall()]
+        except EngineError:
+            raise
+        except Exception as exc:
+            self._forget(key)  # the connection may be broken: open a new one next time
+            raise EngineError(f"Hive: {_one_line(exc)}") from None
+        finally:
+            _close_quietly(cursor)
+        return build_result(header, rows, job.interval)
+
+    def _execute(self, job: Job, cursor, statement: str, deadline: float, timeout: float) -> None:
+        from TCLIService.ttypes import TOperationState
+
+        running = (TOperationState.INITIALIZED_STATE, TOperationState.PENDING_STATE,
+                   TOperationState.RUNNING_STATE)
+        started = last_progress = time.monotonic()
+        cursor.execute(statement, async_=True)
+        while True:
+            status = cursor.poll()
+            state = status.operationState
+            if state not in running:
+                break
+            now = time.monotonic()
+            if now >= deadline:
+                try:
+                    cursor.cancel()
+                finally:
+                    raise EngineError(f"Hive query exceeded its timeout of {timeout:g} s "
+                                      "and was cancelled on the server")
+            if now - last_progress >= PROGRESS_EVERY_SECONDS:
+                log.info("%s: Hive query running for %.0f s", job.describe(), now - started)
+                last_progress = now
+            time.sleep(POLL_SECONDS)
+        if state != TOperationState.FINISHED_STATE:
+            message = status.errorMessage or TOperationState._VALUES_TO_NAMES.get(state, str(state))
+            raise EngineError(f"Hive: {_one_line(message)}")
+
+    def _forget(self, key: str) -> None:
+        connection = self._connections.pop(key, None)
+        if connection is not None:
+            _close_quietly(connection)
+
+    # -- command line
+
+    def _run_command(self, job: Job, query: str, command: tuple[str, ...],
+                     timeout: float | None) -> Result:
+        # Comments dropped (beeline prints nothing for a query that starts
+        # with one); the header switched on for the hive CLI.
+        statements = ["SET hive.cli.print.header=true", *split_statements(query)]
+        argv = [*command, ";\n".join(statements) + ";"]
+        stdout = run_command(argv, self.query_folder, timeout or DEFAULT_TIMEOUT_SECONDS,
+                             job.describe(), command[0])
+        header, rows = parse_tsv(_last_result_set(stdout, statements))
+        if not header:
+            raise EngineError(f"{command[0]} printed no result (a header line is required)")
+        return build_result([name.rsplit(".", 1)[-1] for name in header], rows, job.interval)
+
+    def close(self) -> None:
+        for key in list(self._connections):
+            self._forget(key)
+
+
+_SET = re.compile(r"^SET\s+([^=\s]+)\s*=", re.IGNORECASE)
+
+
+def _last_result_set(stdout: str, statements: list[str]) -> str:
+    """The output of the last statement: beeline prints a `key value` result
+    set for every SET before it (the hive CLI prints none), and may echo
+    prompt lines (`0: jdbc:hive2://...> ...`)."""
+    lines = [line for line in stdout.split("\n")
+             if not (line.split(": ", 1)[0].isdigit() and "jdbc:" in line)]
+    for statement in statements[:-1]:
+        match = _SET.match(statement)
+        if (match and len(lines) >= 2 and lines[0].rstrip("\r") == "key\tvalue"
+                and lines[1].startswith(match.group(1) + "\t")):
+            del lines[:2]
+    return "\n".join(lines)
+
+
+def _one_line(value: Any) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def _close_quietly(thing: Any) -> None:
+    try:
+        thing.close()
+    except Exception:
+        pass
