@@ -323,8 +323,10 @@ def _parse_starts(where: _Where, value: Any) -> date:
     if isinstance(value, date):
         return value
     if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d{4}-\d{1,2}-\d{1,2})(?:[ Tt].*)?", value)
         try:
-            return datetime.strptime(value, "%Y-%m-%d").date()
+            if match:
+                return datetime.strptime(match.group(1), "%Y-%m-%d").date()
         except ValueError:
             pass
     raise where.error("starts", f"{_show(value)} is not a date YYYY-MM-DD")
@@ -368,8 +370,9 @@ def _parse_explode_by(where: _Where, query_folder: Path, raw: Any,
             if not safe.fullmatch(value):
                 raise where.error(f"explode_by.{name}",
                                   f"value {value!r} is not allowed (must match {pattern})")
-        if len(set(values)) != len(values):
-            raise where.error(f"explode_by.{name}", "lists a value twice")
+        twice = sorted({value for value in values if values.count(value) > 1})
+        if twice:
+            raise where.error(f"explode_by.{name}", f"lists the value {twice[0]!r} twice")
         explode[name] = tuple(values)
     return explode
 
@@ -437,6 +440,9 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
                   databases: dict[str, DatabaseConfig],
                   database_errors: dict[str, ConfigError]) -> ReportConfig:
     where = _Where(config_path, f"report '{key}'")
+    if not REPORT_KEY_PATTERN.fullmatch(key):
+        raise where.error(None, f"the report name must match {DEFAULT_EXPLODE_VALUE_PATTERN} "
+                                "(it becomes a file name)")
     values: dict[str, Any] = {"key": key}
 
     report_type = raw.get("type", "sql")
@@ -539,6 +545,20 @@ def _parse_graphite(config_path: Path, query_folder: Path, raw: Any,
     return GraphiteConfig(host=host, port=port, prefix=prefix, lookups=lookups)
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that leaves dates as text: `starts: 2026-02-30` then fails as
+    that report's error naming the key, not as a crash of the whole file."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+# Report keys become file and folder names under the output folder.
+REPORT_KEY_PATTERN = re.compile(DEFAULT_EXPLODE_VALUE_PATTERN)
+
+
 def load(query_folder: str | Path, config_path: str | Path | None = None) -> FolderConfig:
     """Read and validate a query folder's configuration.
 
@@ -555,7 +575,7 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{config_path}: cannot read config: {getattr(exc, 'strerror', None) or exc}")
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""

@@ -17,13 +17,21 @@ class FolderBusy(Exception):
     """Another process holds the folder's lock."""
 
 
+class LockError(Exception):
+    """The lock file cannot be created or locked (permissions, not a file)."""
+
+
 class FolderLock:
     def __init__(self, query_folder: Path):
         self.path = query_folder / LOCK_NAME
         self._descriptor: int | None = None
 
     def __enter__(self) -> "FolderLock":
-        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o664)
+        try:
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o664)
+        except OSError as exc:
+            raise LockError(f"{self.path}: cannot create the lock file: {exc.strerror} (the user "
+                            "running reportupdater needs write access to the query folder)") from None
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

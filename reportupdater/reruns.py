@@ -100,7 +100,17 @@ def request_rerun(query_folder: Path, start: date, end: date, report_keys: list[
     if end > today:
         raise RerunError(f"end {end} is after today ({today})")
     folder = config_stage.load(query_folder, config_path)
-    keys = report_keys or list(folder.reports) + sorted(folder.broken_reports)
+    if not report_keys:
+        # All reports: those that have data before END (broken ones are
+        # named in the file too, and wait for their config to be fixed).
+        keys = [key for key, report in folder.reports.items() if report.starts < end]
+        keys += sorted(folder.broken_reports)
+        if not keys:
+            raise RerunError(f"no report of {folder.config_path} starts before {end}")
+        dates = DateRange(start, end)
+        path = write_request(query_folder, dates, keys)
+        return RerunRequest(path, dates, tuple(keys))
+    keys = report_keys
     for key in keys:
         if key in folder.broken_reports:
             errors = [str(error) for error in folder.errors if f"report '{key}'" in str(error)]

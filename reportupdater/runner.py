@@ -20,13 +20,16 @@ from pathlib import Path
 from . import config as config_stage
 from . import intervals, reruns, store
 from .engines import Engine, EngineError, Job, SiteDefaults, engine_class
-from .lock import FolderBusy, FolderLock
+from .lock import FolderBusy, FolderLock, LockError
 
 log = logging.getLogger("reportupdater")
 
 # A crash loses at most this much work: files are written at least this often.
 CHECKPOINT_SECONDS = 30.0
 CHECKPOINT_INTERVALS = 1000
+# After this many intervals in a row fail with the same error (a database
+# down, a missing command), the rest of that combination waits for next run.
+GIVE_UP_AFTER_SAME_ERRORS = 5
 
 
 @dataclass
@@ -122,6 +125,8 @@ def run(options: RunOptions) -> RunSummary:
     except FolderBusy as exc:
         log.warning("%s; exiting without touching anything", exc)
         summary.busy = True
+    except LockError as exc:
+        raise config_stage.ConfigError(str(exc)) from None
     return summary
 
 
@@ -142,7 +147,8 @@ def _run_locked(folder: config_stage.FolderConfig, selected: list[config_stage.R
     engines = _Engines(folder, SiteDefaults(hive_url=options.hive_url))
     try:
         for report in selected:
-            report_reruns = [request.dates for request in requests if report.key in request.reports]
+            report_reruns = [request.dates for request in requests
+                             if report.key in request.reports or not request.reports]
             summary.reports[report.key] = _run_report(report, engines, options, now, report_reruns)
     finally:
         engines.close()
@@ -183,7 +189,8 @@ def _run_combination(report: config_stage.ReportConfig, explode: tuple[tuple[str
 
     last_save = time.monotonic()
     since_save = 0
-    for interval in plan.missing:
+    last_error, same_errors = "", 0
+    for position, interval in enumerate(plan.missing):
         job = Job(report=report, interval=interval, explode=explode)
         started = time.monotonic()
         try:
@@ -193,7 +200,18 @@ def _run_combination(report: config_stage.ReportConfig, explode: tuple[tuple[str
             log.error("%s: failed: %s", job.describe(), exc)
             outcome.failed += 1
             outcome.failed_intervals.append(interval)
+            same_errors = same_errors + 1 if str(exc) == last_error else 1
+            last_error = str(exc)
+            if same_errors >= GIVE_UP_AFTER_SAME_ERRORS:
+                rest = plan.missing[position + 1:]
+                if rest:
+                    log.error("%s: %d intervals in a row failed with the same error; the other %d "
+                              "wait for the next run", name, same_errors, len(rest))
+                    outcome.failed += len(rest)
+                    outcome.failed_intervals.extend(rest)
+                break
             continue
+        last_error, same_errors = "", 0
         outcome.computed += 1
         since_save += 1
         stray = result.dates - {interval.label}
@@ -232,7 +250,7 @@ def _consume_reruns(requests: list[reruns.RerunRequest], folder: config_stage.Fo
     """Delete a request once every report it names has recomputed its range."""
     for request in requests:
         done = True
-        for key in request.reports:
+        for key in request.reports or tuple(folder.reports) + tuple(folder.broken_reports):
             if key in folder.broken_reports:
                 done = False  # keep it until the report's config is fixed
             elif key not in folder.reports:

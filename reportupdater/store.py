@@ -102,10 +102,10 @@ class OutputFile:
             if len(set(new_header)) != len(new_header):
                 raise StoreError(f"{self.path}: the result has duplicate column names "
                                  f"{new_header} and the file's header differs")
-            kept = [name for name in self.header if name not in new_header]
+            kept = [name for name in self.header[1:] if name not in new_header]
             new_header += kept
-            position = {name: index for index, name in enumerate(self.header)}
-            order = [position.get(name) for name in new_header]
+            position = {name: index for index, name in enumerate(self.header) if index > 0}
+            order = [0] + [position.get(name) for name in new_header[1:]]  # column 0: the date
             self.by_date = {label: [[row[i] if i is not None else "" for i in order] for row in rows]
                             for label, rows in self.by_date.items()}
         self.header = new_header

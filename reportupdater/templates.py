@@ -30,15 +30,26 @@ def fields(template: str) -> set[str]:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise TemplateError(f"bad placeholder syntax: {exc}") from None
-    for _, field_name, format_spec, _ in parsed:
+    for _, field_name, format_spec, conversion in parsed:
         if field_name is None:
             continue
-        if not field_name.isidentifier():
-            raise TemplateError(f"placeholder {{{field_name}}} is not a plain name")
-        if format_spec and "{" in format_spec:
-            raise TemplateError(f"placeholder {{{field_name}}} has a nested format")
+        _check_field(field_name, format_spec, conversion)
         names.add(field_name)
     return names
+
+
+def _check_field(field_name: str, format_spec: str | None, conversion: str | None) -> None:
+    if not field_name.isidentifier():
+        raise TemplateError(f"placeholder {{{field_name}}} is not a plain name")
+    if conversion not in (None, "s", "r", "a"):
+        raise TemplateError(f"placeholder {{{field_name}}} has an unknown conversion !{conversion}")
+    if format_spec:
+        if "{" in format_spec:
+            raise TemplateError(f"placeholder {{{field_name}}} has a nested format")
+        try:
+            format("", format_spec)  # every value is text
+        except ValueError as exc:
+            raise TemplateError(f"placeholder {{{field_name}:{format_spec}}}: {exc}") from None
 
 
 def interval_values(start: datetime, end: datetime) -> dict[str, str]:
@@ -67,12 +78,14 @@ def render(template: str, values: Mapping[str, str]) -> str:
         out.append(literal)
         if field_name is None:
             continue
-        if not field_name.isidentifier():
-            raise TemplateError(f"placeholder {{{field_name}}} is not a plain name")
+        _check_field(field_name, format_spec, conversion)
         if field_name not in values:
             raise TemplateError(f"unknown placeholder {{{field_name}}}")
         value = values[field_name]
-        if conversion == "r":
-            value = repr(value)
-        out.append(format(value, format_spec or ""))
+        if conversion in ("r", "a"):
+            value = repr(value) if conversion == "r" else ascii(value)
+        try:
+            out.append(format(value, format_spec or ""))
+        except ValueError as exc:
+            raise TemplateError(f"placeholder {{{field_name}:{format_spec}}}: {exc}") from None
     return "".join(out)

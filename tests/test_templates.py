@@ -87,14 +87,16 @@ def test_render_format_spec_and_repr_conversion():
     assert render("{x!r}", {"x": "ab"}) == "'ab'"
 
 
-def test_render_bad_format_spec_is_a_template_error():
-    # fields() accepts '{from_date:d}' (so a report with it loads), but
-    # str.format then fails: render must say so as a TemplateError, which
-    # the engines turn into a failure of the interval -- not a ValueError
-    # that escapes them and aborts the whole run.
-    assert fields("{from_date:d}") == {"from_date"}
-    with pytest.raises(TemplateError):
+def test_bad_format_spec_is_a_template_error():
+    # '{from_date:d}' cannot format text: it is refused when the config is
+    # loaded (fields) and when rendering, as a TemplateError -- never a
+    # ValueError that escapes the engines and aborts the whole run.
+    with pytest.raises(TemplateError, match=r"\{from_date:d\}"):
+        fields("{from_date:d}")
+    with pytest.raises(TemplateError, match=r"\{from_date:d\}"):
         render("{from_date:d}", {"from_date": "2026-01-01"})
+    with pytest.raises(TemplateError, match="unknown conversion"):
+        fields("{x!z}")
 
 
 def test_render_bad_syntax_is_a_template_error():

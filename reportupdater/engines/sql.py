@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,12 +258,19 @@ class SqlEngine(Engine):
                 _limit_mysql(connection, timeout)
                 if target.use_database:
                     connection.exec_driver_sql(f"USE `{target.use_database}`")
-            # no_parameters: the DBAPI gets the text as is, so '%' in
-            # DATE_FORMAT(...) stays literal, as with the original tool.
-            cursor = connection.execution_options(no_parameters=True).exec_driver_sql(query)
-            if not cursor.returns_rows:
-                raise EngineError("the query returned no result set (is it a SELECT?)")
-            return list(cursor.keys()), cursor.fetchall()
+                watchdog = None
+            else:
+                watchdog = _interrupt_after(connection, timeout)
+            try:
+                # no_parameters: the DBAPI gets the text as is, so '%' in
+                # DATE_FORMAT(...) stays literal, as with the original tool.
+                cursor = connection.execution_options(no_parameters=True).exec_driver_sql(query)
+                if not cursor.returns_rows:
+                    raise EngineError("the query returned no result set (is it a SELECT?)")
+                return list(cursor.keys()), cursor.fetchall()
+            finally:
+                if watchdog is not None:
+                    watchdog.cancel()
 
     def close(self) -> None:
         for engine in self._engines.values():
@@ -282,6 +290,19 @@ def _limit_mysql(connection: sqlalchemy.Connection, timeout: float) -> None:
         raw._read_timeout = timeout + _CLIENT_GRACE
         if getattr(raw, "_sock", None) is not None:
             raw._sock.settimeout(raw._read_timeout)
+
+
+def _interrupt_after(connection: sqlalchemy.Connection, timeout: float) -> threading.Timer | None:
+    """Other databases: interrupt the query from another thread at the timeout
+    (sqlite3's interrupt(), psycopg's cancel()), where the driver offers it."""
+    raw = connection.connection.dbapi_connection
+    stop = getattr(raw, "interrupt", None) or getattr(raw, "cancel", None)
+    if stop is None:
+        return None
+    timer = threading.Timer(timeout, stop)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _error_code(exc: sqlalchemy.exc.DBAPIError) -> int | None:
