@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -17,10 +18,11 @@ from pathlib import Path
 
 from . import __version__
 from . import config as config_stage
-from . import reruns, runner
+from . import dashboard, publish, reruns, runner
+from .lock import FolderBusy, FolderLock, LockError
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-COMMANDS = ("run", "rerun")
+COMMANDS = ("run", "rerun", "graphite-backfill", "grafana")
 log = logging.getLogger("reportupdater")
 
 
@@ -88,6 +90,25 @@ def build_parser() -> argparse.ArgumentParser:
     rerun.add_argument("end", type=parse_date, metavar="END", help="YYYY-MM-DD, exclusive")
     rerun.add_argument("-r", "--report", action="append", default=[], metavar="REPORT",
                        help="report to recompute (repeatable; default: all)")
+    backfill = commands.add_parser(
+        "graphite-backfill", parents=[common], help="re-send what the TSVs hold to Graphite",
+        description="Send every point of the reports' TSV files to Graphite again "
+                    "(a new Graphite server, a changed metric path).")
+    backfill.add_argument("query_folder", type=Path, metavar="QUERY_FOLDER")
+    backfill.add_argument("output_folder", type=Path, metavar="OUTPUT_FOLDER", nargs="?",
+                          default=Path("output"), help="where the TSV files are (default: ./output)")
+    backfill.add_argument("-r", "--report", action="append", default=[], metavar="REPORT",
+                          help="only this report (repeatable)")
+    backfill.add_argument("--since", type=parse_date, metavar="DATE",
+                          help="only rows from this date on (YYYY-MM-DD)")
+
+    grafana = commands.add_parser(
+        "grafana", parents=[common], help="print a Grafana dashboard for the folder's metrics",
+        description="Print a Grafana dashboard (JSON) with one panel per Graphite metric and a "
+                    "template variable per path placeholder. Import it in Grafana's UI or put "
+                    "it in a provisioned dashboards folder.")
+    grafana.add_argument("query_folder", type=Path, metavar="QUERY_FOLDER")
+    grafana.add_argument("--title", help="dashboard title (default: reportupdater: <folder>)")
     return parser
 
 
@@ -121,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(args.log_level)
     try:
-        if args.command == "run":
-            return _run(args)
-        return _rerun(args)
+        handler = {"run": _run, "rerun": _rerun, "graphite-backfill": _graphite_backfill,
+                   "grafana": _grafana}[args.command]
+        return handler(args)
     except (config_stage.ConfigError, reruns.RerunError, UsageError) as exc:
         log.error("%s", exc)
         return 2
@@ -153,4 +174,36 @@ def _rerun(args: argparse.Namespace) -> int:
                                    today=today, config_path=args.config_path)
     print(f"{', '.join(request.reports)}: marked to be recomputed for "
           f"{args.start}..{args.end} (exclusive) on the next run ({request.path})")
+    return 0
+
+
+def _graphite_backfill(args: argparse.Namespace) -> int:
+    if not args.query_folder.is_dir():
+        raise UsageError(f"{args.query_folder}: query folder does not exist")
+    try:
+        with FolderLock(args.query_folder):  # runs send the same queue
+            folder = config_stage.load(args.query_folder, args.config_path)
+            since = args.since.isoformat() if args.since else None
+            summary = publish.backfill(folder, args.output_folder, args.report, since)
+    except FolderBusy as exc:
+        log.error("%s; try again when it is done", exc)
+        return 1
+    except LockError as exc:
+        raise UsageError(str(exc)) from None
+    for problem in summary.problems or []:
+        log.error("%s", problem)
+    print(f"{summary.queued} points queued; "
+          f"{'all sent' if summary.sent else 'Graphite unreachable, kept for the next run'}")
+    return 0 if summary.sent and not summary.problems else 1
+
+
+def _grafana(args: argparse.Namespace) -> int:
+    folder = config_stage.load(args.query_folder, args.config_path)
+    for error in folder.errors:
+        log.warning("%s", error)
+    board = dashboard.build(folder, args.title)
+    if not board["panels"]:
+        log.warning("%s: no report has a 'graphite' section: the dashboard is empty",
+                    folder.config_path)
+    print(json.dumps(board, indent=2))
     return 0

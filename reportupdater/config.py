@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import itertools
 import os
 import re
 import shlex
@@ -107,6 +108,12 @@ class ReportConfig:
     @property
     def placeholders(self) -> tuple[str, ...]:
         return tuple(self.explode_by)
+
+    def combinations(self) -> list[tuple[tuple[str, str], ...]]:
+        """Every explode combination as (placeholder, value) pairs sorted by placeholder."""
+        names = list(self.explode_by)  # already sorted by name
+        return [tuple(zip(names, values))
+                for values in itertools.product(*(self.explode_by[name] for name in names))]
 
 
 @dataclass

@@ -1,7 +1,7 @@
 # The runner: composes the stages in one place.
 #
 #   config.load -> intervals.plan -> engines (execute) -> store (merge, save)
-#   [-> publish to Graphite: a later stage slots in after each save]
+#   -> publish (Graphite points queued before each save, sent after)
 #
 # No stage calls the next; this module does. It holds the folder lock for the
 # whole run, reads each output file once, writes it at checkpoints and at the
@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import config as config_stage
-from . import intervals, reruns, store
+from . import intervals, publish, reruns, store
 from .engines import Engine, EngineError, Job, SiteDefaults, engine_class
 from .lock import FolderBusy, FolderLock, LockError
 
@@ -50,12 +49,13 @@ class ReportOutcome:
     computed: int = 0
     failed: int = 0
     failed_intervals: list[intervals.Interval] = field(default_factory=list)
-    file_failed: bool = False  # an output file could not be read or written
-    skipped: bool = False      # starts in the future
+    file_failed: bool = False     # an output file could not be read or written
+    publish_failed: bool = False  # its Graphite points could not be built
+    skipped: bool = False         # starts in the future
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0 and not self.file_failed
+        return self.failed == 0 and not self.file_failed and not self.publish_failed
 
 
 @dataclass
@@ -63,6 +63,7 @@ class RunSummary:
     config_errors: list[str] = field(default_factory=list)
     reports: dict[str, ReportOutcome] = field(default_factory=dict)
     busy: bool = False  # another run held the folder; nothing was touched
+    graphite_queued: bool = False  # Graphite was unreachable: points wait in the queue
 
     @property
     def exit_code(self) -> int:
@@ -76,13 +77,6 @@ class RunSummary:
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def combinations(report: config_stage.ReportConfig) -> list[tuple[tuple[str, str], ...]]:
-    """Every explode combination as (placeholder, value) pairs sorted by placeholder."""
-    names = list(report.explode_by)  # already sorted by name
-    return [tuple(zip(names, values))
-            for values in itertools.product(*(report.explode_by[name] for name in names))]
 
 
 class _Engines:
@@ -145,20 +139,29 @@ def _run_locked(folder: config_stage.FolderConfig, selected: list[config_stage.R
                 options: RunOptions, now: datetime, summary: RunSummary) -> None:
     requests = reruns.read_requests(folder.query_folder)
     engines = _Engines(folder, SiteDefaults(hive_url=options.hive_url))
+    publisher = None
+    if folder.graphite is not None and options.graphite:
+        publisher = publish.Publisher(folder.graphite, options.output_folder)
+        publisher.queue.remove_stale_temp()
+        publisher.flush()  # what earlier runs could not deliver goes first
     try:
         for report in selected:
             report_reruns = [request.dates for request in requests
                              if report.key in request.reports or not request.reports]
-            summary.reports[report.key] = _run_report(report, engines, options, now, report_reruns)
+            summary.reports[report.key] = _run_report(report, engines, publisher, options, now,
+                                                      report_reruns)
     finally:
         engines.close()
+        if publisher is not None:
+            summary.graphite_queued = not publisher.flush()
     _consume_reruns(requests, folder, summary)
     for key, outcome in summary.reports.items():
         log.info("%s: %d computed, %d failed%s", key, outcome.computed, outcome.failed,
                  ", output file error" if outcome.file_failed else "")
 
 
-def _run_report(report: config_stage.ReportConfig, engines: _Engines, options: RunOptions,
+def _run_report(report: config_stage.ReportConfig, engines: _Engines,
+                publisher: publish.Publisher | None, options: RunOptions,
                 now: datetime, report_reruns: list[intervals.DateRange]) -> ReportOutcome:
     outcome = ReportOutcome()
     due = intervals.due_intervals(report, now)
@@ -166,13 +169,16 @@ def _run_report(report: config_stage.ReportConfig, engines: _Engines, options: R
         log.warning("%s: starts %s, after its last due interval; skipped", report.key, report.starts)
         outcome.skipped = True
         return outcome
-    for explode in combinations(report):
-        _run_combination(report, explode, due, engines, options, report_reruns, outcome)
+    if report.graphite is None:
+        publisher = None
+    for explode in report.combinations():
+        _run_combination(report, explode, due, engines, publisher, options, report_reruns, outcome)
     return outcome
 
 
 def _run_combination(report: config_stage.ReportConfig, explode: tuple[tuple[str, str], ...],
-                     due: list[intervals.Interval], engines: _Engines, options: RunOptions,
+                     due: list[intervals.Interval], engines: _Engines,
+                     publisher: publish.Publisher | None, options: RunOptions,
                      report_reruns: list[intervals.DateRange], outcome: ReportOutcome) -> None:
     path = store.output_path(options.output_folder, report.key, explode)
     name = " ".join([report.key] + [f"{key}={value}" for key, value in explode])
@@ -189,6 +195,7 @@ def _run_combination(report: config_stage.ReportConfig, explode: tuple[tuple[str
 
     last_save = time.monotonic()
     since_save = 0
+    fresh: set[str] = set()  # dates written since the last save: their points go to Graphite
     last_error, same_errors = "", 0
     for position, interval in enumerate(plan.missing):
         job = Job(report=report, interval=interval, explode=explode)
@@ -214,6 +221,7 @@ def _run_combination(report: config_stage.ReportConfig, explode: tuple[tuple[str
         last_error, same_errors = "", 0
         outcome.computed += 1
         since_save += 1
+        fresh |= result.dates
         stray = result.dates - {interval.label}
         if stray:
             # Stored as the original did, but worth knowing: these rows
@@ -225,17 +233,30 @@ def _run_combination(report: config_stage.ReportConfig, explode: tuple[tuple[str
                  time.monotonic() - started)
         if (since_save >= options.checkpoint_intervals
                 or time.monotonic() - last_save >= options.checkpoint_seconds):
-            if not _save(output, report, name, outcome):
+            if not _save(output, report, explode, name, publisher, fresh, outcome):
                 return
-            last_save, since_save = time.monotonic(), 0
+            last_save, since_save, fresh = time.monotonic(), 0, set()
 
     if report.max_data_points and plan.window_start:
         output.trim_before(plan.window_start)
-    _save(output, report, name, outcome)
+    _save(output, report, explode, name, publisher, fresh, outcome)
 
 
-def _save(output: store.OutputFile, report: config_stage.ReportConfig, name: str,
-          outcome: ReportOutcome) -> bool:
+def _save(output: store.OutputFile, report: config_stage.ReportConfig,
+          explode: tuple[tuple[str, str], ...], name: str, publisher: publish.Publisher | None,
+          fresh: set[str], outcome: ReportOutcome) -> bool:
+    """Queue the points of the fresh rows, then write the file: a crash in
+    between sends points for rows not stored yet (harmless), never the reverse."""
+    if publisher is not None and fresh and output.dirty:
+        rows = [row for label in sorted(fresh & output.dates) for row in output.by_date[label]]
+        try:
+            publisher.enqueue(report, explode, output.header, rows)
+        except publish.PublishError as exc:
+            log.error("%s: Graphite: %s", name, exc)
+            outcome.publish_failed = True
+        except OSError as exc:
+            log.error("%s: Graphite queue %s: %s", name, publisher.queue.folder, exc.strerror)
+            outcome.publish_failed = True
     try:
         output.save(group=report.group)
         return True

@@ -418,7 +418,7 @@ def test_output_path_with_two_placeholders_last_is_the_file_name(tmp_path):
 def test_output_path_orders_values_by_placeholder_name_from_the_config(tmp_path):
     # From config to path: explode_by keys written in the 'wrong' order in
     # config.yaml still give values ordered by placeholder name.
-    from reportupdater import config, runner
+    from reportupdater import config
 
     folder = tmp_path / "q"
     folder.mkdir()
@@ -436,6 +436,6 @@ def test_output_path_orders_values_by_placeholder_name_from_the_config(tmp_path)
         "      editor_type: bot\n")
     report = config.load(folder).reports["edits"]
     paths = [output_path(tmp_path / "out", "edits", explode)
-             for explode in runner.combinations(report)]
+             for explode in report.combinations()]
     assert sorted(paths) == [tmp_path / "out" / "edits" / "bot" / "dewiki.tsv",
                              tmp_path / "out" / "edits" / "bot" / "enwiki.tsv"]

@@ -1,0 +1,111 @@
+# Publishing, for people: a Grafana dashboard for a query folder.
+#
+# Builds the dashboard JSON (importable through Grafana's UI or file
+# provisioning) from the reports' `graphite:` sections: one panel per metric,
+# a Graphite datasource variable, and a template variable for every
+# placeholder in the metric paths (wiki, editor, bucket ...). Pure: reads the
+# config objects only and returns a dict.
+
+from __future__ import annotations
+
+import hashlib
+import re
+import string
+from typing import Any
+
+from .config import FolderConfig, ReportConfig
+
+PANEL_WIDTH, PANEL_HEIGHT = 12, 8
+_FIELD = re.compile(r"\{(\w+)\}")
+
+
+def _components(report: ReportConfig, prefix: str) -> list[str]:
+    assert report.graphite is not None
+    path = report.graphite.path
+    if prefix:
+        path = f"{prefix.rstrip('.')}.{path}"
+    return path.split(".")
+
+
+def _placeholders(component: str) -> list[str]:
+    return [name for _, name, _, _ in string.Formatter().parse(component) if name]
+
+
+def _target(components: list[str], metric: str) -> str:
+    """The Graphite target of one metric: placeholders become $variables."""
+    parts = []
+    for component in components:
+        parts.append(_FIELD.sub(lambda m: metric if m.group(1) == "_metric" else f"${m.group(1)}",
+                                component))
+    return ".".join(parts)
+
+
+def _variable(name: str, components: list[str], index: int) -> dict[str, Any]:
+    """A multi-value query variable listing the values found at that path position."""
+    before = [_FIELD.sub(lambda m: "*" if m.group(1) == "_metric" else f"${m.group(1)}", part)
+              for part in components[:index]]
+    component = components[index]
+    query = ".".join(before + [_FIELD.sub("*", component)])
+    variable: dict[str, Any] = {
+        "name": name, "label": name, "type": "query",
+        "datasource": {"type": "graphite", "uid": "${datasource}"},
+        "query": query, "definition": query, "refresh": 1,
+        "multi": True, "includeAll": True, "allValue": "*", "sort": 1,
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+    }
+    if component != f"{{{name}}}":
+        # The node also holds literal text ("edits_{wiki}"): keep only the value.
+        pattern = re.escape(component).replace(re.escape(f"{{{name}}}"), "(.*)")
+        pattern = _FIELD.sub(".*", pattern.replace("\\{", "{").replace("\\}", "}"))
+        variable["regex"] = f"/^{pattern}$/"
+    return variable
+
+
+def build(folder: FolderConfig, title: str | None = None) -> dict[str, Any]:
+    prefix = folder.graphite.prefix if folder.graphite else ""
+    variables: dict[str, dict[str, Any]] = {}
+    panels: list[dict[str, Any]] = []
+    for report in folder.reports.values():
+        if report.graphite is None:
+            continue
+        components = _components(report, prefix)
+        for index, component in enumerate(components):
+            for name in _placeholders(component):
+                if name != "_metric" and name not in variables:
+                    variables[name] = _variable(name, components, index)
+        nodes = [i for i, component in enumerate(components)
+                 if any(name != "_metric" for name in _placeholders(component))]
+        for metric in report.graphite.metrics:
+            target = _target(components, metric)
+            if nodes:
+                target = f"aliasByNode({target}, {', '.join(str(i) for i in nodes)})"
+            position = len(panels)
+            panels.append({
+                "id": position + 1,
+                "type": "timeseries",
+                "title": f"{report.key}: {metric}",
+                "datasource": {"type": "graphite", "uid": "${datasource}"},
+                "targets": [{"refId": "A", "target": target}],
+                "gridPos": {"x": (position % 2) * PANEL_WIDTH, "y": (position // 2) * PANEL_HEIGHT,
+                            "w": PANEL_WIDTH, "h": PANEL_HEIGHT},
+                "fieldConfig": {"defaults": {"custom": {"drawStyle": "line", "spanNulls": False}},
+                                "overrides": []},
+                "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
+            })
+    title = title or f"reportupdater: {folder.query_folder.resolve().name}"
+    return {
+        "uid": hashlib.sha1(title.encode()).hexdigest()[:12],
+        "title": title,
+        "tags": ["reportupdater"],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "time": {"from": "now-1y", "to": "now"},
+        "templating": {"list": [
+            {"name": "datasource", "label": "Graphite", "type": "datasource", "query": "graphite",
+             "current": {}, "hide": 0},
+            *variables.values(),
+        ]},
+        "panels": panels,
+    }
