@@ -1,0 +1,324 @@
+# One run per query folder at a time, and crash safety: a run killed at any
+# moment leaves every output file absent or complete (atomic replace), never
+# holds the folder's lock after death, and the next run finishes the work.
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from reportupdater.cli import parse_now
+from reportupdater.runner import RunOptions, run
+
+from testkit import (DAILY_EDITS_SQL, NOW, SQLITE_DB, files_under, make_edits_db, make_folder,
+                     read, run_cli, start_cli, tsv, wait_for)
+
+# ------------------------------------------------------ two runs at once
+
+SLOW_FIRST = """\
+#!/bin/sh
+if [ "$1" = 2026-01-03 ]; then
+  touch started
+  sleep 3
+fi
+printf 'date\\tvalue\\n%s\\t1\\n' "$1"
+"""
+
+
+def test_second_run_while_one_holds_the_folder_exits_quietly(tmp_path):
+    config = SQLITE_DB + """\
+reports:
+  slow:
+    type: script
+    granularity: days
+    starts: 2026-01-03
+  daily_edits:
+    granularity: days
+    starts: 2026-01-01
+    db: db
+"""
+    folder = make_folder(tmp_path, config, files={"daily_edits.sql": DAILY_EDITS_SQL},
+                         scripts={"slow": SLOW_FIRST})
+    make_edits_db(folder)
+    (folder / ".reruns").mkdir()
+    (folder / ".reruns" / "1767571200000").write_text("2026-01-01\n2026-01-02\ndaily_edits\n")
+    out = tmp_path / "out"
+
+    first = start_cli("run", folder, out, "--now", NOW)
+    try:
+        assert wait_for(lambda: (folder / "started").exists(), timeout=15), "first run never started"
+
+        started = time.monotonic()
+        code, stdout, stderr = run_cli("run", folder, out, "--now", NOW)
+        elapsed = time.monotonic() - started
+
+        assert code == 0
+        assert elapsed < 2.5, elapsed
+        assert stdout == ""
+        assert "another run holds this query folder" in stderr
+        assert [line for line in stderr.splitlines() if line.strip()] == [
+            line for line in stderr.splitlines() if "WARNING" in line]
+        # Nothing touched: no output yet (the first run is still in its first
+        # report) and the rerun request is still there for the first run.
+        assert files_under(out) == {}
+        assert files_under(folder / ".reruns") == {"1767571200000": "2026-01-01\n2026-01-02\ndaily_edits\n"}
+        assert first.poll() is None, "the first run ended too early for this test to mean anything"
+
+        # A rerun requested meanwhile waits for the next run: the running
+        # one only consumes the requests it read when it started.
+        code, _, stderr = run_cli("rerun", folder, "2026-01-03", "2026-01-04", "-r", "daily_edits",
+                                  "--now", NOW)
+        assert code == 0, stderr
+        late_request = {name: text for name, text in files_under(folder / ".reruns").items()
+                        if name != "1767571200000"}
+        assert list(late_request.values()) == ["2026-01-03\n2026-01-04\ndaily_edits\n"]
+
+        stdout, stderr = first.communicate(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0, stderr
+    assert files_under(out) == {
+        "slow.tsv": tsv("date\tvalue", "2026-01-03\t1", "2026-01-04\t1"),
+        "daily_edits.tsv": tsv("date\tedits", "2026-01-01\t2", "2026-01-02\t1", "2026-01-03\t0",
+                               "2026-01-04\t3"),
+    }
+    assert files_under(folder / ".reruns") == late_request
+
+    # And the folder is free again; the late request is honoured now.
+    code, _, stderr = run_cli("run", folder, out, "--now", NOW, "-l", "info")
+    assert code == 0, stderr
+    assert "another run" not in stderr
+    assert "daily_edits: 1 computed, 0 failed" in stderr
+    assert files_under(folder / ".reruns") == {}
+
+
+# ------------------------------------------------------ killed mid-run
+
+# Slow only when SLOW is set (the killed run); every row depends on its date.
+COUNTER = """\
+#!/bin/sh
+echo "$1" >> progress.log
+if [ -n "$SLOW" ]; then sleep 0.1; fi
+printf 'date\\tfrom\\tto\\tname\\n%s\\t%s\\t%s\\t%s\\n' "$1" "$1" "$2" "$(basename "$0")"
+"""
+
+MANY_INTERVALS = """\
+reports:
+  alpha:
+    type: script
+    execute: counter
+    granularity: days
+    starts: 2025-12-01
+  beta:
+    type: script
+    execute: counter
+    granularity: days
+    starts: 2025-12-01
+    explode_by:
+      wiki: enwiki, dewiki
+"""
+
+HEADER = "date\tfrom\tto\tname"
+
+
+def progress(folder: Path) -> int:
+    try:
+        return len((folder / "progress.log").read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+def reference_output(tmp_path: Path, folder: Path) -> dict[str, str]:
+    """What an uninterrupted run produces, in an output folder of its own."""
+    reference = tmp_path / "reference"
+    code, _, stderr = run_cli("run", folder, reference, "--now", NOW)
+    assert code == 0, stderr
+    files = files_under(reference)
+    assert sorted(files) == ["alpha.tsv", "beta/dewiki.tsv", "beta/enwiki.tsv"]
+    for text in files.values():
+        lines = text.splitlines()
+        assert lines[0] == HEADER and len(lines) == 1 + 35  # 2025-12-01 .. 2026-01-04
+    return files
+
+
+def assert_complete_prefixes(out: Path, reference: dict[str, str]) -> dict[str, int]:
+    """Every visible .tsv is whole: the header and the first rows of the
+    reference, each row well-formed. Temp files are hidden (.name.tmp).
+    Returns the number of rows of each file."""
+    rows: dict[str, int] = {}
+    for name, text in files_under(out).items():
+        if Path(name).name.startswith("."):
+            assert name.endswith(".tmp"), name
+            continue
+        assert name in reference, name
+        assert text.endswith("\n"), f"{name} is cut short: {text[-40:]!r}"
+        lines = text.splitlines()
+        assert lines[0] == HEADER
+        for line in lines[1:]:
+            assert len(line.split("\t")) == 4, line
+        assert text == "".join(reference[name].splitlines(keepends=True)[:len(lines)]), name
+        rows[name] = len(lines) - 1
+    return rows
+
+
+def finish_and_compare(folder: Path, out: Path, reference: dict[str, str]) -> None:
+    code, _, stderr = run_cli("run", folder, out, "--now", NOW, "-l", "info")
+    assert code == 0, stderr
+    assert "another run" not in stderr  # the dead run's lock is gone
+    assert files_under(out) == reference  # stale temp files removed too
+
+
+def kill_when(process: subprocess.Popen, condition, timeout: float = 20) -> None:
+    try:
+        assert wait_for(condition, timeout=timeout), "the run never got that far"
+        assert process.poll() is None, "the run ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        assert process.returncode == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_run_killed_mid_way_leaves_whole_files_and_the_next_run_completes(tmp_path):
+    folder = make_folder(tmp_path, MANY_INTERVALS, scripts={"counter": COUNTER})
+    reference = reference_output(tmp_path, folder)
+    (folder / "progress.log").unlink()
+    out = tmp_path / "out"
+
+    killed = start_cli("run", folder, out, "--now", NOW, env={"SLOW": "1"})
+    kill_when(killed, lambda: progress(folder) >= 12)
+
+    # Files absent (not yet at a checkpoint) or complete up to one.
+    assert_complete_prefixes(out, reference)
+    finish_and_compare(folder, out, reference)
+
+
+RUN_WITH_CHECKPOINTS = """\
+import sys
+from pathlib import Path
+from reportupdater.cli import parse_now
+from reportupdater.runner import RunOptions, run
+summary = run(RunOptions(Path(sys.argv[1]), Path(sys.argv[2]), now=parse_now(sys.argv[3]),
+                         checkpoint_intervals=3))
+sys.exit(summary.exit_code)
+"""
+
+
+def test_run_killed_after_checkpoints_keeps_them_and_the_next_run_completes(tmp_path):
+    folder = make_folder(tmp_path, MANY_INTERVALS, scripts={"counter": COUNTER})
+    reference = reference_output(tmp_path, folder)
+    (folder / "progress.log").unlink()
+    out = tmp_path / "out"
+
+    killed = subprocess.Popen([sys.executable, "-c", RUN_WITH_CHECKPOINTS, str(folder), str(out), NOW],
+                              env={**os.environ, "SLOW": "1"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Killed within alpha, after at least two checkpoints (6 intervals).
+    kill_when(killed, lambda: progress(folder) >= 8)
+
+    rows = assert_complete_prefixes(out, reference)
+    assert list(rows) == ["alpha.tsv"], rows
+    assert 6 <= rows["alpha.tsv"] < 35 and rows["alpha.tsv"] % 3 == 0, rows
+    finish_and_compare(folder, out, reference)
+
+
+def test_stale_temp_file_of_a_killed_writer_is_ignored_and_removed(tmp_path):
+    folder = make_folder(tmp_path, MANY_INTERVALS, scripts={"counter": COUNTER})
+    reference = reference_output(tmp_path, folder)
+    out = tmp_path / "out"
+    (out / "beta").mkdir(parents=True)
+    # A checkpoint of alpha, and a half-written replacement beside it.
+    alpha = "".join(reference["alpha.tsv"].splitlines(keepends=True)[:4])
+    (out / "alpha.tsv").write_text(alpha)
+    (out / ".alpha.tsv.tmp").write_text(reference["alpha.tsv"][:100])
+    (out / "beta" / ".enwiki.tsv.tmp").write_text("date\tfr")
+
+    finish_and_compare(folder, out, reference)
+
+
+# ------------------------------------------------------ checkpoints
+
+SEES_OUTPUT = """\
+#!/bin/sh
+# How many lines the output file has while this interval is computed.
+lines=$(cat "$SEEN_FILE" 2>/dev/null | wc -l)
+printf 'date\\tseen\\n%s\\t%s\\n' "$1" "$lines"
+"""
+
+
+@pytest.mark.parametrize("options, seen", [
+    ({}, [0, 0, 0, 0]),                           # written once, at the end
+    ({"checkpoint_intervals": 1}, [0, 2, 3, 4]),  # written after every interval
+    ({"checkpoint_seconds": 0}, [0, 2, 3, 4]),
+    ({"checkpoint_intervals": 2}, [0, 0, 3, 3]),
+])
+def test_checkpoints_write_the_file_during_the_run(tmp_path, monkeypatch, options, seen):
+    config = """\
+reports:
+  seen:
+    type: script
+    granularity: days
+    starts: 2026-01-01
+"""
+    folder = make_folder(tmp_path, config, scripts={"seen": SEES_OUTPUT})
+    out = tmp_path / "out"
+    monkeypatch.setenv("SEEN_FILE", str(out / "seen.tsv"))
+
+    summary = run(RunOptions(query_folder=folder, output_folder=out, now=parse_now(NOW), **options))
+
+    assert summary.exit_code == 0
+    dates = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]
+    assert files_under(out) == {"seen.tsv": tsv("date\tseen", *[
+        f"{date}\t{count}" for date, count in zip(dates, seen)])}
+
+
+HANGS = """\
+#!/bin/sh
+if [ -n "$HANG" ]; then
+  echo $$ > script.pid
+  sleep 30
+fi
+printf 'date\\tvalue\\n%s\\t1\\n' "$1"
+"""
+
+
+def test_script_left_running_by_a_killed_run_does_not_hold_the_lock(tmp_path):
+    config = """\
+reports:
+  hangs:
+    type: script
+    granularity: days
+    starts: 2026-01-03
+"""
+    folder = make_folder(tmp_path, config, scripts={"hangs": HANGS})
+    out = tmp_path / "out"
+    killed = start_cli("run", folder, out, "--now", NOW, env={"HANG": "1"})
+    script_pid = None
+    try:
+        kill_when(killed, lambda: (folder / "script.pid").exists()
+                  and (folder / "script.pid").read_text().strip() != "")
+        script_pid = int((folder / "script.pid").read_text())
+
+        started = time.monotonic()
+        code, _, stderr = run_cli("run", folder, out, "--now", NOW)
+
+        assert code == 0, stderr
+        assert "another run" not in stderr
+        assert time.monotonic() - started < 10
+        assert files_under(out) == {"hangs.tsv": tsv("date\tvalue", "2026-01-03\t1", "2026-01-04\t1")}
+    finally:
+        if script_pid is not None:
+            try:  # the dead run's script runs in a session of its own
+                os.killpg(script_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
