@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -102,12 +103,25 @@ def read(path: Path) -> str:
         return handle.read()
 
 
-def files_under(folder: Path) -> dict[str, str]:
-    """Every file under folder (relative path -> exact text); {} when it does not exist."""
+def files_under(folder: Path, hidden: bool = False) -> dict[str, str]:
+    """Every file under folder (relative path -> exact text); {} when it does not
+    exist. Hidden files (temp files, the runner's own bookkeeping) only with
+    hidden=True: the outputs users read are the visible files."""
     if not folder.exists():
         return {}
     return {str(path.relative_to(folder)): read(path)
-            for path in sorted(folder.rglob("*")) if path.is_file()}
+            for path in sorted(folder.rglob("*"))
+            if path.is_file() and (hidden or not any(part.startswith(".")
+                                                     for part in path.relative_to(folder).parts))}
+
+
+def assert_failed(stderr: str, job: str, message: str) -> None:
+    """stderr has the ERROR line of `job` (e.g. 'report 2026-01-02') failing with
+    `message` (the end of the line); a note in parentheses may follow 'failed'."""
+    pattern = re.compile(r" ERROR " + re.escape(job) + r": failed(?: \([^)]*\))?: "
+                         + re.escape(message))
+    assert any(pattern.search(line) for line in stderr.splitlines()), \
+        f"no ERROR line for {job!r} failing with {message!r} in:\n{stderr}"
 
 
 def wait_for(condition, timeout: float = 10.0, interval: float = 0.02) -> bool:

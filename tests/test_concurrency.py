@@ -17,7 +17,7 @@ from reportupdater.cli import parse_now
 from reportupdater.runner import RunOptions, run
 
 from testkit import (DAILY_EDITS_SQL, NOW, SQLITE_DB, files_under, make_edits_db, make_folder,
-                     read, run_cli, start_cli, tsv, wait_for)
+                     process_alive, read, run_cli, start_cli, tsv, wait_for)
 
 # ------------------------------------------------------ two runs at once
 
@@ -29,6 +29,12 @@ if [ "$1" = 2026-01-03 ]; then
 fi
 printf 'date\\tvalue\\n%s\\t1\\n' "$1"
 """
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under folder, hidden ones too: bytes and modification time."""
+    return {str(path.relative_to(folder)): (path.read_bytes(), path.stat().st_mtime_ns)
+            for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 def test_second_run_while_one_holds_the_folder_exits_quietly(tmp_path):
@@ -53,6 +59,7 @@ reports:
     first = start_cli("run", folder, out, "--now", NOW)
     try:
         assert wait_for(lambda: (folder / "started").exists(), timeout=15), "first run never started"
+        before = snapshot(tmp_path)
 
         started = time.monotonic()
         code, stdout, stderr = run_cli("run", folder, out, "--now", NOW)
@@ -65,7 +72,9 @@ reports:
         assert [line for line in stderr.splitlines() if line.strip()] == [
             line for line in stderr.splitlines() if "WARNING" in line]
         # Nothing touched: no output yet (the first run is still in its first
-        # report) and the rerun request is still there for the first run.
+        # report), and no file changed in either folder (the rerun request is
+        # still there for the first run).
+        assert snapshot(tmp_path) == before
         assert files_under(out) == {}
         assert files_under(folder / ".reruns") == {"1767571200000": "2026-01-01\n2026-01-02\ndaily_edits\n"}
         assert first.poll() is None, "the first run ended too early for this test to mean anything"
@@ -154,10 +163,7 @@ def assert_complete_prefixes(out: Path, reference: dict[str, str]) -> dict[str, 
     reference, each row well-formed. Temp files are hidden (.name.tmp).
     Returns the number of rows of each file."""
     rows: dict[str, int] = {}
-    for name, text in files_under(out).items():
-        if Path(name).name.startswith("."):
-            assert name.endswith(".tmp"), name
-            continue
+    for name, text in files_under(out).items():  # temp files are hidden: .name.tmp
         assert name in reference, name
         assert text.endswith("\n"), f"{name} is cut short: {text[-40:]!r}"
         lines = text.splitlines()
@@ -173,7 +179,8 @@ def finish_and_compare(folder: Path, out: Path, reference: dict[str, str]) -> No
     code, _, stderr = run_cli("run", folder, out, "--now", NOW, "-l", "info")
     assert code == 0, stderr
     assert "another run" not in stderr  # the dead run's lock is gone
-    assert files_under(out) == reference  # stale temp files removed too
+    assert files_under(out) == reference
+    assert sorted(out.rglob("*.tmp")) == []  # stale temp files removed too
 
 
 def kill_when(process: subprocess.Popen, condition, timeout: float = 20) -> None:
@@ -320,5 +327,57 @@ reports:
         if script_pid is not None:
             try:  # the dead run's script runs in a session of its own
                 os.killpg(script_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+HANGS_WITH_CHILD = """\
+#!/bin/sh
+echo $$ > script.pid
+sleep 30 &
+echo $! > child.pid
+sleep 30
+printf 'date\\tvalue\\n%s\\t1\\n' "$1"
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_run_stopped_by_a_signal_stops_its_script_and_the_script_children(tmp_path, signum):
+    # Ctrl-C, `kill`, `timeout 1h reportupdater ...` in a crontab: the run
+    # stops, and so does the script it was waiting for (which runs in a
+    # session of its own, out of reach of signals sent to the run's group).
+    config = """\
+reports:
+  hangs:
+    type: script
+    granularity: days
+    starts: 2026-01-03
+"""
+    folder = make_folder(tmp_path, config, scripts={"hangs": HANGS_WITH_CHILD})
+    out = tmp_path / "out"
+    runner = start_cli("run", folder, out, "--now", NOW)
+    pids: list[int] = []
+    try:
+        assert wait_for(lambda: (folder / "child.pid").exists()
+                        and (folder / "child.pid").read_text().strip() != "", timeout=15)
+        pids = [int((folder / "script.pid").read_text()), int((folder / "child.pid").read_text())]
+
+        runner.send_signal(signum)
+        _, stderr = runner.communicate(timeout=10)
+
+        assert runner.returncode != 0
+        if signum == signal.SIGINT:
+            assert runner.returncode == 1 and "interrupted" in stderr
+        assert files_under(out) == {}
+        wait_for(lambda: not any(process_alive(pid) for pid in pids), timeout=3)
+        alive = [pid for pid in pids if process_alive(pid)]
+        assert alive == [], f"still running after the run was stopped: {alive}"
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+        if pids:
+            try:
+                os.killpg(pids[0], signal.SIGKILL)
             except ProcessLookupError:
                 pass

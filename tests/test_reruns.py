@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from testkit import (DAILY_EDITS_SQL, NOW, PER_WIKI_SQL, SQLITE_DB, files_under, make_edits_db,
-                     make_folder, read, run_cli, sql, tsv)
+from testkit import (DAILY_EDITS_SQL, NOW, PER_WIKI_SQL, SQLITE_DB, assert_failed, files_under,
+                     make_edits_db, make_folder, read, run_cli, sql, tsv)
 
 CONFIG = SQLITE_DB + """\
 reports:
@@ -285,7 +285,7 @@ reports:
     code, _, stderr = run_cli("run", folder, out, "--now", NOW)
 
     assert code == 1
-    assert "from_file 2026-01-02: failed: script exited with status 1: no data for 2026-01-02" in stderr
+    assert_failed(stderr, "from_file 2026-01-02", "script exited with status 1: no data for 2026-01-02")
     assert read(out / "from_file.tsv") == tsv(
         "date\tvalue", "2026-01-01\tv1", "2026-01-02\tv1", "2026-01-03\tv2", "2026-01-04\tv1")
     assert rerun_files(folder) == {ORIGINAL_NAME: request}

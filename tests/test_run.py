@@ -15,8 +15,9 @@ import pytest
 from reportupdater.runner import RunOptions, run
 from reportupdater.cli import parse_now
 
-from testkit import (DAILY_EDITS_SQL, DATE_EXPR, NOW, PER_WIKI_SQL, SQLITE_DB, files_under,
-                      make_edits_db, make_folder, process_alive, read, run_cli, sql, tsv, wait_for)
+from testkit import (DAILY_EDITS_SQL, DATE_EXPR, NOW, PER_WIKI_SQL, SQLITE_DB, assert_failed,
+                     files_under, make_edits_db, make_folder, process_alive, read, run_cli, sql,
+                     tsv, wait_for)
 
 DAILY_CONFIG = SQLITE_DB + """\
 reports:
@@ -659,7 +660,7 @@ def test_failing_script_stores_nothing_for_its_interval_and_is_retried(tmp_path)
     code, _, stderr = run_cli("run", folder, out, "--now", NOW)
 
     assert code == 1
-    assert "flaky 2026-01-02: failed: script exited with status 1: cannot reach the API" in stderr
+    assert_failed(stderr, "flaky 2026-01-02", "script exited with status 1: cannot reach the API")
     assert "Traceback" not in stderr
     assert files_under(out) == {
         "daily_edits.tsv": DAILY_EXPECTED,
@@ -677,6 +678,36 @@ def test_failing_script_stores_nothing_for_its_interval_and_is_retried(tmp_path)
         "flaky.tsv": tsv("date\tvalue", "2026-01-01\tok-2026-01-01", "2026-01-02\tok-2026-01-02",
                          "2026-01-03\tok-2026-01-03", "2026-01-04\tok-2026-01-04"),
     }
+
+
+def test_failing_early_intervals_never_stop_the_later_ones(tmp_path):
+    # A source without data before 2026-01-10 fails every earlier interval
+    # with the same message, on every run; the later intervals are
+    # independent of those and must be stored, on the first run and after.
+    config = """\
+reports:
+  late_data:
+    type: script
+    granularity: days
+    starts: 2026-01-01
+"""
+    script = """\
+#!/bin/sh
+case "$1" in
+  2026-01-0*) echo "the source has no data before 2026-01-10" >&2; exit 1;;
+esac
+printf 'date\\tvalue\\n%s\\t1\\n' "$1"
+"""
+    folder = make_folder(tmp_path, config, scripts={"late_data": script})
+    out = tmp_path / "out"
+    expected = {"late_data.tsv": tsv("date\tvalue", "2026-01-10\t1", "2026-01-11\t1", "2026-01-12\t1")}
+
+    for _ in range(2):
+        code, _, stderr = run_cli("run", folder, out, "--now", "2026-01-13T05:00")
+
+        assert files_under(out) == expected, stderr
+        assert code == 1
+        assert_failed(stderr, "late_data 2026-01-09", "script exited with status 1")
 
 
 def test_script_printing_a_bad_date_fails_that_interval_only(tmp_path):
@@ -698,7 +729,7 @@ if [ "$1" = 2026-01-02 ]; then printf '01/02/2026\\t1\\n'; else printf '%s\\t1\\
     code, _, stderr = run_cli("run", folder, out, "--now", NOW)
 
     assert code == 1
-    assert "dates 2026-01-02: failed: first column must be a date YYYY-MM-DD, got '01/02/2026'" in stderr
+    assert_failed(stderr, "dates 2026-01-02", "first column must be a date YYYY-MM-DD, got '01/02/2026'")
     assert files_under(out) == {"dates.tsv": tsv(
         "date\tvalue", "2026-01-01\t1", "2026-01-03\t1", "2026-01-04\t1")}
 
@@ -730,7 +761,7 @@ printf 'date\\tvalue\\n%s\\t1\\n' "$1"
 
     assert code == 1
     assert elapsed < 10, elapsed
-    assert "hang 2026-01-03: failed: script timed out after 1 s and was killed" in stderr
+    assert_failed(stderr, "hang 2026-01-03", "script timed out after 1 s and was killed")
     assert files_under(out) == {"hang.tsv": tsv(
         "date\tvalue", "2026-01-01\t1", "2026-01-02\t1", "2026-01-04\t1")}
     child = int((folder / "child.pid").read_text())
@@ -764,7 +795,7 @@ reports:
 
     assert (code, files_under(out)) == (1, {"daily_edits.tsv": tsv("date\tedits", "2026-01-04\t3")}), \
         f"exit {code} after {elapsed:.1f} s: {stderr}"
-    assert "slow_query 2026-01-04: failed: database 'db': query exceeded its timeout of 1 s" in stderr
+    assert_failed(stderr, "slow_query 2026-01-04", "database 'db': query exceeded its timeout of 1 s")
     assert elapsed < 3.5, elapsed
 
 
@@ -792,8 +823,8 @@ reports:
     assert stdout == ""
     lines = stderr.splitlines()
     assert len(lines) == 1, stderr
-    assert lines[0].endswith(
-        "ERROR broken 2026-01-04: failed: database 'db': OperationalError: no such table: nope")
+    assert_failed(lines[0], "broken 2026-01-04", "database 'db': OperationalError: no such table: nope")
+    assert lines[0].endswith("no such table: nope")
     assert files_under(out) == {"daily_edits.tsv": tsv("date\tedits", "2026-01-04\t3")}
 
 
@@ -816,7 +847,7 @@ reports:
     code, _, stderr = run_cli("run", folder, out, "--now", NOW)
 
     assert code == 1
-    assert "labels 2026-01-02: failed: row 1 column 'label' holds a tab or line break" in stderr
+    assert_failed(stderr, "labels 2026-01-02", "row 1 column 'label' holds a tab or line break")
     assert files_under(out) == {"labels.tsv": tsv(
         "date\tlabel", "2026-01-01\tplain", "2026-01-03\tplain", "2026-01-04\tplain")}
 
@@ -840,7 +871,7 @@ if [ "$1" = 2026-01-02 ]; then printf '%s\\ta\\tb\\n' "$1"; else printf '%s\\tpl
     code, _, stderr = run_cli("run", folder, out, "--now", NOW)
 
     assert code == 1
-    assert "labels 2026-01-02: failed: row 1 has 3 fields but the header has 2" in stderr
+    assert_failed(stderr, "labels 2026-01-02", "row 1 has 3 fields but the header has 2")
     assert files_under(out) == {"labels.tsv": tsv(
         "date\tlabel", "2026-01-01\tplain", "2026-01-03\tplain", "2026-01-04\tplain")}
 
