@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from datetime import date, datetime, timezone
@@ -28,6 +29,15 @@ log = logging.getLogger("reportupdater")
 
 class UsageError(Exception):
     pass
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the run is, so that scripts and queries it waits
+    for are stopped on the way out (they run in sessions of their own)."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
 
 
 def parse_now(text: str) -> datetime:
@@ -141,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     setup_logging(args.log_level)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         handler = {"run": _run, "rerun": _rerun, "graphite-backfill": _graphite_backfill,
                    "grafana": _grafana}[args.command]
@@ -151,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 1
+    except Terminated:
+        log.error("terminated by SIGTERM")
+        return 128 + signal.SIGTERM
     except Exception as exc:  # a bug: one line, the traceback only at debug level
         log.critical("internal error: %s: %s", type(exc).__name__, exc,
                      exc_info=log.isEnabledFor(logging.DEBUG))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+from croniter import croniter
 
 from . import templates
 
@@ -102,6 +103,7 @@ class ReportConfig:
     graphite: ReportGraphite | None = None
     group: str | None = None
     timeout: float | None = None  # seconds; None: the database's, else DEFAULT_TIMEOUT_SECONDS
+    schedule: str | None = None   # cron expression: when the report may start
     template: str | None = None  # sql/hive template text, read once
     script_path: Path | None = None  # script reports: absolute path of the executable
 
@@ -440,83 +442,132 @@ def _find_script(where: _Where, query_folder: Path, execute: str) -> Path:
 REPORT_KEYS = frozenset({
     "type", "granularity", "starts", "lag", "db", "execute", "explode_by",
     "max_data_points", "graphite", "group", "timeout", "explode_value_pattern",
+    "schedule",
 })
+
+
+class ReportErrors(Exception):
+    """Every problem of one report, so that `validate` can list them all."""
+
+    def __init__(self, errors: list[ConfigError]):
+        super().__init__(str(errors[0]))
+        self.errors = errors
+
+
+def _parse_schedule(where: _Where, value: Any) -> str:
+    text = _str(where, "schedule", value)
+    if not croniter.is_valid(text):
+        raise where.error("schedule", f"{text!r} is not a cron expression (e.g. '0 2 * * *')")
+    return text
 
 
 def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
                   databases: dict[str, DatabaseConfig],
                   database_errors: dict[str, ConfigError]) -> ReportConfig:
+    """A report's settings; raises ReportErrors with every problem found."""
     where = _Where(config_path, f"report '{key}'")
-    if not REPORT_KEY_PATTERN.fullmatch(key):
-        raise where.error(None, f"the report name must match {DEFAULT_EXPLODE_VALUE_PATTERN} "
-                                "(it becomes a file name)")
     values: dict[str, Any] = {"key": key}
+    errors: list[ConfigError] = []
 
-    report_type = raw.get("type", "sql")
-    if report_type not in REPORT_TYPES:
-        raise where.error("type", f"{_show(report_type)} is not one of {', '.join(REPORT_TYPES)}")
-    values["type"] = report_type
+    def check(name: str, parse: Callable[[], Any]) -> bool:
+        try:
+            values[name] = parse()
+            return True
+        except ConfigError as exc:
+            errors.append(exc)
+            return False
 
-    if "granularity" not in raw:
-        raise where.error("granularity", "is required (days, weeks or months)")
-    try:
-        values["granularity"] = Granularity(raw["granularity"])
-    except ValueError:
-        names = ", ".join(g.value for g in Granularity)
-        raise where.error("granularity", f"{_show(raw['granularity'])} is not one of {names}")
+    def required(name: str, hint: str) -> Any:
+        if name not in raw:
+            raise where.error(name, f"is required ({hint})")
+        return raw[name]
 
-    if "starts" not in raw:
-        raise where.error("starts", "is required (YYYY-MM-DD)")
-    values["starts"] = _parse_starts(where, raw["starts"])
+    def granularity() -> Granularity:
+        value = required("granularity", "days, weeks or months")
+        try:
+            return Granularity(value)
+        except ValueError:
+            names = ", ".join(g.value for g in Granularity)
+            raise where.error("granularity", f"{_show(value)} is not one of {names}") from None
 
-    if "lag" in raw:
-        values["lag"] = _int(where, "lag", raw["lag"], 0)
-    if raw.get("max_data_points") is not None:
-        values["max_data_points"] = _int(where, "max_data_points", raw["max_data_points"], 1)
-    if raw.get("timeout") is not None:
-        values["timeout"] = _seconds(where, "timeout", raw["timeout"])
-    if raw.get("group") is not None:
-        values["group"] = _str(where, "group", raw["group"])
+    def report_type() -> str:
+        value = raw.get("type", "sql")
+        if value not in REPORT_TYPES:
+            raise where.error("type", f"{_show(value)} is not one of {', '.join(REPORT_TYPES)}")
+        return value
 
-    pattern = DEFAULT_EXPLODE_VALUE_PATTERN
-    if "explode_value_pattern" in raw:
+    def explode_pattern() -> str:
         pattern = _str(where, "explode_value_pattern", raw["explode_value_pattern"])
         try:
             re.compile(pattern)
         except re.error as exc:
             raise where.error("explode_value_pattern", f"{pattern!r} is not a regular expression: {exc}")
-    if raw.get("explode_by") is not None:
-        values["explode_by"] = _parse_explode_by(where, query_folder, raw["explode_by"], pattern)
+        return pattern
 
+    if not REPORT_KEY_PATTERN.fullmatch(key):
+        errors.append(where.error(None, f"the report name must match {DEFAULT_EXPLODE_VALUE_PATTERN} "
+                                        "(it becomes a file name)"))
+    type_ok = check("type", report_type)
+    check("granularity", granularity)
+    check("starts", lambda: _parse_starts(where, required("starts", "YYYY-MM-DD")))
+    if "lag" in raw:
+        check("lag", lambda: _int(where, "lag", raw["lag"], 0))
+    if raw.get("max_data_points") is not None:
+        check("max_data_points", lambda: _int(where, "max_data_points", raw["max_data_points"], 1))
+    if raw.get("timeout") is not None:
+        check("timeout", lambda: _seconds(where, "timeout", raw["timeout"]))
+    if raw.get("group") is not None:
+        check("group", lambda: _str(where, "group", raw["group"]))
+    if raw.get("schedule") is not None:
+        check("schedule", lambda: _parse_schedule(where, raw["schedule"]))
+    pattern_ok = True
+    if "explode_value_pattern" in raw:
+        pattern_ok = check("explode_value_pattern", explode_pattern)
+    explode_ok = pattern_ok
+    if raw.get("explode_by") is not None and pattern_ok:
+        pattern = values.pop("explode_value_pattern", DEFAULT_EXPLODE_VALUE_PATTERN)
+        explode_ok = check("explode_by", lambda: _parse_explode_by(where, query_folder,
+                                                                   raw["explode_by"], pattern))
+    values.pop("explode_value_pattern", None)
     if raw.get("graphite") is not None:
-        values["graphite"] = _parse_report_graphite(where, raw["graphite"])
+        check("graphite", lambda: _parse_report_graphite(where, raw["graphite"]))
+    execute_ok = check("execute", lambda: _str(where, "execute", raw.get("execute", key)))
 
-    execute = raw.get("execute", key)
-    execute = _str(where, "execute", execute)
-    values["execute"] = execute
+    if type_ok and execute_ok:
+        execute = values["execute"]
+        # With a broken explode_by, its placeholders are unknown: do not
+        # report them as unknown placeholders of the template as well.
+        available = set(templates.INTERVAL_PLACEHOLDERS) | set(values.get("explode_by", {}))
+        if not explode_ok:
+            available |= {str(name) for name in raw.get("explode_by") or {}} if isinstance(
+                raw.get("explode_by"), dict) else set()
+        if values["type"] == "sql":
+            def database() -> str:
+                db = raw.get("db")
+                if db is None:
+                    raise where.error("db", "is required for sql reports (a key of 'databases')")
+                if db in database_errors:
+                    raise where.error("db", f"database {db!r} is broken (see its own error)")
+                if db not in databases:
+                    raise where.error("db", f"{_show(db)} is not a key of 'databases'"
+                                            f"{_nearest(db, set(databases))}")
+                placeholder = databases[db].wiki_db_placeholder
+                if (databases[db].auto_find_db_shard and placeholder and explode_ok
+                        and placeholder not in values.get("explode_by", {})):
+                    raise where.error("explode_by", f"database {db!r} finds each wiki's shard from the "
+                                                    f"explode_by placeholder {placeholder!r}, which "
+                                                    "this report lacks")
+                return db
+            check("db", database)
+            check("template", lambda: _load_template(where, query_folder, execute, ".sql", available))
+        elif values["type"] == "hive":
+            values["db"] = _hive_database(raw.get("db"), databases)
+            check("template", lambda: _load_template(where, query_folder, execute, ".hql", available))
+        else:
+            check("script_path", lambda: _find_script(where, query_folder, execute))
 
-    available = set(templates.INTERVAL_PLACEHOLDERS) | set(values.get("explode_by", {}))
-    if report_type == "sql":
-        db = raw.get("db")
-        if db is None:
-            raise where.error("db", "is required for sql reports (a key of 'databases')")
-        if db in database_errors:
-            raise where.error("db", f"database {db!r} is broken (see its own error)")
-        if db not in databases:
-            raise where.error("db", f"{_show(db)} is not a key of 'databases'"
-                                    f"{_nearest(db, set(databases))}")
-        values["db"] = db
-        placeholder = databases[db].wiki_db_placeholder
-        if databases[db].auto_find_db_shard and placeholder and placeholder not in values.get("explode_by", {}):
-            raise where.error("explode_by", f"database {db!r} finds each wiki's shard from the "
-                                            f"explode_by placeholder {placeholder!r}, which this report lacks")
-        values["template"] = _load_template(where, query_folder, execute, ".sql", available)
-    elif report_type == "hive":
-        values["db"] = _hive_database(raw.get("db"), databases)
-        values["template"] = _load_template(where, query_folder, execute, ".hql", available)
-    else:
-        values["script_path"] = _find_script(where, query_folder, execute)
-
+    if errors:
+        raise ReportErrors(errors)
     return ReportConfig(**values)
 
 
@@ -642,8 +693,8 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
         try:
             reports[key] = _parse_report(config_path, query_folder, key, merged,
                                          databases, database_errors)
-        except ConfigError as exc:
-            errors.append(exc)
+        except ReportErrors as exc:
+            errors.extend(exc.errors)
             broken.add(key)
 
     return FolderConfig(config_path=config_path, query_folder=query_folder, reports=reports,

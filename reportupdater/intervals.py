@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Iterable
 
+from croniter import croniter
+
 from .config import Granularity, ReportConfig
 
 
@@ -109,3 +111,24 @@ def plan(due: list[Interval] | tuple[Interval, ...], done_labels: Iterable[str],
         if interval.label not in done or any(r.overlaps(interval) for r in reruns)
     )
     return Plan(due=tuple(due), missing=missing)
+
+
+# -- schedules (`schedule:` cron expressions)
+
+# A timer runs hourly: a cron time up to this long ago, never started since,
+# makes the report due.
+SCHEDULE_WINDOW = timedelta(hours=1)
+
+
+def schedule_due(expression: str, now: datetime, last_started: datetime | None) -> bool:
+    """Whether a report with this cron schedule may start at `now`: a cron
+    time has passed since it last started (so a missed 02:00 is caught up by
+    the next run), or, never started, a cron time lies within the last hour."""
+    previous = croniter(expression, as_utc(now)).get_prev(datetime)
+    if last_started is not None:
+        return as_utc(last_started) < previous
+    return as_utc(now) - previous < SCHEDULE_WINDOW
+
+
+def next_schedule_time(expression: str, now: datetime) -> datetime:
+    return croniter(expression, as_utc(now)).get_next(datetime)

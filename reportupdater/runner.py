@@ -15,9 +15,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from . import config as config_stage
 from . import intervals, publish, reruns, store
+from .state import State, failure_key
 from .engines import Engine, EngineError, Job, SiteDefaults, engine_class
 from .lock import FolderBusy, FolderLock, LockError
 
@@ -26,9 +28,6 @@ log = logging.getLogger("reportupdater")
 # A crash loses at most this much work: files are written at least this often.
 CHECKPOINT_SECONDS = 30.0
 CHECKPOINT_INTERVALS = 1000
-# After this many intervals in a row fail with the same error (a database
-# down, a missing command), the rest of that combination waits for next run.
-GIVE_UP_AFTER_SAME_ERRORS = 5
 
 
 @dataclass
@@ -40,6 +39,9 @@ class RunOptions:
     only_reports: tuple[str, ...] = ()    # empty: every report
     graphite: bool = True                 # --no-graphite
     hive_url: str | None = None           # site-wide Hive server for folders that name none
+    retry_failed_now: bool = False        # ignore the backoff of failed intervals
+    # Called as progress(name, intervals done, intervals planned) for a terminal display.
+    progress: Callable[[str, int, int], None] | None = None
     checkpoint_seconds: float = CHECKPOINT_SECONDS
     checkpoint_intervals: int = CHECKPOINT_INTERVALS
 
@@ -49,13 +51,18 @@ class ReportOutcome:
     computed: int = 0
     failed: int = 0
     failed_intervals: list[intervals.Interval] = field(default_factory=list)
+    backing_off: int = 0          # failed before; not retried yet (1, 2, 4 ... hours)
     file_failed: bool = False     # an output file could not be read or written
     publish_failed: bool = False  # its Graphite points could not be built
     skipped: bool = False         # starts in the future
+    not_scheduled: bool = False   # its `schedule:` says not now
+    seconds: float = 0.0
+    newest: str | None = None     # newest date in its outputs after the run
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0 and not self.file_failed and not self.publish_failed
+        return (self.failed == 0 and self.backing_off == 0 and not self.file_failed
+                and not self.publish_failed)
 
 
 @dataclass
@@ -138,6 +145,7 @@ def select_reports(folder: config_stage.FolderConfig,
 def _run_locked(folder: config_stage.FolderConfig, selected: list[config_stage.ReportConfig],
                 options: RunOptions, now: datetime, summary: RunSummary) -> None:
     requests = reruns.read_requests(folder.query_folder)
+    state = State.load(options.output_folder)
     engines = _Engines(folder, SiteDefaults(hive_url=options.hive_url))
     publisher = None
     if folder.graphite is not None and options.graphite:
@@ -148,20 +156,45 @@ def _run_locked(folder: config_stage.FolderConfig, selected: list[config_stage.R
         for report in selected:
             report_reruns = [request.dates for request in requests
                              if report.key in request.reports or not request.reports]
-            summary.reports[report.key] = _run_report(report, engines, publisher, options, now,
-                                                      report_reruns)
+            started = time.monotonic()
+            outcome = _run_report(report, engines, publisher, state, options, now, report_reruns)
+            outcome.seconds = time.monotonic() - started
+            summary.reports[report.key] = outcome
+            _save_state(state)
     finally:
         engines.close()
         if publisher is not None:
             summary.graphite_queued = not publisher.flush()
+    state.forget_reports(set(folder.reports) | folder.broken_reports)
+    _save_state(state)
     _consume_reruns(requests, folder, summary)
+    _log_summary(summary)
+
+
+def _save_state(state: State) -> None:
+    try:
+        state.save()
+    except OSError as exc:
+        log.warning("%s: cannot write the run state: %s", state.path, exc.strerror)
+
+
+def _log_summary(summary: RunSummary) -> None:
     for key, outcome in summary.reports.items():
-        log.info("%s: %d computed, %d failed%s", key, outcome.computed, outcome.failed,
-                 ", output file error" if outcome.file_failed else "")
+        notes = [note for flag, note in ((outcome.skipped, "starts in the future"),
+                                         (outcome.not_scheduled, "not scheduled now"),
+                                         (outcome.file_failed, "output file error"),
+                                         (outcome.publish_failed, "Graphite step failed")) if flag]
+        log.info("report %s: %d computed, %d failed, %d waiting to retry, %.1f s%s", key,
+                 outcome.computed, outcome.failed, outcome.backing_off, outcome.seconds,
+                 f" ({', '.join(notes)})" if notes else "")
+    outcomes = summary.reports.values()
+    log.info("run: %d reports, %d intervals computed, %d failed, %d waiting to retry, %.1f s",
+             len(summary.reports), sum(o.computed for o in outcomes), sum(o.failed for o in outcomes),
+             sum(o.backing_off for o in outcomes), sum(o.seconds for o in outcomes))
 
 
 def _run_report(report: config_stage.ReportConfig, engines: _Engines,
-                publisher: publish.Publisher | None, options: RunOptions,
+                publisher: publish.Publisher | None, state: State, options: RunOptions,
                 now: datetime, report_reruns: list[intervals.DateRange]) -> ReportOutcome:
     outcome = ReportOutcome()
     due = intervals.due_intervals(report, now)
@@ -169,17 +202,27 @@ def _run_report(report: config_stage.ReportConfig, engines: _Engines,
         log.warning("%s: starts %s, after its last due interval; skipped", report.key, report.starts)
         outcome.skipped = True
         return outcome
+    if report.schedule and not intervals.schedule_due(report.schedule, now,
+                                                      state.last_started(report.key)):
+        log.info("%s: not scheduled now (schedule %r, next %s)", report.key, report.schedule,
+                 intervals.next_schedule_time(report.schedule, now).strftime("%Y-%m-%dT%H:%MZ"))
+        outcome.not_scheduled = True
+        return outcome
+    if report.schedule:
+        state.started(report.key, now)
     if report.graphite is None:
         publisher = None
     for explode in report.combinations():
-        _run_combination(report, explode, due, engines, publisher, options, report_reruns, outcome)
+        _run_combination(report, explode, due, engines, publisher, state, options, now,
+                         report_reruns, outcome)
     return outcome
 
 
 def _run_combination(report: config_stage.ReportConfig, explode: tuple[tuple[str, str], ...],
                      due: list[intervals.Interval], engines: _Engines,
-                     publisher: publish.Publisher | None, options: RunOptions,
-                     report_reruns: list[intervals.DateRange], outcome: ReportOutcome) -> None:
+                     publisher: publish.Publisher | None, state: State, options: RunOptions,
+                     now: datetime, report_reruns: list[intervals.DateRange],
+                     outcome: ReportOutcome) -> None:
     path = store.output_path(options.output_folder, report.key, explode)
     name = " ".join([report.key] + [f"{key}={value}" for key, value in explode])
     try:
@@ -190,35 +233,40 @@ def _run_combination(report: config_stage.ReportConfig, explode: tuple[tuple[str
         return
     output.remove_stale_temp()
     plan = intervals.plan(due, output.dates, report_reruns)
-    if plan.missing:
-        log.info("%s: %d of %d intervals to compute", name, len(plan.missing), len(plan.due))
+    todo = []
+    for interval in plan.missing:
+        failure = state.failure(report.key, failure_key(explode, interval.label))
+        if failure and failure.retry_time > now and not options.retry_failed_now:
+            outcome.backing_off += 1  # failed before: let the source recover
+        else:
+            todo.append(interval)
+    if outcome.backing_off:
+        log.info("%s: %d failed intervals wait for their retry time (--retry-failed-now to force)",
+                 name, outcome.backing_off)
+    if todo:
+        log.info("%s: %d of %d intervals to compute", name, len(todo), len(plan.due))
 
     last_save = time.monotonic()
     since_save = 0
     fresh: set[str] = set()  # dates written since the last save: their points go to Graphite
-    last_error, same_errors = "", 0
-    for position, interval in enumerate(plan.missing):
+    for position, interval in enumerate(todo):
+        if options.progress:
+            options.progress(name, position, len(todo))
         job = Job(report=report, interval=interval, explode=explode)
         started = time.monotonic()
         try:
             result = engines.get(report.type).run(job)
             output.merge(result, {interval.label})
         except (EngineError, store.StoreError) as exc:
+            failure = state.record_failure(report.key, failure_key(explode, interval.label), str(exc), now)
             log.error("%s: failed: %s", job.describe(), exc)
+            if failure.attempts > 1:
+                log.info("%s: failed %d times in a row; next try after %s", job.describe(),
+                         failure.attempts, failure.retry_after)
             outcome.failed += 1
             outcome.failed_intervals.append(interval)
-            same_errors = same_errors + 1 if str(exc) == last_error else 1
-            last_error = str(exc)
-            if same_errors >= GIVE_UP_AFTER_SAME_ERRORS:
-                rest = plan.missing[position + 1:]
-                if rest:
-                    log.error("%s: %d intervals in a row failed with the same error; the other %d "
-                              "wait for the next run", name, same_errors, len(rest))
-                    outcome.failed += len(rest)
-                    outcome.failed_intervals.extend(rest)
-                break
             continue
-        last_error, same_errors = "", 0
+        state.clear_failure(report.key, failure_key(explode, interval.label))
         outcome.computed += 1
         since_save += 1
         fresh |= result.dates
@@ -237,9 +285,14 @@ def _run_combination(report: config_stage.ReportConfig, explode: tuple[tuple[str
                 return
             last_save, since_save, fresh = time.monotonic(), 0, set()
 
+    if options.progress and todo:
+        options.progress(name, len(todo), len(todo))
     if report.max_data_points and plan.window_start:
         output.trim_before(plan.window_start)
     _save(output, report, explode, name, publisher, fresh, outcome)
+    if output.by_date:
+        newest = max(output.by_date)
+        outcome.newest = max(outcome.newest or newest, newest)
 
 
 def _save(output: store.OutputFile, report: config_stage.ReportConfig,
