@@ -680,6 +680,35 @@ def test_failing_script_stores_nothing_for_its_interval_and_is_retried(tmp_path)
     }
 
 
+def test_failed_interval_is_retried_on_every_hourly_run(tmp_path):
+    # "a script or query that fails ... stores nothing for that interval; it
+    # is retried on the next run": hourly from cron, failing three times,
+    # then fixed: the next hourly run stores it.
+    config = """\
+reports:
+  flaky:
+    type: script
+    granularity: days
+    starts: 2026-01-04
+"""
+    folder = make_folder(tmp_path, config, files={"broken": ""}, scripts={"flaky": FLAKY.replace(
+        '[ "$1" = 2026-01-02 ] && [ -e broken ]', '[ -e broken ]')})
+    out = tmp_path / "out"
+    logs = []
+    for hour in ("05", "06", "07"):
+        code, _, stderr = run_cli("run", folder, out, "--now", f"2026-01-05T{hour}:00")
+        logs.append(stderr)
+        assert code == 1
+        assert files_under(out) == {}
+    assert_failed(logs[0], "flaky 2026-01-04", "script exited with status 1: cannot reach the API")
+
+    (folder / "broken").unlink()
+    code, _, stderr = run_cli("run", folder, out, "--now", "2026-01-05T08:00")
+
+    assert files_under(out) == {"flaky.tsv": tsv("date\tvalue", "2026-01-04\tok-2026-01-04")}, stderr
+    assert code == 0, stderr
+
+
 def test_failing_early_intervals_never_stop_the_later_ones(tmp_path):
     # A source without data before 2026-01-10 fails every earlier interval
     # with the same message, on every run; the later intervals are
