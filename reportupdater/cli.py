@@ -19,11 +19,14 @@ from pathlib import Path
 
 from . import __version__
 from . import config as config_stage
-from . import dashboard, publish, reruns, runner
+from . import dashboard, metrics, overview, publish, reruns, runner
+from . import smoke as smoke_stage
+from . import validate as validate_stage
+from .engines import SiteDefaults
 from .lock import FolderBusy, FolderLock, LockError
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-COMMANDS = ("run", "rerun", "graphite-backfill", "grafana")
+COMMANDS = ("run", "rerun", "status", "smoke", "validate", "graphite-backfill", "grafana")
 log = logging.getLogger("reportupdater")
 
 
@@ -91,6 +94,49 @@ def build_parser() -> argparse.ArgumentParser:
                           "without either, such reports run 'hive -e')")
     run.add_argument("-r", "--report", action="append", default=[], metavar="REPORT",
                      help="only this report (repeatable)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print what would be computed (intervals folded into ranges); run nothing")
+    run.add_argument("--retry-failed-now", action="store_true",
+                     help="retry failed intervals now, whatever their backoff says")
+    run.add_argument("--metrics-file", type=Path, metavar="PATH",
+                     help="write the run's figures in Prometheus text format (textfile collector)")
+
+    status = commands.add_parser(
+        "status", parents=[common], help="what is computed, missing or failing, per report",
+        description="One line per report: granularity, first and last computed interval, missing "
+                    "intervals, failures, pending reruns, next due time. Exit 0 when nothing is "
+                    "missing or failing, 1 otherwise (usable as a monitoring check).")
+    status.add_argument("query_folder", type=Path, metavar="QUERY_FOLDER")
+    status.add_argument("output_folder", type=Path, metavar="OUTPUT_FOLDER", nargs="?",
+                        default=Path("output"), help="where the TSV files are (default: ./output)")
+    status.add_argument("--json", action="store_true", help="JSON for machines")
+    status.add_argument("-v", "--verbose", action="store_true", help="one line per explode combination")
+    status.add_argument("-r", "--report", action="append", default=[], metavar="REPORT",
+                        help="only this report (repeatable)")
+
+    smoke = commands.add_parser(
+        "smoke", parents=[common], help="compute one interval and print it; store nothing",
+        description="Compute the interval of REPORT that holds DATE and print the TSV exactly as "
+                    "'run' would store it. Writes no file, takes no lock, sends nothing.")
+    smoke.add_argument("query_folder", type=Path, metavar="QUERY_FOLDER")
+    smoke.add_argument("report", metavar="REPORT")
+    smoke.add_argument("date", type=parse_date, metavar="DATE", help="YYYY-MM-DD, inside the interval")
+    smoke.add_argument("--explode", action="append", default=[], metavar="NAME=VALUE",
+                       help="only this explode value (repeatable), e.g. --explode wiki=enwiki")
+    smoke.add_argument("--show-query", action="store_true",
+                       help="print the rendered query (or the script's command line) on stderr")
+    smoke.add_argument("--show-graphite", action="store_true",
+                       help="print the Graphite lines it would send on stderr")
+    smoke.add_argument("--hive-url", metavar="URL", default=os.environ.get("REPORTUPDATER_HIVE_URL"),
+                       help="as for run")
+
+    validate = commands.add_parser(
+        "validate", parents=[common], help="check a query folder without touching any database",
+        description="Report every problem of a query folder, one line each (file:line where "
+                    "possible). Exit 1 if there is any.")
+    validate.add_argument("query_folder", type=Path, metavar="QUERY_FOLDER")
+    validate.add_argument("output_folder", type=Path, metavar="OUTPUT_FOLDER", nargs="?",
+                          help="also learn result columns from existing outputs (graphite paths)")
 
     rerun = commands.add_parser("rerun", parents=[common], help="mark a date range to be recomputed",
                                 description="Mark reports to be recomputed for [START, END) "
@@ -153,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        handler = {"run": _run, "rerun": _rerun, "graphite-backfill": _graphite_backfill,
+        handler = {"run": _run, "rerun": _rerun, "status": _status, "smoke": _smoke,
+                   "validate": _validate, "graphite-backfill": _graphite_backfill,
                    "grafana": _grafana}[args.command]
         return handler(args)
     except (config_stage.ConfigError, reruns.RerunError, UsageError) as exc:
@@ -172,12 +219,153 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return _dry_run(args)
+    progress = _Progress() if sys.stderr.isatty() else None
     options = runner.RunOptions(
         query_folder=args.query_folder, output_folder=args.output_folder,
         config_path=args.config_path, now=args.now, only_reports=tuple(args.report),
-        graphite=not args.no_graphite, hive_url=args.hive_url)
-    summary = runner.run(options)
+        graphite=not args.no_graphite, hive_url=args.hive_url,
+        retry_failed_now=args.retry_failed_now, progress=progress)
+    try:
+        summary = runner.run(options)
+    finally:
+        if progress:
+            progress.clear()
+    if args.metrics_file and summary.folder is not None and not summary.busy:
+        try:
+            metrics.write(args.metrics_file, metrics.render(summary.folder, summary,
+                                                            args.now or runner.utcnow()))
+        except OSError as exc:
+            log.error("%s: cannot write the metrics file: %s", args.metrics_file, exc.strerror)
+            return max(summary.exit_code, 1)
     return summary.exit_code
+
+
+class _Progress:
+    """One self-erasing line on a terminal: intervals done of planned."""
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        sys.stderr.write(f"\r\x1b[K{name}: {done}/{total} intervals")
+        sys.stderr.flush()
+
+    def clear(self) -> None:
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
+
+
+def _load(args: argparse.Namespace) -> config_stage.FolderConfig:
+    folder = config_stage.load(args.query_folder, args.config_path)
+    for warning in folder.warnings:
+        log.warning("%s", warning)
+    for error in folder.errors:
+        log.error("%s", error)
+    unknown = [key for key in getattr(args, "report", []) or []
+               if key not in folder.reports and key not in folder.broken_reports]
+    if unknown:
+        raise UsageError(f"{folder.config_path}: report {unknown[0]!r} is not in 'reports'")
+    return folder
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    folder = _load(args)
+    now = args.now or runner.utcnow()
+    for view in overview.survey(folder, args.output_folder, now, tuple(args.report),
+                                args.retry_failed_now):
+        report = view.report
+        if view.due == 0:
+            print(f"{report.key}: starts {report.starts}, nothing due yet")
+            continue
+        if not view.schedule_due:
+            print(f"{report.key}: not scheduled now ({report.schedule}); next {view.next_due:%Y-%m-%dT%H:%MZ}")
+            continue
+        for combination in view.combinations:
+            name = f"{report.key} {combination.name}".strip()
+            if combination.error:
+                print(f"{name}: cannot plan: {combination.error}")
+                continue
+            todo = [i for i in combination.missing if i not in combination.backing_off]
+            line = f"{name}: {len(todo)} intervals"
+            if todo:
+                line += f": {overview.compress(todo)}"
+            if combination.backing_off:
+                line += f" ({len(combination.backing_off)} waiting to retry: " \
+                        f"{overview.compress(combination.backing_off)})"
+            print(line)
+    return 2 if folder.errors else 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    folder = _load(args)
+    now = args.now or runner.utcnow()
+    views = overview.survey(folder, args.output_folder, now, tuple(args.report))
+    data = overview.status_json(folder, views, args.verbose)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        _print_status(data, args.verbose)
+    return 0 if data["ok"] else 1
+
+
+def _print_status(data: dict, verbose: bool) -> None:
+    columns = ("REPORT", "GRAN", "FIRST", "LAST", "MISSING", "FAILING", "RERUNS", "NEXT DUE", "LAST FAILURE")
+    rows = []
+    for entry in data["reports"]:
+        failure = entry["last_failure"]
+        rows.append((entry["report"], entry["granularity"], entry["first"] or "-", entry["last"] or "-",
+                     str(entry["missing"]), str(entry["failing"]), str(entry["pending_reruns"]),
+                     entry["next_due"] or "-",
+                     f"{failure['where']}: {failure['error']} (x{failure['attempts']})" if failure else "-"))
+        for combination in entry.get("combinations", []) if verbose else []:
+            name = " ".join(f"{k}={v}" for k, v in combination["explode"].items()) or "(file)"
+            rows.append(("  " + name, "", combination["first"] or "-", combination["last"] or "-",
+                         str(combination["missing"]), str(len(combination["failures"])), "", "",
+                         combination["error"] or combination["missing_ranges"] or ""))
+    widths = [max(len(column), *(len(row[i]) for row in rows)) if rows else len(column)
+              for i, column in enumerate(columns)]
+    for row in [columns, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    for error in data["config_errors"]:
+        print(f"config error: {error}")
+
+
+def _smoke(args: argparse.Namespace) -> int:
+    folder = config_stage.load(args.query_folder, args.config_path)
+    wanted: dict[str, list[str]] = {}
+    for item in args.explode:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise UsageError(f"--explode {item!r}: expected NAME=VALUE, e.g. wiki=enwiki")
+        wanted.setdefault(name, []).append(value)
+    results = smoke_stage.smoke(folder, args.report, args.date, wanted,
+                                SiteDefaults(hive_url=args.hive_url))
+    failed = False
+    for result in results:
+        if len(results) > 1:
+            print(f"==> {result.file} <==", flush=True)
+        if args.show_query:
+            sys.stderr.write(f"-- {result.file}\n{result.query.rstrip()}\n")
+        if result.error:
+            log.error("%s: %s", result.file, result.error)
+            failed = True
+            continue
+        sys.stdout.write(result.text)
+        sys.stdout.flush()
+        if args.show_graphite:
+            for line in result.graphite:
+                sys.stderr.write(f"graphite: {line}\n")
+    return 1 if failed else 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    findings = validate_stage.validate(args.query_folder, args.config_path, args.output_folder)
+    for warning in findings.warnings:
+        print(f"warning: {warning}")
+    for problem in findings.problems:
+        print(problem)
+    if not findings.problems:
+        print(f"{args.query_folder}: OK")
+    return 1 if findings.problems else 0
 
 
 def _rerun(args: argparse.Namespace) -> int:

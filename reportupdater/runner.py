@@ -70,6 +70,7 @@ class RunSummary:
     config_errors: list[str] = field(default_factory=list)
     reports: dict[str, ReportOutcome] = field(default_factory=dict)
     busy: bool = False  # another run held the folder; nothing was touched
+    folder: config_stage.FolderConfig | None = None
     graphite_queued: bool = False  # Graphite was unreachable: points wait in the queue
 
     @property
@@ -116,6 +117,7 @@ def run(options: RunOptions) -> RunSummary:
     try:
         with FolderLock(Path(options.query_folder)):
             folder = config_stage.load(options.query_folder, options.config_path)
+            summary.folder = folder
             for warning in folder.warnings:
                 log.warning("%s", warning)
             summary.config_errors = [str(error) for error in folder.errors]
@@ -233,16 +235,12 @@ def _run_combination(report: config_stage.ReportConfig, explode: tuple[tuple[str
         return
     output.remove_stale_temp()
     plan = intervals.plan(due, output.dates, report_reruns)
-    todo = []
-    for interval in plan.missing:
-        failure = state.failure(report.key, failure_key(explode, interval.label))
-        if failure and failure.retry_time > now and not options.retry_failed_now:
-            outcome.backing_off += 1  # failed before: let the source recover
-        else:
-            todo.append(interval)
-    if outcome.backing_off:
+    todo, waiting = state.split_retries(report.key, explode, plan.missing, now,
+                                        options.retry_failed_now)
+    if waiting:  # failed before: let the source recover
+        outcome.backing_off += len(waiting)
         log.info("%s: %d failed intervals wait for their retry time (--retry-failed-now to force)",
-                 name, outcome.backing_off)
+                 name, len(waiting))
     if todo:
         log.info("%s: %d of %d intervals to compute", name, len(todo), len(plan.due))
 

@@ -95,6 +95,16 @@ class State:
         self.dirty = True
         return failure
 
+    def split_retries(self, report: str, explode: tuple[tuple[str, str], ...], missing,
+                      now: datetime, force: bool = False) -> tuple[list, list]:
+        """Missing intervals split into (to compute now, waiting for their retry time)."""
+        todo, waiting = [], []
+        for interval in missing:
+            failure = self.failure(report, failure_key(explode, interval.label))
+            late = failure is not None and failure.retry_time > now and not force
+            (waiting if late else todo).append(interval)
+        return todo, waiting
+
     def clear_failure(self, report: str, key: str) -> None:
         memory = self.reports.get(report)
         if memory and memory.failures.pop(key, None) is not None:

@@ -1,0 +1,83 @@
+# Operating: smoke-test one interval of one report.
+#
+# Computes the interval holding a date, for every explode combination (or
+# the ones asked for), and returns the TSV text exactly as `run` would store
+# it for that interval, the rendered query, and the Graphite lines it would
+# send. May touch: the report's database or script (to compute). Writes no
+# file, takes no lock, sends nothing.
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from . import intervals, publish, store
+from .config import ConfigError, FolderConfig, ReportConfig
+from .engines import EngineError, Job, SiteDefaults, engine_class
+from .engines.base import render_query
+
+
+@dataclass
+class SmokeResult:
+    explode: tuple[tuple[str, str], ...]
+    file: Path                  # where `run` would store it, relative to OUTPUT
+    query: str = ""             # the rendered template, or the script's command line
+    text: str = ""              # the TSV as it would be stored (header + this interval's rows)
+    graphite: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def interval_of(report: ReportConfig, day: date) -> intervals.Interval:
+    start = intervals.truncate(intervals.as_utc(day), report.granularity)
+    return intervals.Interval(start, intervals.step(start, report.granularity))
+
+
+def select_combinations(report: ReportConfig, wanted: dict[str, list[str]]) -> list[tuple[tuple[str, str], ...]]:
+    for name, values in wanted.items():
+        if name not in report.explode_by:
+            raise ConfigError(f"report '{report.key}' has no explode_by placeholder {name!r} "
+                              f"(it has: {', '.join(report.explode_by) or 'none'})")
+        unknown = [value for value in values if value not in report.explode_by[name]]
+        if unknown:
+            raise ConfigError(f"report '{report.key}': {unknown[0]!r} is not one of the "
+                              f"values of {name!r}")
+    return [combination for combination in report.combinations()
+            if all(dict(combination)[name] in values for name, values in wanted.items())]
+
+
+def smoke(folder: FolderConfig, report_key: str, day: date, wanted: dict[str, list[str]],
+          site: SiteDefaults = SiteDefaults()) -> list[SmokeResult]:
+    if report_key not in folder.reports:
+        problems = [str(error) for error in folder.errors if f"report '{report_key}'" in str(error)]
+        raise ConfigError(problems[0] if problems else
+                          f"{folder.config_path}: report {report_key!r} is not in 'reports'")
+    report = folder.reports[report_key]
+    interval = interval_of(report, day)
+    engine = engine_class(report.type)(folder, site)
+    lookups: dict[str, dict[str, str]] = {}
+    results = []
+    try:
+        for explode in select_combinations(report, wanted):
+            job = Job(report=report, interval=interval, explode=explode)
+            result = SmokeResult(explode, store.output_path(Path(), report.key, explode))
+            results.append(result)
+            try:
+                if report.template is not None:
+                    result.query = render_query(job)
+                else:
+                    result.query = shlex.join(engine.argv(job))  # script engine
+                output = store.OutputFile(result.file)
+                output.merge(engine.run(job), {interval.label})
+                result.text = output.text()
+                if report.graphite is not None and folder.graphite is not None:
+                    lookups = lookups or publish.load_lookups(folder.graphite)
+                    points = publish.points_for_rows(report, explode, output.header, output.rows,
+                                                     lookups, folder.graphite.prefix)
+                    result.graphite = [point.line() for point in points]
+            except (EngineError, store.StoreError, publish.PublishError) as exc:
+                result.error = str(exc)
+    finally:
+        engine.close()
+    return results
