@@ -295,6 +295,12 @@ def _parse_hive_keys(where: _Where, raw: dict, values: dict[str, Any]) -> None:
         if auth not in HIVE_AUTH_MODES:
             raise where.error("auth", f"{_show(raw['auth'])} is not one of {', '.join(HIVE_AUTH_MODES)}")
         values["auth"] = auth
+    # What PyHive accepts: a password only with LDAP or CUSTOM, a Kerberos
+    # service name only with KERBEROS.
+    if "password_env" in raw and values.get("auth") not in ("LDAP", "CUSTOM"):
+        raise where.error("password_env", "a password needs auth: LDAP or CUSTOM")
+    if "kerberos_service_name" in raw and values.get("auth") != "KERBEROS":
+        raise where.error("kerberos_service_name", "needs auth: KERBEROS")
     if "configuration" in raw:
         settings = raw["configuration"]
         if not isinstance(settings, dict):
@@ -417,15 +423,23 @@ def _load_template(where: _Where, query_folder: Path, execute: str, suffix: str,
     return text
 
 
-def _hive_database(db: Any, databases: dict[str, DatabaseConfig]) -> str | None:
+def _hive_database(where: _Where, db: Any, databases: dict[str, DatabaseConfig],
+                   database_errors: dict[str, ConfigError]) -> str | None:
     """The hive database a hive report uses: the one its `db` names, else the
     folder's only one, else None (the site default, else `hive -e`). A `db`
     naming a non-hive database (a defaults value meant for sql reports) is
-    ignored, as the original tool ignored `db` for hive reports."""
-    if isinstance(db, str) and db in databases and databases[db].is_hive:
+    ignored, as the original tool ignored `db` for hive reports; one naming
+    nothing, a broken entry, or leaving a choice of several is an error."""
+    if db is not None and db in database_errors:
+        raise where.error("db", f"database {db!r} is broken (see its own error)")
+    if db is not None and db not in databases:
+        raise where.error("db", f"{_show(db)} is not a key of 'databases'{_nearest(db, set(databases))}")
+    if db is not None and databases[db].is_hive:
         return db
     hive = [key for key, database in databases.items() if database.is_hive]
-    return hive[0] if len(hive) == 1 else None
+    if len(hive) > 1:
+        raise where.error("db", f"name one of the hive databases {', '.join(hive)}")
+    return hive[0] if hive else None
 
 
 def _find_script(where: _Where, query_folder: Path, execute: str) -> Path:
@@ -561,7 +575,7 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
             check("db", database)
             check("template", lambda: _load_template(where, query_folder, execute, ".sql", available))
         elif values["type"] == "hive":
-            values["db"] = _hive_database(raw.get("db"), databases)
+            check("db", lambda: _hive_database(where, raw.get("db"), databases, database_errors))
             check("template", lambda: _load_template(where, query_folder, execute, ".hql", available))
         else:
             check("script_path", lambda: _find_script(where, query_folder, execute))
@@ -690,6 +704,9 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
                 warnings.append(f"{config_path}: report '{key}': unknown key '{name}'"
                                 f"{_nearest(name, REPORT_KEYS)}; ignored")
         merged = {**defaults, **raw_report}
+        if merged.get("graphite") is not None and raw.get("graphite") is None:
+            warnings.append(f"{config_path}: report '{key}': has a 'graphite' section but the "
+                            "config has no top-level 'graphite' (host, port): nothing is sent")
         try:
             reports[key] = _parse_report(config_path, query_folder, key, merged,
                                          databases, database_errors)

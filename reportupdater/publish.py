@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -118,10 +119,15 @@ def points_for_rows(report: ReportConfig, explode: Sequence[tuple[str, str]], he
 
 
 class Queue:
-    """Points waiting for Graphite: one file per batch, written atomically."""
+    """Points waiting for Graphite: one file per batch, written atomically.
 
-    def __init__(self, output_folder: Path):
-        self.folder = output_folder / QUEUE_FOLDER
+    One queue per query folder (output folders are sometimes shared), so a
+    run only ever sends its own folder's points to its own Graphite.
+    """
+
+    def __init__(self, output_folder: Path, query_folder: Path):
+        owner = hashlib.sha1(str(query_folder.resolve()).encode()).hexdigest()[:12]
+        self.folder = output_folder / QUEUE_FOLDER / f"{query_folder.resolve().name}-{owner}"
 
     def add(self, points: Sequence[Point]) -> None:
         """Durably record points (write beside, fsync, rename) before they are sent."""
@@ -192,9 +198,9 @@ class Sender:
 class Publisher:
     """What the runner uses: build points, queue them, send the queue."""
 
-    def __init__(self, graphite: GraphiteConfig, output_folder: Path):
+    def __init__(self, graphite: GraphiteConfig, output_folder: Path, query_folder: Path):
         self.graphite = graphite
-        self.queue = Queue(output_folder)
+        self.queue = Queue(output_folder, query_folder)
         self.sender = Sender(graphite.host, graphite.port)
         self._lookups: dict[str, dict[str, str]] | None = None
         self._lookup_error: PublishError | None = None
@@ -263,7 +269,7 @@ def backfill(folder: FolderConfig, output_folder: Path, only_reports: Sequence[s
     if unknown:
         raise ConfigError(f"{folder.config_path}: report {unknown[0]!r} is not in 'reports' "
                           "(or is broken)")
-    publisher = Publisher(folder.graphite, output_folder)
+    publisher = Publisher(folder.graphite, output_folder, folder.query_folder)
     summary = BackfillSummary(problems=[])
     try:
         lookups = publisher.lookups()

@@ -151,7 +151,7 @@ def _run_locked(folder: config_stage.FolderConfig, selected: list[config_stage.R
     engines = _Engines(folder, SiteDefaults(hive_url=options.hive_url))
     publisher = None
     if folder.graphite is not None and options.graphite:
-        publisher = publish.Publisher(folder.graphite, options.output_folder)
+        publisher = publish.Publisher(folder.graphite, options.output_folder, folder.query_folder)
         publisher.queue.remove_stale_temp()
         publisher.flush()  # what earlier runs could not deliver goes first
     try:

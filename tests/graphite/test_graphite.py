@@ -86,7 +86,7 @@ def test_exploded_report_with_lookups_reaches_graphite(carbon, prefix, tmp_path)
                                JAN1, end) == {t: 0.5 for t in expected_edits(3, 1, 1)}
     # Empty values are skipped: no ratio for the large bucket at all.
     assert not carbon.wsp(f"{prefix}.edits.en_wikipedia.large.ratio").exists()
-    assert not (out / ".graphite-queue").exists() or not list((out / ".graphite-queue").glob("*.txt"))
+    assert not (out / ".graphite-queue").exists() or not list((out / ".graphite-queue").glob("*/*.txt"))
 
 
 def test_rerun_sends_the_new_values(carbon, prefix, tmp_path):
@@ -115,13 +115,13 @@ def test_carbon_down_then_up_every_point_arrives(carbon, prefix, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "Graphite unreachable" in done.stderr
     assert (out / "edits" / "enwiki.tsv").read_text().count("\n") == 1 + 5 * 2
-    queued = "".join(path.read_text() for path in (out / ".graphite-queue").glob("*.txt"))
+    queued = "".join(path.read_text() for path in (out / ".graphite-queue").glob("*/*.txt"))
     assert queued.count("\n") == 2 * 5 * 3  # 2 wikis x 5 days x (2 edits + 1 ratio)
     # Next run: nothing to compute, the queue goes first.
     done = run_cli("run", str(folder), str(out), "--now", "2026-01-06T01:00", "-l", "info")
     assert done.returncode == 0, done.stderr
     assert "sent 30 points" in done.stderr
-    assert not list((out / ".graphite-queue").glob("*.txt"))
+    assert not list((out / ".graphite-queue").glob("*/*.txt"))
     for wiki in ("en_wikipedia", "de_wikipedia"):
         metric = f"{prefix}.edits.{wiki}.large.edits"
         assert carbon.wait_for(metric, expected_edits(5, 1, 10), JAN1, JAN1 + 5 * DAY) == expected_edits(5, 1, 10)
