@@ -59,6 +59,12 @@ def parse_date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD")
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
+
+
 def parse_level(text: str) -> str:
     if text.lower() not in LOG_LEVELS:
         raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
@@ -94,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "without either, such reports run 'hive -e')")
     run.add_argument("-r", "--report", action="append", default=[], metavar="REPORT",
                      help="only this report (repeatable)")
+    run.add_argument("-j", "--jobs", type=_positive_int, default=0, metavar="N",
+                     help=f"intervals computed at the same time (default: {runner.DEFAULT_JOBS}); "
+                          "1 runs them one by one")
     run.add_argument("--dry-run", action="store_true",
                      help="print what would be computed (intervals folded into ranges); run nothing")
     run.add_argument("--retry-failed-now", action="store_true",
@@ -226,7 +235,7 @@ def _run(args: argparse.Namespace) -> int:
         query_folder=args.query_folder, output_folder=args.output_folder,
         config_path=args.config_path, now=args.now, only_reports=tuple(args.report),
         graphite=not args.no_graphite, hive_url=args.hive_url,
-        retry_failed_now=args.retry_failed_now, progress=progress)
+        retry_failed_now=args.retry_failed_now, progress=progress, jobs=args.jobs)
     try:
         summary = runner.run(options)
     finally:

@@ -61,6 +61,7 @@ class DatabaseConfig:
     shard_host_template: str | None = None  # "{shard}-replica.example.org:3306"
     srv_template: str | None = None         # DNS SRV name, "_{shard}-analytics._tcp.eqiad.wmnet"
     timeout: float | None = None            # seconds per query, server and client side
+    max_connections: int | None = None      # jobs at a time on this database
     # Hive (HiveServer2 through PyHive, or a command line)
     engine: str = "sql"                     # sql, hive or hive-cli
     username: str | None = None
@@ -104,6 +105,8 @@ class ReportConfig:
     group: str | None = None
     timeout: float | None = None  # seconds; None: the database's, else DEFAULT_TIMEOUT_SECONDS
     schedule: str | None = None   # cron expression: when the report may start
+    parallel: bool = True         # false: its intervals never run at the same time
+    batch: int | str | None = None  # N or "month": consecutive intervals per query
     template: str | None = None  # sql/hive template text, read once
     script_path: Path | None = None  # script reports: absolute path of the executable
 
@@ -191,7 +194,7 @@ DATABASE_KEYS = frozenset({
     "wiki_db_placeholder", "use_x1", "mw_config_path", "seed",
     "shards", "shard_host_template", "srv_template", "timeout",
     "engine", "username", "database", "auth", "password_env", "kerberos_service_name",
-    "configuration", "command",
+    "configuration", "command", "max_connections",
 })
 DATABASE_ENGINES = ("sql", "hive", "hive-cli")
 HIVE_AUTH_MODES = ("NONE", "NOSASL", "LDAP", "KERBEROS", "CUSTOM")
@@ -248,6 +251,8 @@ def _parse_database(config_path: Path, query_folder: Path, key: str, raw: Any,
         values["shards"] = {str(k): v for k, v in shards.items()}
     if "timeout" in raw:
         values["timeout"] = _seconds(where, "timeout", raw["timeout"])
+    if "max_connections" in raw:
+        values["max_connections"] = _int(where, "max_connections", raw["max_connections"], 1)
     if "port" in raw:
         values["port"] = _int(where, "port", raw["port"], 1)
     for name in ("auto_find_db_shard", "use_x1"):
@@ -456,7 +461,7 @@ def _find_script(where: _Where, query_folder: Path, execute: str) -> Path:
 REPORT_KEYS = frozenset({
     "type", "granularity", "starts", "lag", "db", "execute", "explode_by",
     "max_data_points", "graphite", "group", "timeout", "explode_value_pattern",
-    "schedule",
+    "schedule", "parallel", "batch",
 })
 
 
@@ -466,6 +471,14 @@ class ReportErrors(Exception):
     def __init__(self, errors: list[ConfigError]):
         super().__init__(str(errors[0]))
         self.errors = errors
+
+
+def _parse_batch(where: _Where, value: Any) -> int | str:
+    if value == "month":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise where.error("batch", f"{_show(value)} is not a number of intervals >= 1 or 'month'")
+    return value
 
 
 def _parse_schedule(where: _Where, value: Any) -> str:
@@ -534,6 +547,10 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
         check("group", lambda: _str(where, "group", raw["group"]))
     if raw.get("schedule") is not None:
         check("schedule", lambda: _parse_schedule(where, raw["schedule"]))
+    if "parallel" in raw:
+        check("parallel", lambda: _bool(where, "parallel", raw["parallel"]))
+    if raw.get("batch") is not None:
+        check("batch", lambda: _parse_batch(where, raw["batch"]))
     pattern_ok = True
     if "explode_value_pattern" in raw:
         pattern_ok = check("explode_value_pattern", explode_pattern)

@@ -31,6 +31,10 @@ class Interval:
     def __str__(self) -> str:
         return self.label
 
+    def span(self, last: "Interval") -> "Interval":
+        """[this start, last end): what a batch of intervals covers."""
+        return Interval(self.start, last.end)
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -111,6 +115,26 @@ def plan(due: list[Interval] | tuple[Interval, ...], done_labels: Iterable[str],
         if interval.label not in done or any(r.overlaps(interval) for r in reruns)
     )
     return Plan(due=tuple(due), missing=missing)
+
+
+def batches(todo: list[Interval], batch: int | str | None) -> list[list[Interval]]:
+    """Consecutive missing intervals grouped for one query each (`batch: 30`
+    or `batch: month`); without `batch`, one interval per query."""
+    if not batch:
+        return [[interval] for interval in todo]
+    groups: list[list[Interval]] = []
+    for interval in todo:
+        if groups:
+            group = groups[-1]
+            consecutive = group[-1].end == interval.start
+            fits = (len(group) < batch if isinstance(batch, int)
+                    else (group[0].start.year, group[0].start.month)
+                    == (interval.start.year, interval.start.month))
+            if consecutive and fits:
+                group.append(interval)
+                continue
+        groups.append([interval])
+    return groups
 
 
 # -- schedules (`schedule:` cron expressions)

@@ -11,20 +11,26 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from . import config as config_stage
 from . import intervals, publish, reruns, store
 from .state import State, failure_key
-from .engines import Engine, EngineError, Job, SiteDefaults, engine_class
+from .engines import Engine, EngineError, Job, Result, SiteDefaults, engine_class, split_result
+from .engines.script import kill_running_commands
 from .lock import FolderBusy, FolderLock, LockError
 
 log = logging.getLogger("reportupdater")
 
+# Jobs in parallel by default: queries and scripts mostly wait on others.
+DEFAULT_JOBS = min(8, 2 * (os.cpu_count() or 1))
 # A crash loses at most this much work: files are written at least this often.
 CHECKPOINT_SECONDS = 30.0
 CHECKPOINT_INTERVALS = 1000
@@ -40,6 +46,7 @@ class RunOptions:
     graphite: bool = True                 # --no-graphite
     hive_url: str | None = None           # site-wide Hive server for folders that name none
     retry_failed_now: bool = False        # ignore the backoff of failed intervals
+    jobs: int = 0                         # parallel jobs; 0: DEFAULT_JOBS
     # Called as progress(name, intervals done, intervals planned) for a terminal display.
     progress: Callable[[str, int, int], None] | None = None
     checkpoint_seconds: float = CHECKPOINT_SECONDS
@@ -88,19 +95,76 @@ def utcnow() -> datetime:
 
 
 class _Engines:
-    """One engine per report type for the whole run, created on first use."""
+    """Runs jobs on a pool of `jobs` threads: one engine per report type for
+    the whole run, at most `max_connections` jobs at a time per database, one
+    at a time for a report with `parallel: false`."""
 
     def __init__(self, folder: config_stage.FolderConfig, site: SiteDefaults):
         self.folder = folder
         self.site = site
         self._engines: dict[str, Engine] = {}
+        self._lock = threading.Lock()
+        self._limits: dict[str, threading.Semaphore] = {}
+        self._pool = ThreadPoolExecutor(max_workers=max(1, site.jobs),
+                                        thread_name_prefix="reportupdater")
 
     def get(self, report_type: str) -> Engine:
-        if report_type not in self._engines:
-            self._engines[report_type] = engine_class(report_type)(self.folder, self.site)
-        return self._engines[report_type]
+        with self._lock:
+            if report_type not in self._engines:
+                self._engines[report_type] = engine_class(report_type)(self.folder, self.site)
+            return self._engines[report_type]
+
+    def _limit(self, key: str, size: int) -> threading.Semaphore:
+        with self._lock:
+            return self._limits.setdefault(key, threading.Semaphore(size))
+
+    def _run(self, job: Job) -> tuple[Result | None, Exception | None, float]:
+        started = time.monotonic()
+        held: list[threading.Semaphore] = []
+        database = self.folder.databases.get(job.report.db or "")
+        if database is not None and database.max_connections:
+            held.append(self._limit(f"db:{database.key}", database.max_connections))
+        if not job.report.parallel:
+            held.append(self._limit(f"report:{job.report.key}", 1))
+        for semaphore in held:
+            semaphore.acquire()
+        try:
+            return self.get(job.report.type).run(job), None, time.monotonic() - started
+        except EngineError as exc:
+            return None, exc, time.monotonic() - started
+        finally:
+            for semaphore in reversed(held):
+                semaphore.release()
+
+    def execute(self, jobs: list[Job]) -> Iterator[tuple[Job, Result | None, Exception | None, float]]:
+        """Run jobs concurrently; yield (job, result, error, seconds) as they finish.
+
+        Only as many jobs as threads are in flight, so a million-interval
+        backfill does not hold a million futures, and with one job the
+        order (and what each checkpoint holds) is exactly the serial one."""
+        pending = iter(jobs)
+        running: dict[Future, Job] = {}
+        try:
+            while True:
+                while len(running) < self.site.jobs:
+                    job = next(pending, None)
+                    if job is None:
+                        break
+                    running[self._pool.submit(self._run, job)] = job
+                if not running:
+                    return
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    yield (running.pop(future), *future.result())
+        except BaseException:
+            # Stopped (SIGTERM, Ctrl-C, a bug): kill what the workers wait for.
+            for future in running:
+                future.cancel()
+            kill_running_commands()
+            raise
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
         for engine in self._engines.values():
             try:
                 engine.close()
@@ -148,7 +212,8 @@ def _run_locked(folder: config_stage.FolderConfig, selected: list[config_stage.R
                 options: RunOptions, now: datetime, summary: RunSummary) -> None:
     requests = reruns.read_requests(folder.query_folder)
     state = State.load(options.output_folder)
-    engines = _Engines(folder, SiteDefaults(hive_url=options.hive_url))
+    engines = _Engines(folder, SiteDefaults(hive_url=options.hive_url,
+                                            jobs=options.jobs or DEFAULT_JOBS))
     publisher = None
     if folder.graphite is not None and options.graphite:
         publisher = publish.Publisher(folder.graphite, options.output_folder, folder.query_folder)
@@ -214,17 +279,74 @@ def _run_report(report: config_stage.ReportConfig, engines: _Engines,
         state.started(report.key, now)
     if report.graphite is None:
         publisher = None
+
+    files: list[_File] = []
+    jobs: list[Job] = []
     for explode in report.combinations():
-        _run_combination(report, explode, due, engines, publisher, state, options, now,
-                         report_reruns, outcome)
+        target = _plan_file(report, explode, due, state, options, now, report_reruns, outcome)
+        if target is not None:
+            files.append(target)
+            jobs += [Job(report=report, interval=batch[0].span(batch[-1]), explode=explode,
+                         parts=tuple(batch))
+                     for batch in intervals.batches(target.todo, report.batch)]
+    total = sum(len(job.parts) for job in jobs)
+    checkpoint = _Checkpoint(options)
+    done = 0
+    for job, result, error, seconds in engines.execute(jobs):
+        target = next(f for f in files if f.explode == job.explode) if len(files) > 1 else files[0]
+        done += len(job.parts)
+        _take_result(job, result, error, seconds, target, state, now, outcome)
+        if options.progress:
+            options.progress(report.key, done, total)
+        if checkpoint.due(len(job.parts)):
+            for each in files:
+                _save(each, publisher, outcome)
+    for each in files:
+        if report.max_data_points and each.window_start:
+            each.output.trim_before(each.window_start)
+        _save(each, publisher, outcome)
+        if each.output.by_date:
+            newest = max(each.output.by_date)
+            outcome.newest = max(outcome.newest or newest, newest)
     return outcome
 
 
-def _run_combination(report: config_stage.ReportConfig, explode: tuple[tuple[str, str], ...],
-                     due: list[intervals.Interval], engines: _Engines,
-                     publisher: publish.Publisher | None, state: State, options: RunOptions,
-                     now: datetime, report_reruns: list[intervals.DateRange],
-                     outcome: ReportOutcome) -> None:
+@dataclass
+class _File:
+    """One output file during a run: what it holds, what it lacks, what is new."""
+
+    report: config_stage.ReportConfig
+    explode: tuple[tuple[str, str], ...]
+    output: store.OutputFile
+    todo: list[intervals.Interval]
+    window_start: str | None
+    fresh: set[str] = field(default_factory=set)  # dates written since the last save
+
+    @property
+    def name(self) -> str:
+        return " ".join([self.report.key] + [f"{key}={value}" for key, value in self.explode])
+
+
+class _Checkpoint:
+    """Files are written every so many seconds or intervals, never per interval."""
+
+    def __init__(self, options: RunOptions):
+        self.options = options
+        self.last = time.monotonic()
+        self.count = 0
+
+    def due(self, intervals_done: int) -> bool:
+        self.count += intervals_done
+        if (self.count >= self.options.checkpoint_intervals
+                or time.monotonic() - self.last >= self.options.checkpoint_seconds):
+            self.last, self.count = time.monotonic(), 0
+            return True
+        return False
+
+
+def _plan_file(report: config_stage.ReportConfig, explode: tuple[tuple[str, str], ...],
+               due: list[intervals.Interval], state: State, options: RunOptions, now: datetime,
+               report_reruns: list[intervals.DateRange], outcome: ReportOutcome) -> _File | None:
     path = store.output_path(options.output_folder, report.key, explode)
     name = " ".join([report.key] + [f"{key}={value}" for key, value in explode])
     try:
@@ -232,7 +354,7 @@ def _run_combination(report: config_stage.ReportConfig, explode: tuple[tuple[str
     except store.StoreError as exc:
         log.error("%s: %s", name, exc)
         outcome.file_failed = True
-        return
+        return None
     output.remove_stale_temp()
     plan = intervals.plan(due, output.dates, report_reruns)
     todo, waiting = state.split_retries(report.key, explode, plan.missing, now,
@@ -243,78 +365,67 @@ def _run_combination(report: config_stage.ReportConfig, explode: tuple[tuple[str
                  name, len(waiting))
     if todo:
         log.info("%s: %d of %d intervals to compute", name, len(todo), len(plan.due))
+    return _File(report, explode, output, todo, plan.window_start)
 
-    last_save = time.monotonic()
-    since_save = 0
-    fresh: set[str] = set()  # dates written since the last save: their points go to Graphite
-    for position, interval in enumerate(todo):
-        if options.progress:
-            options.progress(name, position, len(todo))
-        job = Job(report=report, interval=interval, explode=explode)
-        started = time.monotonic()
+
+def _take_result(job: Job, result: Result | None, error: Exception | None, seconds: float,
+                 target: _File, state: State, now: datetime, outcome: ReportOutcome) -> None:
+    """Merge one job's result into its file (or record its failure), in the main thread."""
+    report, explode = job.report, job.explode
+    if result is not None:
         try:
-            result = engines.get(report.type).run(job)
-            output.merge(result, {interval.label})
+            pieces = split_result(result, job.parts)
+            for part, piece in pieces:
+                target.output.merge(piece, {part.label})
         except (EngineError, store.StoreError) as exc:
-            failure = state.record_failure(report.key, failure_key(explode, interval.label), str(exc), now)
-            log.error("%s: failed: %s", job.describe(), exc)
+            error = exc
+    if error is not None:
+        for part in job.parts:
+            failure = state.record_failure(report.key, failure_key(explode, part.label), str(error), now)
             if failure.attempts > 1:
-                log.info("%s: failed %d times in a row; next try after %s", job.describe(),
+                log.info("%s %s: failed %d times in a row; next try after %s", target.name, part.label,
                          failure.attempts, failure.retry_after)
-            outcome.failed += 1
-            outcome.failed_intervals.append(interval)
-            continue
-        state.clear_failure(report.key, failure_key(explode, interval.label))
-        outcome.computed += 1
-        since_save += 1
-        fresh |= result.dates
-        stray = result.dates - {interval.label}
-        if stray:
-            # Stored as the original did, but worth knowing: these rows
-            # replace the rows of those dates, and if the interval's own date
-            # is absent it will be computed again next run.
-            log.warning("%s: result has rows dated outside the interval: %s",
-                        job.describe(), ", ".join(sorted(stray)[:5]))
-        log.info("%s: computed %d rows in %.2f s", job.describe(), len(result.rows),
-                 time.monotonic() - started)
-        if (since_save >= options.checkpoint_intervals
-                or time.monotonic() - last_save >= options.checkpoint_seconds):
-            if not _save(output, report, explode, name, publisher, fresh, outcome):
-                return
-            last_save, since_save, fresh = time.monotonic(), 0, set()
-
-    if options.progress and todo:
-        options.progress(name, len(todo), len(todo))
-    if report.max_data_points and plan.window_start:
-        output.trim_before(plan.window_start)
-    _save(output, report, explode, name, publisher, fresh, outcome)
-    if output.by_date:
-        newest = max(output.by_date)
-        outcome.newest = max(outcome.newest or newest, newest)
+        log.error("%s: failed: %s", job.describe(), error)
+        outcome.failed += len(job.parts)
+        outcome.failed_intervals.extend(job.parts)
+        return
+    assert result is not None
+    for part in job.parts:
+        state.clear_failure(report.key, failure_key(explode, part.label))
+    outcome.computed += len(job.parts)
+    target.fresh |= result.dates
+    stray = result.dates - {part.label for part in job.parts}
+    if stray:
+        # Stored as the original did, but worth knowing: these rows replace
+        # the rows of those dates, and if an interval's own date is absent it
+        # will be computed again next run.
+        log.warning("%s: result has rows dated outside the interval: %s",
+                    job.describe(), ", ".join(sorted(stray)[:5]))
+    log.info("%s: computed %d rows in %.2f s", job.describe(), len(result.rows), seconds)
 
 
-def _save(output: store.OutputFile, report: config_stage.ReportConfig,
-          explode: tuple[tuple[str, str], ...], name: str, publisher: publish.Publisher | None,
-          fresh: set[str], outcome: ReportOutcome) -> bool:
+def _save(target: _File, publisher: publish.Publisher | None, outcome: ReportOutcome) -> None:
     """Queue the points of the fresh rows, then write the file: a crash in
     between sends points for rows not stored yet (harmless), never the reverse."""
-    if publisher is not None and fresh and output.dirty:
-        rows = [row for label in sorted(fresh & output.dates) for row in output.by_date[label]]
+    output = target.output
+    if not output.dirty:
+        return
+    if publisher is not None and target.fresh:
+        rows = [row for label in sorted(target.fresh & output.dates) for row in output.by_date[label]]
         try:
-            publisher.enqueue(report, explode, output.header, rows)
+            publisher.enqueue(target.report, target.explode, output.header, rows)
         except publish.PublishError as exc:
-            log.error("%s: Graphite: %s", name, exc)
+            log.error("%s: Graphite: %s", target.name, exc)
             outcome.publish_failed = True
         except OSError as exc:
-            log.error("%s: Graphite queue %s: %s", name, publisher.queue.folder, exc.strerror)
+            log.error("%s: Graphite queue %s: %s", target.name, publisher.queue.folder, exc.strerror)
             outcome.publish_failed = True
     try:
-        output.save(group=report.group)
-        return True
+        output.save(group=target.report.group)
+        target.fresh = set()
     except store.StoreError as exc:
-        log.error("%s: %s", name, exc)
+        log.error("%s: %s", target.name, exc)
         outcome.file_failed = True
-        return False
 
 
 def _consume_reruns(requests: list[reruns.RerunRequest], folder: config_stage.FolderConfig,

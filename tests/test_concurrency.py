@@ -215,8 +215,9 @@ import sys
 from pathlib import Path
 from reportupdater.cli import parse_now
 from reportupdater.runner import RunOptions, run
+# One job at a time: checkpoints then fall after every third interval in order.
 summary = run(RunOptions(Path(sys.argv[1]), Path(sys.argv[2]), now=parse_now(sys.argv[3]),
-                         checkpoint_intervals=3))
+                         checkpoint_intervals=3, jobs=1))
 sys.exit(summary.exit_code)
 """
 
@@ -281,7 +282,9 @@ reports:
     out = tmp_path / "out"
     monkeypatch.setenv("SEEN_FILE", str(out / "seen.tsv"))
 
-    summary = run(RunOptions(query_folder=folder, output_folder=out, now=parse_now(NOW), **options))
+    # One job at a time, so what each interval sees follows from the checkpoints alone.
+    summary = run(RunOptions(query_folder=folder, output_folder=out, now=parse_now(NOW), jobs=1,
+                             **options))
 
     assert summary.exit_code == 0
     dates = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]

@@ -680,10 +680,11 @@ def test_failing_script_stores_nothing_for_its_interval_and_is_retried(tmp_path)
     }
 
 
-def test_failed_interval_is_retried_on_every_hourly_run(tmp_path):
+def test_failed_interval_is_retried_with_backoff_on_hourly_runs(tmp_path):
     # "a script or query that fails ... stores nothing for that interval; it
-    # is retried on the next run": hourly from cron, failing three times,
-    # then fixed: the next hourly run stores it.
+    # is retried on the next run", and one that keeps failing backs off
+    # (issue 6: the next run, then 1, 2, 4 ... hours later): hourly from
+    # cron, failing at 05, 06 and 07 (next try after 09:00), then fixed.
     config = """\
 reports:
   flaky:
@@ -703,7 +704,11 @@ reports:
     assert_failed(logs[0], "flaky 2026-01-04", "script exited with status 1: cannot reach the API")
 
     (folder / "broken").unlink()
-    code, _, stderr = run_cli("run", folder, out, "--now", "2026-01-05T08:00")
+    code, _, stderr = run_cli("run", folder, out, "--now", "2026-01-05T08:00", "-l", "info")
+    assert code == 1 and files_under(out) == {}, stderr  # still waiting for its retry time
+    assert "1 failed intervals wait for their retry time" in stderr
+
+    code, _, stderr = run_cli("run", folder, out, "--now", "2026-01-05T09:00")
 
     assert files_under(out) == {"flaky.tsv": tsv("date\tvalue", "2026-01-04\tok-2026-01-04")}, stderr
     assert code == 0, stderr

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Engine, EngineError, Job, Result, SiteDefaults, build_result, cell_text
+from .base import Engine, EngineError, Job, Result, SiteDefaults, build_result, cell_text, split_result
 
 __all__ = [
-    "Engine", "EngineError", "Job", "Result", "SiteDefaults", "build_result", "cell_text", "engine_class",
+    "Engine", "EngineError", "Job", "Result", "SiteDefaults", "build_result", "cell_text",
+    "engine_class", "split_result",
 ]
 
 

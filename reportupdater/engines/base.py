@@ -26,11 +26,17 @@ class EngineError(Exception):
 
 @dataclass(frozen=True)
 class Job:
-    """One interval of one explode combination of one report."""
+    """One interval (or, batched, a run of consecutive intervals) of one
+    explode combination of one report. `interval` is what the query covers."""
 
     report: ReportConfig
     interval: Interval
     explode: tuple[tuple[str, str], ...]  # (placeholder, value), sorted by placeholder
+    parts: tuple[Interval, ...] = ()      # the intervals a batch covers; () = just `interval`
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            object.__setattr__(self, "parts", (self.interval,))
 
     @property
     def explode_values(self) -> dict[str, str]:
@@ -38,6 +44,8 @@ class Job:
 
     def describe(self) -> str:
         parts = [self.report.key] + [f"{name}={value}" for name, value in self.explode]
+        if len(self.parts) > 1:
+            return f"{' '.join(parts)} {self.parts[0].label}..{self.parts[-1].label}"
         return f"{' '.join(parts)} {self.interval.label}"
 
 
@@ -117,6 +125,20 @@ def build_result(header: Sequence[Any], rows: Iterable[Sequence[Any]], interval:
     return Result(header=names, rows=tuple(normalised))
 
 
+def split_result(result: Result, parts: tuple[Interval, ...]) -> list[tuple[Interval, Result]]:
+    """A batch's result cut into its intervals by the date column; an
+    interval without rows gets the usual empty row. Rows dated outside every
+    interval stay with the first one (and are reported by the runner)."""
+    if len(parts) == 1:
+        return [(parts[0], result)]
+    by_label: dict[str, list[tuple[str, ...]]] = {part.label: [] for part in parts}
+    for row in result.rows:
+        by_label.get(row[0], by_label[parts[0].label]).append(row)
+    empty = ("",) * (len(result.header) - 1)
+    return [(part, Result(result.header, tuple(by_label[part.label]) or ((part.label, *empty),)))
+            for part in parts]
+
+
 def render_query(job: Job) -> str:
     """The job's template with its interval and explode placeholders filled in."""
     assert job.report.template is not None  # config guarantees it for templated reports
@@ -133,6 +155,7 @@ class SiteDefaults:
     """Settings of the machine rather than of a query folder."""
 
     hive_url: str | None = None  # --hive-url / REPORTUPDATER_HIVE_URL
+    jobs: int = 1                # jobs that may run at once (sizes connection pools)
 
 
 class Engine(abc.ABC):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -153,6 +154,8 @@ class HiveEngine(Engine):
     # -- HiveServer2
 
     def _connection(self, key: str, server: HiveServer):
+        # A PyHive connection is not shared between threads: one per job thread.
+        key = f"{key}@{threading.get_ident()}"
         if key not in self._connections:
             try:
                 from pyhive import hive
@@ -174,7 +177,9 @@ class HiveEngine(Engine):
         statements = split_statements(query)
         if not statements:
             raise EngineError("the template holds no statement")
-        cursor = self._connection(key, server).cursor()
+        connection = self._connection(key, server)
+        key = f"{key}@{threading.get_ident()}"
+        cursor = connection.cursor()
         deadline = time.monotonic() + timeout
         try:
             for statement in statements:

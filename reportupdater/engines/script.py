@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 from pathlib import Path
 
 from ..config import DEFAULT_TIMEOUT_SECONDS
@@ -50,6 +51,22 @@ class ScriptEngine(Engine):
         return build_result(header, rows, job.interval)
 
 
+# Commands running now, so that a run stopped by a signal can kill them.
+_running: set[subprocess.Popen] = set()
+_running_lock = threading.Lock()
+
+
+def kill_running_commands() -> None:
+    """Kill every command started by run_command that is still running."""
+    with _running_lock:
+        processes = list(_running)
+    for process in processes:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def run_command(argv: list[str], cwd: Path, timeout: float, describe: str, what: str) -> str:
     """Run a command in a session of its own and return its stdout as text.
 
@@ -64,6 +81,8 @@ def run_command(argv: list[str], cwd: Path, timeout: float, describe: str, what:
                                    start_new_session=True)
     except OSError as exc:
         raise EngineError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
+    with _running_lock:
+        _running.add(process)
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -72,6 +91,9 @@ def run_command(argv: list[str], cwd: Path, timeout: float, describe: str, what:
     except BaseException:
         _kill_group(process)
         raise
+    finally:
+        with _running_lock:
+            _running.discard(process)
     errors = stderr.decode("utf-8", errors="replace").strip()
     if process.returncode != 0:
         if errors:

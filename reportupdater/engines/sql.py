@@ -185,6 +185,7 @@ class SqlEngine(Engine):
         self._engines: dict[tuple, sqlalchemy.Engine] = {}
         self._shard_finders: dict[str, ShardFinder] = {}
         self._classic_urls: dict[str, URL] = {}
+        self._lock = threading.Lock()  # jobs run in threads; engines are created once
 
     # -- where a job goes
 
@@ -209,12 +210,20 @@ class SqlEngine(Engine):
         return Target(("server", database.key, host, port), base.set(host=host, port=port), wiki_db)
 
     def _engine(self, target: Target, database: DatabaseConfig) -> sqlalchemy.Engine:
+        with self._lock:
+            return self._engine_locked(target, database)
+
+    def _engine_locked(self, target: Target, database: DatabaseConfig) -> sqlalchemy.Engine:
         engine = self._engines.get(target.engine_key)
         if engine is None:
             if database.seed is not None:
                 _seed_sqlite(target.url, database.seed)
+            options = {}
+            if target.url.get_backend_name() != "sqlite" or target.url.database:
+                # Enough connections for every job that may run at once.
+                options = {"pool_size": max(1, self.site.jobs), "max_overflow": 0, "pool_timeout": 3600}
             try:
-                engine = sqlalchemy.create_engine(target.url, pool_pre_ping=True)
+                engine = sqlalchemy.create_engine(target.url, pool_pre_ping=True, **options)
             except Exception as exc:  # unknown dialect, missing driver
                 raise EngineError(f"database '{database.key}' "
                                   f"({target.url.render_as_string(hide_password=True)}): {exc}") from None

@@ -144,7 +144,7 @@ def test_server_stopped_mid_run_then_next_run_fills_everything(events_db, tmp_pa
     out = tmp_path / "out"
     # 40 intervals at ~0.1 s each; stop the server in the middle of the run.
     process = subprocess.Popen([sys.executable, "-m", "reportupdater", "run", str(folder), str(out),
-                                "--now", "2026-02-10T00:00", "-l", "info"],
+                                "--now", "2026-02-10T00:00", "-l", "info", "--jobs", "1"],
                                stderr=subprocess.PIPE, text=True)
     stopper = threading.Timer(2.0, events_db.stop)
     stopper.start()
