@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import __version__
 from . import config as config_stage
-from . import dashboard, metrics, overview, publish, reruns, runner
+from . import dashboard, intervals, metrics, overview, publish, reruns, runner
 from . import smoke as smoke_stage
 from . import validate as validate_stage
 from .engines import SiteDefaults
@@ -286,7 +286,8 @@ def _dry_run(args: argparse.Namespace) -> int:
             print(f"{report.key}: starts {report.starts}, nothing due yet")
             continue
         if not view.schedule_due:
-            print(f"{report.key}: not scheduled now ({report.schedule}); next {view.next_due:%Y-%m-%dT%H:%MZ}")
+            upcoming = intervals.next_schedule_time(report.schedule, now)
+            print(f"{report.key}: not scheduled now ({report.schedule}); next {upcoming:%Y-%m-%dT%H:%MZ}")
             continue
         for combination in view.combinations:
             name = f"{report.key} {combination.name}".strip()

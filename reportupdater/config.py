@@ -617,7 +617,9 @@ def _parse_graphite(config_path: Path, query_folder: Path, raw: Any,
         if name not in GRAPHITE_KEYS:
             warnings.append(f"{config_path}: graphite: unknown key '{name}'"
                             f"{_nearest(name, GRAPHITE_KEYS)}; ignored")
-    host = _str(where, "host", raw.get("host"))
+    if not raw.get("host"):
+        raise where.error("host", "is required (the Graphite server's name)")
+    host = _str(where, "host", raw["host"])
     port = _int(where, "port", raw.get("port", 2003), 1)
     prefix = raw.get("prefix") or ""
     if not isinstance(prefix, str):
@@ -705,7 +707,10 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
 
     graphite = None
     if raw.get("graphite") is not None:
-        graphite = _parse_graphite(config_path, query_folder, raw["graphite"], warnings)
+        try:
+            graphite = _parse_graphite(config_path, query_folder, raw["graphite"], warnings)
+        except ConfigError as exc:  # the reports still run; nothing is sent
+            errors.append(exc)
 
     reports: dict[str, ReportConfig] = {}
     broken: set[str] = set()

@@ -148,7 +148,9 @@ def schedule_due(expression: str, now: datetime, last_started: datetime | None) 
     """Whether a report with this cron schedule may start at `now`: a cron
     time has passed since it last started (so a missed 02:00 is caught up by
     the next run), or, never started, a cron time lies within the last hour."""
-    previous = croniter(expression, as_utc(now)).get_prev(datetime)
+    # croniter's previous time of `now` is strictly before it: a run exactly
+    # at 02:00:00 must see 02:00 itself.
+    previous = croniter(expression, as_utc(now) + timedelta(seconds=1)).get_prev(datetime)
     if last_started is not None:
         return as_utc(last_started) < previous
     return as_utc(now) - previous < SCHEDULE_WINDOW

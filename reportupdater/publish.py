@@ -56,9 +56,16 @@ def load_lookups(graphite: GraphiteConfig) -> dict[str, dict[str, str]]:
     for placeholder, path in graphite.lookups.items():
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            reason = getattr(exc, "strerror", None) or " ".join(str(exc).split())
-            raise PublishError(f"graphite lookups for {placeholder!r}: cannot read {path}: {reason}") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise PublishError(f"{where}: graphite lookups for {placeholder!r}: invalid YAML: "
+                               f"{problem}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise PublishError(f"{path}: graphite lookups for {placeholder!r}: cannot read: "
+                               f"{reason}") from None
         if not isinstance(data, dict):
             raise PublishError(f"graphite lookups for {placeholder!r}: {path} is not a mapping")
         lookups[placeholder] = {str(key): str(value) for key, value in data.items()}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .engines import Result
@@ -35,22 +34,47 @@ def output_path(output_folder: Path, report_key: str, explode: tuple[tuple[str, 
     return output_folder.joinpath(report_key, *values[:-1], f"{values[-1]}.tsv")
 
 
-@dataclass
+_FIRST_FIELD = re.compile(r"^([^\t\r\n]*)", re.MULTILINE)
+# A line whose first field is not a date (the last, empty "line" after the
+# final newline is cut off before searching).
+_BAD_FIRST_FIELD = re.compile(r"^(?!\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}:\d{2})?(?:\t|\r?$))",
+                              re.MULTILINE)
+
+
 class OutputFile:
     """One output TSV, held in memory between one read and its writes.
 
     Rows are kept grouped by date, so merging an interval costs the size of
-    its result, not of the file; they are sorted only when written.
+    its result, not of the file; they are sorted only when written. A file
+    is checked and its dates found with whole-text regular expressions; it is
+    split into rows only when something is merged into it, so planning a
+    complete folder costs little more than reading it.
     """
 
-    path: Path
-    header: list[str] = field(default_factory=list)
-    by_date: dict[str, list[list[str]]] = field(default_factory=dict)
-    dirty: bool = False
+    def __init__(self, path: Path, header: list[str] | None = None,
+                 by_date: dict[str, list[list[str]]] | None = None):
+        self.path = path
+        self._header = header or []
+        self._by_date = by_date or {}
+        self._text: str | None = None  # read but not yet split into rows
+        self.dirty = False
+
+    @property
+    def header(self) -> list[str]:
+        self._split()
+        return self._header
+
+    @property
+    def by_date(self) -> dict[str, list[list[str]]]:
+        self._split()
+        return self._by_date
 
     @property
     def dates(self) -> set[str]:
-        return set(self.by_date)
+        if self._text is not None:
+            body = self._text.partition("\n")[2]
+            return set(_FIRST_FIELD.findall(body)) - {""}
+        return set(self._by_date)
 
     @property
     def rows(self) -> list[list[str]]:
@@ -72,12 +96,35 @@ class OutputFile:
             return cls(path)
         except OSError as exc:
             raise StoreError(f"{path}: cannot read: {exc.strerror}") from None
+        output = cls(path)
+        if text.strip("\r\n"):
+            output._text = text
+            if not output._looks_well_formed():
+                output._split()  # raises StoreError naming the line
+        return output
+
+    def _looks_well_formed(self) -> bool:
+        text = self._text or ""
+        header_line, _, body = text.partition("\n")
+        columns = header_line.count("\t") + 1
+        if not header_line.strip("\r") or header_line.startswith("\t"):
+            return False
+        body = body.rstrip("\r\n")
+        if not body:
+            return True
+        rows = body.count("\n") + 1
+        return (body.count("\t") == rows * (columns - 1)
+                and _BAD_FIRST_FIELD.search(body) is None)
+
+    def _split(self) -> None:
+        """Split the text into rows, checking every one."""
+        if self._text is None:
+            return
+        text, path = self._text, self.path
         lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()
         lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-        if not lines:
-            return cls(path)
         header = lines[0].split("\t")
         if not header[0]:
             raise StoreError(f"{path}:1: the header line is empty or starts with a tab")
@@ -91,37 +138,40 @@ class OutputFile:
                 raise StoreError(f"{path}:{number}: first field {cells[0]!r} is not a date YYYY-MM-DD; "
                                  "the file is left as it is (move it aside to recompute)")
             by_date.setdefault(cells[0], []).append(cells)
-        return cls(path, header, by_date)
+        self._header, self._by_date, self._text = header, by_date, None
 
     def merge(self, result: Result, replace_dates: set[str]) -> None:
         """Put a result in: rows of `replace_dates` and of the result's dates are
         replaced; the header evolves (new columns added, vanished ones kept last)."""
+        self._split()
         new_header = list(result.header)
         kept: list[str] = []
-        if self.header and self.header != new_header:
+        if self._header and self._header != new_header:
             if len(set(new_header)) != len(new_header):
                 raise StoreError(f"{self.path}: the result has duplicate column names "
                                  f"{new_header} and the file's header differs")
-            kept = [name for name in self.header[1:] if name not in new_header]
+            kept = [name for name in self._header[1:] if name not in new_header]
             new_header += kept
-            position = {name: index for index, name in enumerate(self.header) if index > 0}
+            position = {name: index for index, name in enumerate(self._header) if index > 0}
             order = [0] + [position.get(name) for name in new_header[1:]]  # column 0: the date
-            self.by_date = {label: [[row[i] if i is not None else "" for i in order] for row in rows]
-                            for label, rows in self.by_date.items()}
-        self.header = new_header
+            self._by_date = {label: [[row[i] if i is not None else "" for i in order] for row in rows]
+                             for label, rows in self._by_date.items()}
+        self._header = new_header
         for label in replace_dates:
-            self.by_date.pop(label, None)
+            self._by_date.pop(label, None)
         fresh: dict[str, list[list[str]]] = {}
         for row in result.rows:
             fresh.setdefault(row[0], []).append(list(row) + [""] * len(kept))
-        self.by_date.update(fresh)
+        self._by_date.update(fresh)
         self.dirty = True
 
     def trim_before(self, first_label: str) -> None:
         """Drop rows older than `first_label` (max_data_points)."""
-        old = [label for label in self.by_date if label < first_label]
+        old = [label for label in self.dates if label < first_label]
+        if old:
+            self._split()
         for label in old:
-            del self.by_date[label]
+            del self._by_date[label]
         if old:
             self.dirty = True
 

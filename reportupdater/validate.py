@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,7 +96,7 @@ def _check_graphite(folder: FolderConfig, lines, output_folder: Path | None, fin
         try:
             publish.load_lookups(folder.graphite)
         except publish.PublishError as exc:
-            findings.problems.append(f"{folder.config_path}: {exc}")
+            findings.problems.append(str(exc))  # names the lookups file and line
     for report in folder.reports.values():
         if report.graphite is None:
             continue
@@ -112,9 +113,19 @@ def _check_graphite(folder: FolderConfig, lines, output_folder: Path | None, fin
         known = set(report.explode_by) | {"_metric"} | set(report.graphite.metrics.values())
         known |= _output_columns(report, output_folder)
         for name in sorted(names - known):
-            findings.problems.append(
-                f"{where}: {{{name}}} is not an explode_by placeholder, _metric, or a column "
-                f"{'of the output files' if output_folder else '(give OUTPUT_FOLDER to check columns)'}")
+            near = difflib.get_close_matches(name, sorted(set(report.explode_by) | {"_metric"}), n=1)
+            if near:  # a typo of a placeholder, not a result column
+                findings.problems.append(f"{where}: {{{name}}} is not an explode_by placeholder "
+                                         f"(did you mean {{{near[0]}}}?)")
+            elif output_folder is None:
+                # Without outputs the result columns are unknown: maybe one.
+                findings.warnings.append(
+                    f"{where}: {{{name}}} is not an explode_by placeholder or _metric; it must be a "
+                    "result column (give OUTPUT_FOLDER to check against the output files)")
+            else:
+                findings.problems.append(
+                    f"{where}: {{{name}}} is not an explode_by placeholder, _metric, or a column "
+                    "of the output files")
 
 
 def _output_columns(report, output_folder: Path | None) -> set[str]:

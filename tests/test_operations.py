@@ -741,13 +741,12 @@ def test_validate_reports_every_mistake_once_with_file_and_line(tmp_path):
     lookups = [line for line in lines if "lookups" in line]
     assert len(lookups) == 1
     # (Whether it names a line is test_validate_names_the_line_of_a_broken_lookups_file.)
-    assert re.match(rf"{re.escape(str(config))}(:\d*)?: graphite lookups for 'wiki': cannot read "
-                    rf"{re.escape(str(folder.resolve() / 'sitematrix.yaml'))}: ", lookups[0]), lookups
+    assert re.match(rf"{re.escape(str(folder.resolve() / 'sitematrix.yaml'))}:\d+: "
+                    r"graphite lookups for 'wiki': invalid YAML: ", lookups[0]), lookups
     graphite = [line for line in lines if "graphite.path" in line]
     assert graphite == [
         f"{at('graphite:', 'bad_graphite_path')} report 'bad_graphite_path': key 'graphite.path': "
-        "{wikki} is not an explode_by placeholder, _metric, or a column "
-        "(give OUTPUT_FOLDER to check columns)"]
+        "{wikki} is not an explode_by placeholder (did you mean {wiki}?)"]
     # One line per mistake, nothing about the good report, nothing else.
     assert len(lines) == len(expected) + 2, stdout
     assert not any("'good'" in line for line in lines)
