@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import date, datetime, timedelta, timezone
 from typing import Iterable
 
@@ -23,7 +24,7 @@ class Interval:
     start: datetime
     end: datetime
 
-    @property
+    @cached_property
     def label(self) -> str:
         """The value of the first column of the rows of this interval."""
         return self.start.strftime("%Y-%m-%d")

@@ -64,6 +64,8 @@ class ReportOutcome:
     skipped: bool = False         # starts in the future
     not_scheduled: bool = False   # its `schedule:` says not now
     seconds: float = 0.0
+    queries: int = 0              # queries or scripts run (a batch is one)
+    engine_seconds: float = 0.0   # time spent inside them (summed over jobs)
     newest: str | None = None     # newest date in its outputs after the run
 
     @property
@@ -255,9 +257,11 @@ def _log_summary(summary: RunSummary) -> None:
                  outcome.computed, outcome.failed, outcome.backing_off, outcome.seconds,
                  f" ({', '.join(notes)})" if notes else "")
     outcomes = summary.reports.values()
-    log.info("run: %d reports, %d intervals computed, %d failed, %d waiting to retry, %.1f s",
-             len(summary.reports), sum(o.computed for o in outcomes), sum(o.failed for o in outcomes),
-             sum(o.backing_off for o in outcomes), sum(o.seconds for o in outcomes))
+    log.info("run: %d reports, %d intervals computed, %d failed, %d waiting to retry, "
+             "%d queries (%.1f s inside them), %.1f s", len(summary.reports),
+             sum(o.computed for o in outcomes), sum(o.failed for o in outcomes),
+             sum(o.backing_off for o in outcomes), sum(o.queries for o in outcomes),
+             sum(o.engine_seconds for o in outcomes), sum(o.seconds for o in outcomes))
 
 
 def _run_report(report: config_stage.ReportConfig, engines: _Engines,
@@ -372,6 +376,8 @@ def _take_result(job: Job, result: Result | None, error: Exception | None, secon
                  target: _File, state: State, now: datetime, outcome: ReportOutcome) -> None:
     """Merge one job's result into its file (or record its failure), in the main thread."""
     report, explode = job.report, job.explode
+    outcome.queries += 1
+    outcome.engine_seconds += seconds
     if result is not None:
         try:
             pieces = split_result(result, job.parts)
