@@ -103,11 +103,11 @@ def survey(folder: FolderConfig, output_folder: Path, now: datetime,
             view.schedule_due = intervals.schedule_due(report.schedule, now,
                                                        state.last_started(report.key))
         for explode in report.combinations():
-            path = store.output_path(output_folder, report.key, explode)
-            combination = CombinationView(explode=explode, path=path)
+            combination = CombinationView(explode=explode, path=output_folder / report.key)
             view.combinations.append(combination)
             try:
-                output = store.OutputFile.load(path)
+                combination.path = store.output_path(output_folder, report.key, explode)
+                output = store.OutputFile.load(combination.path)
             except store.StoreError as exc:
                 combination.error = str(exc)
                 continue

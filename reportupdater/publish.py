@@ -247,10 +247,10 @@ def backfill_points(report: ReportConfig, output_folder: Path, lookups: dict[str
     points: list[Point] = []
     problems: list[str] = []
     for explode in report.combinations():
-        path = store.output_path(output_folder, report.key, explode)
-        if not path.exists():
-            continue
         try:
+            path = store.output_path(output_folder, report.key, explode)
+            if not path.exists():
+                continue
             output = store.OutputFile.load(path)
             rows = [row for row in output.rows if since is None or row[0] >= since]
             points += points_for_rows(report, explode, output.header, rows, lookups, prefix)

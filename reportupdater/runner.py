@@ -351,10 +351,9 @@ class _Checkpoint:
 def _plan_file(report: config_stage.ReportConfig, explode: tuple[tuple[str, str], ...],
                due: list[intervals.Interval], state: State, options: RunOptions, now: datetime,
                report_reruns: list[intervals.DateRange], outcome: ReportOutcome) -> _File | None:
-    path = store.output_path(options.output_folder, report.key, explode)
     name = " ".join([report.key] + [f"{key}={value}" for key, value in explode])
     try:
-        output = store.OutputFile.load(path)
+        output = store.OutputFile.load(store.output_path(options.output_folder, report.key, explode))
     except store.StoreError as exc:
         log.error("%s: %s", name, exc)
         outcome.file_failed = True

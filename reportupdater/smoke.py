@@ -61,9 +61,10 @@ def smoke(folder: FolderConfig, report_key: str, day: date, wanted: dict[str, li
     try:
         for explode in select_combinations(report, wanted):
             job = Job(report=report, interval=interval, explode=explode)
-            result = SmokeResult(explode, store.output_path(Path(), report.key, explode))
+            result = SmokeResult(explode, Path(report.key, *(value for _, value in explode)))
             results.append(result)
             try:
+                result.file = store.output_path(Path(), report.key, explode)
                 if report.template is not None:
                     result.query = render_query(job)
                 else:

@@ -27,11 +27,20 @@ ERRORS = "surrogateescape"  # keep bytes that are not UTF-8 exactly as they were
 
 
 def output_path(output_folder: Path, report_key: str, explode: tuple[tuple[str, str], ...]) -> Path:
-    """OUTPUT/<report>.tsv, or OUTPUT/<report>/<v1>/.../<vlast>.tsv by placeholder name."""
+    """OUTPUT/<report>.tsv, or OUTPUT/<report>/<v1>/.../<vlast>.tsv by placeholder name.
+
+    Raises StoreError for a path that would leave the output folder (values
+    are checked by config; this holds even with a permissive explode pattern).
+    """
     if not explode:
-        return output_folder / f"{report_key}.tsv"
-    values = [value for _, value in explode]
-    return output_folder.joinpath(report_key, *values[:-1], f"{values[-1]}.tsv")
+        path = output_folder / f"{report_key}.tsv"
+    else:
+        values = [value for _, value in explode]
+        path = output_folder.joinpath(report_key, *values[:-1], f"{values[-1]}.tsv")
+    parts = [report_key, *(value for _, value in explode)]
+    if any(part in ("", ".", "..") or "/" in part or "\0" in part for part in parts):
+        raise StoreError(f"{path}: a report name or explode value would leave the output folder")
+    return path
 
 
 _FIRST_FIELD = re.compile(r"^([^\t\r\n]*)", re.MULTILINE)

@@ -133,11 +133,11 @@ def _output_columns(report, output_folder: Path | None) -> set[str]:
         return set()
     columns: set[str] = set()
     for explode in report.combinations():
-        path = store.output_path(output_folder, report.key, explode)
         try:
+            path = store.output_path(output_folder, report.key, explode)
             with open(path, encoding="utf-8", errors="replace") as handle:
                 columns |= set(handle.readline().rstrip("\r\n").split("\t"))
-        except OSError:
+        except (OSError, store.StoreError):
             continue
         break  # every file of a report has the same kind of header
     return columns

@@ -15,7 +15,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import make_url
@@ -80,7 +80,7 @@ class HiveServer:
     username: str | None
     database: str
     auth: str | None
-    password: str | None
+    password: str | None = field(repr=False)
     kerberos_service_name: str | None
     configuration: dict[str, str]
 

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -55,6 +56,37 @@ class ScriptEngine(Engine):
 _running: set[subprocess.Popen] = set()
 _running_lock = threading.Lock()
 
+# A run killed with SIGKILL cannot clean up: a small reaper process, started
+# with the first command, learns each command's process group through a pipe
+# and kills the groups still alive when the pipe closes (the run is gone).
+_REAPER = """
+import os, signal, sys
+alive = set()
+for line in sys.stdin:
+    sign, group = line[0], int(line[1:])
+    (alive.add if sign == "+" else alive.discard)(group)
+for group in alive:
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+_reaper: subprocess.Popen | None = None
+
+
+def _tell_reaper(message: str) -> None:
+    global _reaper
+    try:
+        if _reaper is None or _reaper.poll() is not None:
+            _reaper = subprocess.Popen([sys.executable, "-c", _REAPER], stdin=subprocess.PIPE,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                       start_new_session=True, text=True)
+        assert _reaper.stdin is not None
+        _reaper.stdin.write(message + "\n")
+        _reaper.stdin.flush()
+    except OSError as exc:  # no reaper: orphans possible after a SIGKILL, nothing worse
+        log.debug("reaper unavailable: %s", exc)
+
 
 def kill_running_commands() -> None:
     """Kill every command started by run_command that is still running."""
@@ -83,6 +115,7 @@ def run_command(argv: list[str], cwd: Path, timeout: float, describe: str, what:
         raise EngineError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
     with _running_lock:
         _running.add(process)
+        _tell_reaper(f"+{process.pid}")
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -94,6 +127,7 @@ def run_command(argv: list[str], cwd: Path, timeout: float, describe: str, what:
     finally:
         with _running_lock:
             _running.discard(process)
+            _tell_reaper(f"-{process.pid}")
     errors = stderr.decode("utf-8", errors="replace").strip()
     if process.returncode != 0:
         if errors:
