@@ -15,7 +15,8 @@ import os
 import re
 import shlex
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timezone, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,9 +31,12 @@ class ConfigError(Exception):
 
 
 class Granularity(enum.Enum):
+    HOURS = "hours"
     DAYS = "days"
     WEEKS = "weeks"
     MONTHS = "months"
+    QUARTERS = "quarters"
+    YEARS = "years"
 
 
 REPORT_TYPES = ("sql", "script", "hive")
@@ -91,6 +95,20 @@ class GraphiteConfig:
 
 
 @dataclass(frozen=True)
+class Pivot:
+    """`pivot: {index: date, columns: browser_family, values: view_count, fill: 0}`"""
+
+    index: str
+    columns: str
+    values: str
+    fill: str = ""
+
+
+def _zone(name: str) -> tzinfo:
+    return timezone.utc if name == "UTC" else ZoneInfo(name)
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     key: str
     type: str
@@ -107,6 +125,12 @@ class ReportConfig:
     schedule: str | None = None   # cron expression: when the report may start
     parallel: bool = True         # false: its intervals never run at the same time
     batch: int | str | None = None  # N or "month": consecutive intervals per query
+    timezone: str = "UTC"         # IANA name: intervals are local calendar units
+    pivot: "Pivot | None" = None  # long results turned into one column per category
+
+    @property
+    def zone(self) -> tzinfo:
+        return _zone(self.timezone)
     template: str | None = None  # sql/hive template text, read once
     script_path: Path | None = None  # script reports: absolute path of the executable
 
@@ -461,7 +485,7 @@ def _find_script(where: _Where, query_folder: Path, execute: str) -> Path:
 REPORT_KEYS = frozenset({
     "type", "granularity", "starts", "lag", "db", "execute", "explode_by",
     "max_data_points", "graphite", "group", "timeout", "explode_value_pattern",
-    "schedule", "parallel", "batch",
+    "schedule", "parallel", "batch", "timezone", "pivot",
 })
 
 
@@ -471,6 +495,29 @@ class ReportErrors(Exception):
     def __init__(self, errors: list[ConfigError]):
         super().__init__(str(errors[0]))
         self.errors = errors
+
+
+def _parse_timezone(where: _Where, value: Any, granularity: Any) -> str:
+    name = _str(where, "timezone", value)
+    try:
+        _zone(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise where.error("timezone", f"{name!r} is not an IANA time zone (e.g. Europe/Paris)") from None
+    if granularity == "hours" and name != "UTC":
+        # Local hours repeat at the autumn change; hourly labels stay in UTC.
+        raise where.error("timezone", f"{name!r}: hourly reports run in UTC")
+    return name
+
+
+def _parse_pivot(where: _Where, value: Any) -> "Pivot":
+    if not isinstance(value, dict) or not {"index", "columns", "values"} <= set(value):
+        raise where.error("pivot", f"{_show(value)} needs index, columns and values")
+    unknown = set(value) - {"index", "columns", "values", "fill"}
+    if unknown:
+        raise where.error("pivot", f"unknown key {sorted(unknown)[0]!r} (index, columns, values, fill)")
+    names = {key: _str(where, f"pivot.{key}", value[key]) for key in ("index", "columns", "values")}
+    fill = value.get("fill", "")
+    return Pivot(fill="" if fill is None else str(fill), **names)
 
 
 def _parse_batch(where: _Where, value: Any) -> int | str:
@@ -551,6 +598,10 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
         check("parallel", lambda: _bool(where, "parallel", raw["parallel"]))
     if raw.get("batch") is not None:
         check("batch", lambda: _parse_batch(where, raw["batch"]))
+    if raw.get("timezone") is not None:
+        check("timezone", lambda: _parse_timezone(where, raw["timezone"], raw.get("granularity")))
+    if raw.get("pivot") is not None:
+        check("pivot", lambda: _parse_pivot(where, raw["pivot"]))
     pattern_ok = True
     if "explode_value_pattern" in raw:
         pattern_ok = check("explode_value_pattern", explode_pattern)

@@ -2,14 +2,16 @@
 #
 # Works out which intervals of a report should exist at a given time and
 # which of them are missing, given the dates already in the output file and
-# the pending reruns. Pure calendar arithmetic on UTC datetimes: touches no
-# file, database or clock (the caller passes `now`).
+# the pending reruns. Pure calendar arithmetic on timezone-aware datetimes
+# (UTC, or the report's `timezone:` for local calendar days, weeks, months,
+# quarters and years): touches no file, database or clock (the caller passes
+# `now`).
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Iterable
 
 from croniter import croniter
@@ -17,24 +19,30 @@ from croniter import croniter
 from .config import Granularity, ReportConfig
 
 
+HOUR_LABEL = "%Y-%m-%dT%H:00:00"
+DAY_LABEL = "%Y-%m-%d"
+
+
 @dataclass(frozen=True, order=True)
 class Interval:
-    """One data point of a report: [start, end), timezone-aware."""
+    """One data point of a report: [start, end), timezone-aware (in the
+    report's time zone, so that the label is the local date)."""
 
     start: datetime
     end: datetime
+    hourly: bool = False
 
     @cached_property
     def label(self) -> str:
         """The value of the first column of the rows of this interval."""
-        return self.start.strftime("%Y-%m-%d")
+        return self.start.strftime(HOUR_LABEL if self.hourly else DAY_LABEL)
 
     def __str__(self) -> str:
         return self.label
 
     def span(self, last: "Interval") -> "Interval":
         """[this start, last end): what a batch of intervals covers."""
-        return Interval(self.start, last.end)
+        return Interval(self.start, last.end, self.hourly)
 
 
 @dataclass(frozen=True)
@@ -51,23 +59,56 @@ class Plan:
 
 
 def truncate(moment: datetime, granularity: Granularity) -> datetime:
-    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    """The start of the unit holding `moment`, in `moment`'s own time zone."""
+    if granularity is Granularity.HOURS:
+        return moment.replace(minute=0, second=0, microsecond=0)
+    day = _local(moment.replace(hour=0, minute=0, second=0, microsecond=0))
     if granularity is Granularity.DAYS:
         return day
     if granularity is Granularity.WEEKS:
         # Weeks start on Sunday, so a week's data is ready on Monday.
-        return day - timedelta(days=day.isoweekday() % 7)
-    return day.replace(day=1)
+        return _local(day - timedelta(days=day.isoweekday() % 7))
+    first_month = {Granularity.MONTHS: day.month, Granularity.QUARTERS: (day.month - 1) // 3 * 3 + 1,
+                   Granularity.YEARS: 1}[granularity]
+    return _local(day.replace(month=first_month, day=1))
 
 
 def step(moment: datetime, granularity: Granularity, count: int = 1) -> datetime:
-    """`moment` moved by `count` units (negative goes back); months keep day 1."""
+    """`moment` moved by `count` units (negative goes back); months keep day 1.
+
+    Calendar units move the local wall clock (a day at a DST change is 23
+    or 25 hours long); hours move real time.
+    """
+    if granularity is Granularity.HOURS:
+        return (moment.astimezone(timezone.utc) + timedelta(hours=count)).astimezone(moment.tzinfo)
     if granularity is Granularity.DAYS:
-        return moment + timedelta(days=count)
+        return _local(moment + timedelta(days=count))
     if granularity is Granularity.WEEKS:
-        return moment + timedelta(weeks=count)
-    months = moment.year * 12 + (moment.month - 1) + count
-    return moment.replace(year=months // 12, month=months % 12 + 1)
+        return _local(moment + timedelta(weeks=count))
+    months = {Granularity.MONTHS: 1, Granularity.QUARTERS: 3, Granularity.YEARS: 12}[granularity]
+    total = moment.year * 12 + (moment.month - 1) + count * months
+    return _local(moment.replace(year=total // 12, month=total % 12 + 1))
+
+
+def _local(moment: datetime) -> datetime:
+    """Wall-clock arithmetic done: let the time zone pick the UTC offset again."""
+    if moment.tzinfo is None or moment.tzinfo is timezone.utc:
+        return moment
+    return moment.replace(tzinfo=None).replace(tzinfo=moment.tzinfo)
+
+
+def in_zone(value: date | datetime, zone: tzinfo) -> datetime:
+    """A date (midnight there) or an instant, in the report's time zone."""
+    if isinstance(value, datetime):
+        return as_utc(value).astimezone(zone)
+    return datetime(value.year, value.month, value.day, tzinfo=zone)
+
+
+def label_start(label: str, report: ReportConfig) -> datetime:
+    """The start instant of the interval a first-column value names."""
+    if report.granularity is Granularity.HOURS:
+        return datetime.strptime(label[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+    return in_zone(datetime.strptime(label[:10], DAY_LABEL).date(), report.zone)
 
 
 def as_utc(value: date | datetime) -> datetime:
@@ -81,16 +122,18 @@ def due_intervals(report: ReportConfig, now: datetime) -> list[Interval]:
 
     Empty when the report starts in the future (or within its lag).
     """
-    granularity = report.granularity
-    last = step(truncate(as_utc(now) - timedelta(seconds=report.lag), granularity), granularity, -1)
-    first = truncate(as_utc(report.starts), granularity)
+    granularity, zone = report.granularity, report.zone
+    hourly = granularity is Granularity.HOURS
+    ready = in_zone(as_utc(now) - timedelta(seconds=report.lag), zone)
+    last = step(truncate(ready, granularity), granularity, -1)
+    first = truncate(in_zone(report.starts, zone), granularity)
     if report.max_data_points:
         first = max(first, step(last, granularity, -(report.max_data_points - 1)))
     intervals: list[Interval] = []
     start = first
     while start <= last:
         end = step(start, granularity)
-        intervals.append(Interval(start, end))
+        intervals.append(Interval(start, end, hourly))
         start = end
     return intervals
 
@@ -103,7 +146,9 @@ class DateRange:
     end: date
 
     def overlaps(self, interval: Interval) -> bool:
-        return interval.start < as_utc(self.end) and interval.end > as_utc(self.start)
+        # The dates are the report's calendar dates (its time zone).
+        zone = interval.start.tzinfo or timezone.utc
+        return interval.start < in_zone(self.end, zone) and interval.end > in_zone(self.start, zone)
 
 
 def plan(due: list[Interval] | tuple[Interval, ...], done_labels: Iterable[str],

@@ -41,7 +41,7 @@ def render(folder: FolderConfig, summary: RunSummary, now: datetime) -> str:
         rows["reportupdater_report_ok"].append((labels, 1 if outcome.ok else 0))
         if outcome.newest:
             report = folder.reports[key]
-            start = intervals.as_utc(datetime.strptime(outcome.newest[:10], "%Y-%m-%d"))
+            start = intervals.label_start(outcome.newest, report)
             end = intervals.step(start, report.granularity)
             rows["reportupdater_newest_data_age_seconds"].append(
                 (labels, round((intervals.as_utc(now) - end).total_seconds())))

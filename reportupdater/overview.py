@@ -80,7 +80,8 @@ def compress(found: list[intervals.Interval]) -> str:
 def next_due_time(report: ReportConfig, due: list[intervals.Interval], now: datetime) -> datetime:
     """When the interval after the last due one can be computed (its end plus lag),
     moved to the next scheduled time for reports with a `schedule:`."""
-    start = due[-1].end if due else intervals.truncate(intervals.as_utc(report.starts), report.granularity)
+    start = due[-1].end if due else intervals.truncate(intervals.in_zone(report.starts, report.zone),
+                                                       report.granularity)
     moment = intervals.step(start, report.granularity) + timedelta(seconds=report.lag)
     if report.schedule:
         moment = intervals.next_schedule_time(report.schedule, max(moment, now) - timedelta(seconds=1))

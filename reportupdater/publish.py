@@ -25,7 +25,7 @@ from typing import Iterable, Sequence
 import graphyte
 import yaml
 
-from . import store, templates
+from . import intervals, store, templates
 from .config import ConfigError, FolderConfig, GraphiteConfig, ReportConfig
 
 log = logging.getLogger(__name__)
@@ -72,10 +72,7 @@ def load_lookups(graphite: GraphiteConfig) -> dict[str, dict[str, str]]:
     return lookups
 
 
-def label_timestamp(label: str) -> int:
-    """The UTC epoch seconds of a first-column date."""
-    day = datetime.strptime(label[:10], "%Y-%m-%d").replace(tzinfo=timezone.utc)
-    return int(day.timestamp())
+
 
 
 def points_for_rows(report: ReportConfig, explode: Sequence[tuple[str, str]], header: Sequence[str],
@@ -99,7 +96,7 @@ def points_for_rows(report: ReportConfig, explode: Sequence[tuple[str, str]], he
     for row in rows:
         values = dict(base)
         values.update(zip(header, row))  # a column wins over an explode placeholder
-        timestamp = label_timestamp(row[0])
+        timestamp = int(intervals.label_start(row[0], report).timestamp())  # interval start
         for metric, column in graphite.metrics.items():
             value = row[columns[column]]
             if value == "":

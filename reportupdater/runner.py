@@ -14,7 +14,8 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +27,7 @@ from .state import State, failure_key
 from .engines import Engine, EngineError, Job, Result, SiteDefaults, engine_class, split_result
 from .engines.script import kill_running_commands
 from .lock import FolderBusy, FolderLock, LockError
+from .pivot import pivot_result
 
 log = logging.getLogger("reportupdater")
 
@@ -139,28 +141,25 @@ class _Engines:
                 semaphore.release()
 
     def execute(self, jobs: list[Job]) -> Iterator[tuple[Job, Result | None, Exception | None, float]]:
-        """Run jobs concurrently; yield (job, result, error, seconds) as they finish.
+        """Run jobs concurrently; yield (job, result, error, seconds) in the
+        order of `jobs`, so that merging (and header evolution) happens
+        exactly as in a serial run.
 
         Only as many jobs as threads are in flight, so a million-interval
-        backfill does not hold a million futures, and with one job the
-        order (and what each checkpoint holds) is exactly the serial one."""
-        pending = iter(jobs)
-        running: dict[Future, Job] = {}
+        backfill does not hold a million futures."""
+        running: deque[tuple[Job, Future]] = deque()
         try:
-            while True:
-                while len(running) < self.site.jobs:
-                    job = next(pending, None)
-                    if job is None:
-                        break
-                    running[self._pool.submit(self._run, job)] = job
-                if not running:
-                    return
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    yield (running.pop(future), *future.result())
+            for job in jobs:
+                running.append((job, self._pool.submit(self._run, job)))
+                if len(running) >= self.site.jobs:
+                    done, future = running.popleft()
+                    yield (done, *future.result())
+            while running:
+                done, future = running.popleft()
+                yield (done, *future.result())
         except BaseException:
             # Stopped (SIGTERM, Ctrl-C, a bug): kill what the workers wait for.
-            for future in running:
+            for _, future in running:
                 future.cancel()
             kill_running_commands()
             raise
@@ -379,9 +378,11 @@ def _take_result(job: Job, result: Result | None, error: Exception | None, secon
     outcome.engine_seconds += seconds
     if result is not None:
         try:
-            pieces = split_result(result, job.parts)
-            for part, piece in pieces:
-                target.output.merge(piece, {part.label})
+            fill = report.pivot.fill if report.pivot else ""
+            for part, piece in split_result(result, job.parts):
+                if report.pivot:
+                    piece = pivot_result(piece, report.pivot)
+                target.output.merge(piece, {part.label}, fill, keep_column_order=bool(report.pivot))
         except (EngineError, store.StoreError) as exc:
             error = exc
     if error is not None:

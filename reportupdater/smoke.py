@@ -14,9 +14,10 @@ from datetime import date
 from pathlib import Path
 
 from . import intervals, publish, store
-from .config import ConfigError, FolderConfig, ReportConfig
+from .config import ConfigError, FolderConfig, Granularity, ReportConfig
 from .engines import EngineError, Job, SiteDefaults, engine_class
 from .engines.base import render_query
+from .pivot import pivot_result
 
 
 @dataclass
@@ -30,8 +31,9 @@ class SmokeResult:
 
 
 def interval_of(report: ReportConfig, day: date) -> intervals.Interval:
-    start = intervals.truncate(intervals.as_utc(day), report.granularity)
-    return intervals.Interval(start, intervals.step(start, report.granularity))
+    start = intervals.truncate(intervals.in_zone(day, report.zone), report.granularity)
+    return intervals.Interval(start, intervals.step(start, report.granularity),
+                              report.granularity is Granularity.HOURS)
 
 
 def select_combinations(report: ReportConfig, wanted: dict[str, list[str]]) -> list[tuple[tuple[str, str], ...]]:
@@ -70,7 +72,11 @@ def smoke(folder: FolderConfig, report_key: str, day: date, wanted: dict[str, li
                 else:
                     result.query = shlex.join(engine.argv(job))  # script engine
                 output = store.OutputFile(result.file)
-                output.merge(engine.run(job), {interval.label})
+                computed = engine.run(job)
+                if report.pivot:
+                    computed = pivot_result(computed, report.pivot)
+                output.merge(computed, {interval.label}, report.pivot.fill if report.pivot else "",
+                             keep_column_order=bool(report.pivot))
                 result.text = output.text()
                 if report.graphite is not None and folder.graphite is not None:
                     lookups = lookups or publish.load_lookups(folder.graphite)

@@ -149,10 +149,23 @@ class OutputFile:
             by_date.setdefault(cells[0], []).append(cells)
         self._header, self._by_date, self._text = header, by_date, None
 
-    def merge(self, result: Result, replace_dates: set[str]) -> None:
+    def merge(self, result: Result, replace_dates: set[str], fill: str = "",
+              keep_column_order: bool = False) -> None:
         """Put a result in: rows of `replace_dates` and of the result's dates are
-        replaced; the header evolves (new columns added, vanished ones kept last)."""
+        replaced; the header evolves (new columns added, vanished ones kept
+        last), the cells that did not exist get `fill` (empty, or a pivot's fill).
+
+        keep_column_order (pivots): the file's columns keep their places and
+        new ones are appended, instead of following the result's order."""
         self._split()
+        if keep_column_order and self._header:
+            extra = [name for name in result.header if name not in self._header]
+            position = {name: index for index, name in enumerate(result.header)}
+            order = [position.get(name) for name in self._header + extra]
+            order[0] = 0  # the date
+            result = Result(tuple(self._header + extra),
+                            tuple(tuple(row[i] if i is not None else fill for i in order)
+                                  for row in result.rows))
         new_header = list(result.header)
         kept: list[str] = []
         if self._header and self._header != new_header:
@@ -163,14 +176,14 @@ class OutputFile:
             new_header += kept
             position = {name: index for index, name in enumerate(self._header) if index > 0}
             order = [0] + [position.get(name) for name in new_header[1:]]  # column 0: the date
-            self._by_date = {label: [[row[i] if i is not None else "" for i in order] for row in rows]
+            self._by_date = {label: [[row[i] if i is not None else fill for i in order] for row in rows]
                              for label, rows in self._by_date.items()}
         self._header = new_header
         for label in replace_dates:
             self._by_date.pop(label, None)
         fresh: dict[str, list[list[str]]] = {}
         for row in result.rows:
-            fresh.setdefault(row[0], []).append(list(row) + [""] * len(kept))
+            fresh.setdefault(row[0], []).append(list(row) + [fill] * len(kept))
         self._by_date.update(fresh)
         self.dirty = True
 

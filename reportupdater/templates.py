@@ -15,7 +15,7 @@ from typing import Mapping
 # Placeholders every templated report gets from its interval. The original
 # gave sql only the timestamps and hive only the dates; both get all here.
 INTERVAL_PLACEHOLDERS = (
-    "from_timestamp", "to_timestamp", "from_date", "to_date", "year", "month", "day",
+    "from_timestamp", "to_timestamp", "from_date", "to_date", "year", "month", "day", "hour",
 )
 
 
@@ -53,7 +53,8 @@ def _check_field(field_name: str, format_spec: str | None, conversion: str | Non
 
 
 def interval_values(start: datetime, end: datetime) -> dict[str, str]:
-    """Placeholder values of an interval [start, end); timestamps in UTC."""
+    """Placeholder values of an interval [start, end): timestamps in UTC (for
+    the database), dates and parts in the interval's own time zone."""
     start_utc = start.astimezone(timezone.utc)
     end_utc = end.astimezone(timezone.utc)
     return {
@@ -64,6 +65,7 @@ def interval_values(start: datetime, end: datetime) -> dict[str, str]:
         "year": start.strftime("%Y"),
         "month": start.strftime("%m"),
         "day": start.strftime("%d"),
+        "hour": start.strftime("%H"),
     }
 
 

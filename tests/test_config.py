@@ -501,7 +501,7 @@ def test_one_broken_report_does_not_stop_the_others(tmp_path):
     assert list(loaded.reports) == ["first", "last"]
     assert loaded.broken_reports == {"broken", "not_a_mapping"}
     assert [str(e) for e in loaded.errors] == [
-        f"{path}: report 'broken': key 'granularity': 'hourly' is not one of days, weeks, months",
+        f"{path}: report 'broken': key 'granularity': 'hourly' is not one of hours, days, weeks, months, quarters, years",
         f"{path}: report 'not_a_mapping': None is not a mapping of keys",
     ]
     assert all(isinstance(e, ConfigError) for e in loaded.errors)

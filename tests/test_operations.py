@@ -707,7 +707,7 @@ def test_validate_reports_every_mistake_once_with_file_and_line(tmp_path):
     expected = [
         f"{at('  half:')} database 'half': key 'port': is required (or give 'url')",
         f"{at('granularity: daily')} report 'bad_granularity': key 'granularity': "
-        "'daily' is not one of days, weeks, months",
+        "'daily' is not one of hours, days, weeks, months, quarters, years",
         f"{at('  no_starts:')} report 'no_starts': key 'starts': is required (YYYY-MM-DD)",
         f"{at('lag: soon')} report 'bad_lag': key 'lag': 'soon' is not an integer >= 0",
         f"{at('db: dbb')} report 'unknown_db': key 'db': 'dbb' is not a key of 'databases' "
@@ -728,7 +728,7 @@ def test_validate_reports_every_mistake_once_with_file_and_line(tmp_path):
         "[A-Za-z0-9_][A-Za-z0-9_.-]* (it becomes a file name)",
         f"{at('type: python')} report 'bad_type': key 'type': 'python' is not one of sql, script, hive",
         f"{at('granularity: hourly')} report 'many': key 'granularity': "
-        "'hourly' is not one of days, weeks, months",
+        "'hourly' is not one of hours, days, weeks, months, quarters, years",
         f"{at('starts: 2026-02-30')} report 'many': key 'starts': '2026-02-30' is not a date YYYY-MM-DD",
         f"{at('lag: -1')} report 'many': key 'lag': -1 is not an integer >= 0",
         f"{at('max_data_points: 0')} report 'many': key 'max_data_points': 0 is not an integer >= 1",
@@ -798,7 +798,7 @@ def test_validate_lists_every_problem_even_with_a_broken_graphite_section(tmp_pa
     lines = stdout.splitlines()
     assert any(line.startswith(f"{config}") and "graphite" in line and "'host'" in line
                for line in lines), stdout
-    assert f"{config}:6: report 'a': key 'granularity': 'daily' is not one of days, weeks, months" \
+    assert f"{config}:6: report 'a': key 'granularity': 'daily' is not one of hours, days, weeks, months, quarters, years" \
         in lines, stdout
     assert len(lines) == 2, stdout
 

@@ -109,7 +109,7 @@ def test_render_bad_syntax_is_a_template_error():
 
 def test_interval_placeholders_are_the_documented_names():
     assert set(INTERVAL_PLACEHOLDERS) == {
-        "from_timestamp", "to_timestamp", "from_date", "to_date", "year", "month", "day"}
+        "from_timestamp", "to_timestamp", "from_date", "to_date", "year", "month", "day", "hour"}
 
 
 def test_interval_values_of_a_day():
@@ -122,6 +122,7 @@ def test_interval_values_of_a_day():
         "year": "2026",
         "month": "01",
         "day": "05",
+        "hour": "00",
     }
 
 
@@ -135,6 +136,7 @@ def test_interval_values_of_february_in_a_leap_year():
         "year": "2028",
         "month": "02",
         "day": "01",
+        "hour": "00",
     }
 
 

@@ -61,6 +61,7 @@ class Result:
         return {row[0] for row in self.rows}
 
 
+_HOUR = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2})(?::(\d{2}))?$")
 _DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$")
 
 
@@ -86,8 +87,21 @@ def cell_text(value: Any) -> str:
     return str(value)
 
 
-def date_label(value: Any) -> str:
-    """The first column as YYYY-MM-DD; raises EngineError for anything else."""
+def date_label(value: Any, hourly: bool = False) -> str:
+    """The first column as YYYY-MM-DD (hourly: YYYY-MM-DDTHH:MM:SS); raises
+    EngineError for anything else."""
+    if hourly:
+        if isinstance(value, datetime):
+            return value.strftime("%Y-%m-%dT%H:%M:%S")
+        text = cell_text(value)
+        match = _HOUR.match(text)
+        if match:
+            try:
+                moment = datetime.strptime(f"{match.group(1)} {match.group(2)}", "%Y-%m-%d %H:%M")
+                return moment.strftime("%Y-%m-%dT%H:%M:") + (match.group(3) or "00")
+            except ValueError:
+                pass
+        raise EngineError(f"first column must be a date and hour YYYY-MM-DDTHH:00:00, got {text!r}")
     if isinstance(value, (datetime, date)):
         return value.strftime("%Y-%m-%d")
     text = cell_text(value)
@@ -113,7 +127,7 @@ def build_result(header: Sequence[Any], rows: Iterable[Sequence[Any]], interval:
     for number, row in enumerate(rows, start=1):
         if len(row) != len(names):
             raise EngineError(f"row {number} has {len(row)} fields but the header has {len(names)}")
-        cells = (date_label(row[0]),) + tuple(cell_text(value) for value in row[1:])
+        cells = (date_label(row[0], interval.hourly),) + tuple(cell_text(value) for value in row[1:])
         for name, cell in zip(names, cells):
             if any(ch in cell for ch in "\t\r\n"):
                 raise EngineError(f"row {number} column {name!r} holds a tab or line break, "

@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 
 from ..config import DEFAULT_TIMEOUT_SECONDS
+from ..intervals import DAY_LABEL, HOUR_LABEL
 from .base import Engine, EngineError, Job, Result, build_result
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,9 @@ class ScriptEngine(Engine):
     def argv(self, job: Job) -> list[str]:
         script = job.report.script_path
         assert script is not None  # config guarantees it for script reports
-        return ([str(script), job.interval.start.strftime("%Y-%m-%d"),
-                 job.interval.end.strftime("%Y-%m-%d")]
+        # Dates (local to the report's time zone), or full hours for hourly reports.
+        shape = HOUR_LABEL if job.interval.hourly else DAY_LABEL
+        return ([str(script), job.interval.start.strftime(shape), job.interval.end.strftime(shape)]
                 + [value for _, value in job.explode]
                 + [str(script.parent)])
 
