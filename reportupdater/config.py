@@ -326,6 +326,9 @@ def _parse_hive_keys(where: _Where, raw: dict, values: dict[str, Any]) -> None:
         values["auth"] = auth
     # What PyHive accepts: a password only with LDAP or CUSTOM, a Kerberos
     # service name only with KERBEROS.
+    url_auth = re.search(r"[?&]auth=(\w+)", str(raw.get("url", "")))
+    if url_auth and "auth" not in values:
+        values["auth"] = url_auth.group(1).upper()
     if "password_env" in raw and values.get("auth") not in ("LDAP", "CUSTOM"):
         raise where.error("password_env", "a password needs auth: LDAP or CUSTOM")
     if "kerberos_service_name" in raw and values.get("auth") != "KERBEROS":

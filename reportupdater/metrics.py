@@ -24,12 +24,17 @@ _METRICS = [
 ]
 
 
+def _number(value: float) -> str:
+    """Exact: integers as integers (no 2.7762e+06), others as Python prints them."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def render(folder: FolderConfig, summary: RunSummary, now: datetime) -> str:
-    folder_name = _label(str(folder.query_folder))
+    folder_name = _label(str(folder.query_folder.resolve()))
     lines: list[str] = []
     rows: dict[str, list[tuple[str, float]]] = {name: [] for name, _ in _METRICS}
     for key, outcome in summary.reports.items():
@@ -47,7 +52,7 @@ def render(folder: FolderConfig, summary: RunSummary, now: datetime) -> str:
                 (labels, round((intervals.as_utc(now) - end).total_seconds())))
     for name, help_text in _METRICS:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-        lines += [f"{name}{{{labels}}} {value:g}" for labels, value in rows[name]]
+        lines += [f"{name}{{{labels}}} {_number(value)}" for labels, value in rows[name]]
     run_labels = f'folder="{folder_name}"'
     lines += [
         "# HELP reportupdater_config_errors Configuration errors found by the last run.",

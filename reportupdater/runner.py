@@ -272,8 +272,9 @@ def _run_report(report: config_stage.ReportConfig, engines: _Engines,
         log.warning("%s: starts %s, after its last due interval; skipped", report.key, report.starts)
         outcome.skipped = True
         return outcome
-    if report.schedule and not intervals.schedule_due(report.schedule, now,
-                                                      state.last_started(report.key)):
+    # A report named with -r runs now: the operator asked for it.
+    if (report.schedule and report.key not in options.only_reports
+            and not intervals.schedule_due(report.schedule, now, state.last_started(report.key))):
         log.info("%s: not scheduled now (schedule %r, next %s)", report.key, report.schedule,
                  intervals.next_schedule_time(report.schedule, now).strftime("%Y-%m-%dT%H:%MZ"))
         outcome.not_scheduled = True

@@ -17,6 +17,9 @@ from pathlib import Path
 
 FILE_NAME = ".reportupdater-state.json"
 BACKOFF_CAP = timedelta(hours=24)
+# An hourly timer fires a little early now and then: a retry time this close
+# counts as reached, so a 1-hour wait does not turn into 2.
+RETRY_GRACE = timedelta(minutes=5)
 
 
 def _iso(moment: datetime) -> str:
@@ -101,7 +104,7 @@ class State:
         todo, waiting = [], []
         for interval in missing:
             failure = self.failure(report, failure_key(explode, interval.label))
-            late = failure is not None and failure.retry_time > now and not force
+            late = failure is not None and failure.retry_time > now + RETRY_GRACE and not force
             (waiting if late else todo).append(interval)
         return todo, waiting
 
