@@ -1037,7 +1037,7 @@ def test_failing_interval_backs_off_1_then_2_then_4_hours(tmp_path):
     code, logs = run_at("2026-01-05T07:00")
     assert code == 1 and len(calls(folder)) == 3
     assert state_of(out) == failure(3, "2026-01-05T07:00:00Z", "2026-01-05T09:00:00Z")
-    assert dry_run_at("2026-01-05T08:59") == waiting
+    assert dry_run_at("2026-01-05T08:54") == waiting
     code, logs = run_at("2026-01-05T08:00")
     assert code == 1 and len(calls(folder)) == 3
 
