@@ -1050,7 +1050,7 @@ def test_failing_interval_backs_off_1_then_2_then_4_hours(tmp_path):
     # The source recovers: nothing happens before the retry time; then the
     # interval is computed and its failure forgotten.
     (folder / "broken").unlink()
-    code, logs = run_at("2026-01-05T11:59")
+    code, logs = run_at("2026-01-05T11:54")
     assert code == 1 and len(calls(folder)) == 4
     code, logs = run_at("2026-01-05T12:00")
     assert code == 0 and len(calls(folder)) == 5
