@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-j", "--jobs", type=_positive_int, default=0, metavar="N",
                      help=f"intervals computed at the same time (default: {runner.DEFAULT_JOBS}); "
                           "1 runs them one by one")
+    run.add_argument("--max-intervals", type=_positive_int, metavar="N",
+                     help="compute at most N intervals per report in this run (newest first by default)")
+    run.add_argument("--diff", action="store_true",
+                     help="print old and new rows of every stored date a recomputation changed")
     run.add_argument("--dry-run", action="store_true",
                      help="print what would be computed (intervals folded into ranges); run nothing")
     run.add_argument("--retry-failed-now", action="store_true",
@@ -155,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     rerun.add_argument("end", type=parse_date, metavar="END", help="YYYY-MM-DD, exclusive")
     rerun.add_argument("-r", "--report", action="append", default=[], metavar="REPORT",
                        help="report to recompute (repeatable; default: all)")
+    rerun.add_argument("--diff", action="store_true",
+                       help="recompute now (into --output-folder) and print what changed")
+    rerun.add_argument("--output-folder", type=Path, default=Path("output"), metavar="OUTPUT_FOLDER",
+                       help="with --diff: where the TSV files are (default: ./output)")
     backfill = commands.add_parser(
         "graphite-backfill", parents=[common], help="re-send what the TSVs hold to Graphite",
         description="Send every point of the reports' TSV files to Graphite again "
@@ -235,7 +243,8 @@ def _run(args: argparse.Namespace) -> int:
         query_folder=args.query_folder, output_folder=args.output_folder,
         config_path=args.config_path, now=args.now, only_reports=tuple(args.report),
         graphite=not args.no_graphite, hive_url=args.hive_url,
-        retry_failed_now=args.retry_failed_now, progress=progress, jobs=args.jobs)
+        retry_failed_now=args.retry_failed_now, progress=progress, jobs=args.jobs,
+        max_intervals=args.max_intervals, diff=_print_diff if args.diff else None)
     try:
         summary = runner.run(options)
     finally:
@@ -386,7 +395,18 @@ def _rerun(args: argparse.Namespace) -> int:
                                    today=today, config_path=args.config_path)
     print(f"{', '.join(request.reports)}: marked to be recomputed for "
           f"{args.start}..{args.end} (exclusive) on the next run ({request.path})")
-    return 0
+    if not args.diff:
+        return 0
+    # Recompute now, so the analyst sees what the fix did.
+    summary = runner.run(runner.RunOptions(
+        query_folder=args.query_folder, output_folder=args.output_folder,
+        config_path=args.config_path, now=args.now, only_reports=tuple(request.reports),
+        diff=_print_diff))
+    return summary.exit_code
+
+
+def _print_diff(text: str) -> None:
+    print(text, flush=True)
 
 
 def _graphite_backfill(args: argparse.Namespace) -> int:

@@ -95,6 +95,16 @@ class GraphiteConfig:
 
 
 @dataclass(frozen=True)
+class ReadyCheck:
+    """`ready_when:` one of a query (true when its first value is truthy), a
+    Hive partition that must exist, or a script that exits 0 when ready."""
+
+    query: str | None = None
+    partition: str | None = None        # db.table/key={year}/key={month}...
+    script_path: Path | None = None
+
+
+@dataclass(frozen=True)
 class Pivot:
     """`pivot: {index: date, columns: browser_family, values: view_count, fill: 0}`"""
 
@@ -127,6 +137,12 @@ class ReportConfig:
     batch: int | str | None = None  # N or "month": consecutive intervals per query
     timezone: str = "UTC"         # IANA name: intervals are local calendar units
     pivot: "Pivot | None" = None  # long results turned into one column per category
+    ready_when: ReadyCheck | None = None
+    ready_timeout: float | None = None  # seconds an interval may wait for its data, then fails
+    lookback: int = 0             # newest N computed intervals recomputed every run
+    backfill_order: str = "newest"  # newest: yesterday first; oldest: history first
+    max_intervals_per_run: int | None = None
+    backfill_new_columns: bool = False  # a new column reopens older intervals
 
     @property
     def zone(self) -> tzinfo:
@@ -488,7 +504,8 @@ def _find_script(where: _Where, query_folder: Path, execute: str) -> Path:
 REPORT_KEYS = frozenset({
     "type", "granularity", "starts", "lag", "db", "execute", "explode_by",
     "max_data_points", "graphite", "group", "timeout", "explode_value_pattern",
-    "schedule", "parallel", "batch", "timezone", "pivot",
+    "schedule", "parallel", "batch", "timezone", "pivot", "ready_when", "ready_timeout",
+    "lookback", "backfill_order", "max_intervals_per_run", "backfill_new_columns",
 })
 
 
@@ -521,6 +538,29 @@ def _parse_pivot(where: _Where, value: Any) -> "Pivot":
     names = {key: _str(where, f"pivot.{key}", value[key]) for key in ("index", "columns", "values")}
     fill = value.get("fill", "")
     return Pivot(fill="" if fill is None else str(fill), **names)
+
+
+def _parse_ready(where: _Where, query_folder: Path, value: Any, report_type: str,
+                 available: set[str]) -> ReadyCheck:
+    if not isinstance(value, dict) or len(value) != 1 or not set(value) <= {"query", "partition", "script"}:
+        raise where.error("ready_when", f"{_show(value)} needs exactly one of query, partition, script")
+    kind, text = next(iter(value.items()))
+    text = _str(where, f"ready_when.{kind}", text)
+    if kind == "script":
+        return ReadyCheck(script_path=_find_script(where, query_folder, text))
+    if kind == "partition" and report_type != "hive":
+        raise where.error("ready_when.partition", "partitions are checked on Hive: use it in hive reports")
+    if kind == "query" and report_type == "script":
+        raise where.error("ready_when.query", "a script report has no database to query: use script")
+    try:
+        unknown = sorted(templates.fields(text) - available)
+    except templates.TemplateError as exc:
+        raise where.error(f"ready_when.{kind}", str(exc))
+    if unknown:
+        raise where.error(f"ready_when.{kind}", f"unknown placeholder {{{unknown[0]}}}")
+    if kind == "partition" and not re.fullmatch(r"[\w.]+(/\w+=[^/]+)+", text):
+        raise where.error("ready_when.partition", f"{text!r} is not db.table/key=value/...")
+    return ReadyCheck(**{kind: text})
 
 
 def _parse_batch(where: _Where, value: Any) -> int | str:
@@ -605,6 +645,21 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
         check("timezone", lambda: _parse_timezone(where, raw["timezone"], raw.get("granularity")))
     if raw.get("pivot") is not None:
         check("pivot", lambda: _parse_pivot(where, raw["pivot"]))
+    if raw.get("ready_timeout") is not None:
+        check("ready_timeout", lambda: _seconds(where, "ready_timeout", raw["ready_timeout"]))
+    if raw.get("lookback") is not None:
+        check("lookback", lambda: _int(where, "lookback", raw["lookback"], 0))
+    if raw.get("backfill_order") is not None:
+        def order() -> str:
+            if raw["backfill_order"] not in ("newest", "oldest"):
+                raise where.error("backfill_order", f"{_show(raw['backfill_order'])} is not newest or oldest")
+            return raw["backfill_order"]
+        check("backfill_order", order)
+    if raw.get("max_intervals_per_run") is not None:
+        check("max_intervals_per_run",
+              lambda: _int(where, "max_intervals_per_run", raw["max_intervals_per_run"], 1))
+    if "backfill_new_columns" in raw:
+        check("backfill_new_columns", lambda: _bool(where, "backfill_new_columns", raw["backfill_new_columns"]))
     pattern_ok = True
     if "explode_value_pattern" in raw:
         pattern_ok = check("explode_value_pattern", explode_pattern)
@@ -650,6 +705,9 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
             check("template", lambda: _load_template(where, query_folder, execute, ".hql", available))
         else:
             check("script_path", lambda: _find_script(where, query_folder, execute))
+        if raw.get("ready_when") is not None:
+            check("ready_when", lambda: _parse_ready(where, query_folder, raw["ready_when"],
+                                                     values["type"], available))
 
     if errors:
         raise ReportErrors(errors)

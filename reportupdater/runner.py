@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -49,6 +50,9 @@ class RunOptions:
     hive_url: str | None = None           # site-wide Hive server for folders that name none
     retry_failed_now: bool = False        # ignore the backoff of failed intervals
     jobs: int = 0                         # parallel jobs; 0: DEFAULT_JOBS
+    max_intervals: int | None = None      # per report and run (--max-intervals)
+    # Called with a readable diff for every stored date a recomputation changed (--diff).
+    diff: Callable[[str], None] | None = None
     # Called as progress(name, intervals done, intervals planned) for a terminal display.
     progress: Callable[[str, int, int], None] | None = None
     checkpoint_seconds: float = CHECKPOINT_SECONDS
@@ -65,6 +69,8 @@ class ReportOutcome:
     publish_failed: bool = False  # its Graphite points could not be built
     skipped: bool = False         # starts in the future
     not_scheduled: bool = False   # its `schedule:` says not now
+    waiting: int = 0              # intervals whose data is not ready yet (not failures)
+    reopened: bool = False        # backfill_new_columns asked for older intervals again
     seconds: float = 0.0
     queries: int = 0              # queries or scripts run (a batch is one)
     engine_seconds: float = 0.0   # time spent inside them (summed over jobs)
@@ -74,6 +80,16 @@ class ReportOutcome:
     def ok(self) -> bool:
         return (self.failed == 0 and self.backing_off == 0 and not self.file_failed
                 and not self.publish_failed)
+
+
+@dataclass
+class PartOutcome:
+    """What became of one interval of a job: a result, an error, or its data not there yet."""
+
+    part: intervals.Interval
+    result: Result | None = None
+    error: Exception | None = None
+    waiting: bool = False
 
 
 @dataclass
@@ -122,7 +138,7 @@ class _Engines:
         with self._lock:
             return self._limits.setdefault(key, threading.Semaphore(size))
 
-    def _run(self, job: Job) -> tuple[Result | None, Exception | None, float]:
+    def _run(self, job: Job) -> tuple[list[PartOutcome], float]:
         started = time.monotonic()
         held: list[threading.Semaphore] = []
         database = self.folder.databases.get(job.report.db or "")
@@ -133,16 +149,41 @@ class _Engines:
         for semaphore in held:
             semaphore.acquire()
         try:
-            return self.get(job.report.type).run(job), None, time.monotonic() - started
-        except EngineError as exc:
-            return None, exc, time.monotonic() - started
+            return self._compute(job), time.monotonic() - started
         finally:
             for semaphore in reversed(held):
                 semaphore.release()
 
-    def execute(self, jobs: list[Job]) -> Iterator[tuple[Job, Result | None, Exception | None, float]]:
-        """Run jobs concurrently; yield (job, result, error, seconds) in the
-        order of `jobs`, so that merging (and header evolution) happens
+    def _compute(self, job: Job) -> list[PartOutcome]:
+        """Check readiness, run the job (or, when only some of a batch's
+        intervals are ready, each ready one alone), and cut the result by
+        interval."""
+        engine = self.get(job.report.type)
+        if job.report.ready_when is not None:
+            ready = []
+            for part in job.parts:
+                try:
+                    if engine.is_ready(Job(job.report, part, job.explode)):
+                        ready.append(part)
+                except EngineError as exc:
+                    log.info("%s %s: readiness check failed: %s", job.report.key, part.label, exc)
+            if len(ready) < len(job.parts):
+                outcomes = [PartOutcome(part, waiting=True) for part in job.parts if part not in ready]
+                for part in ready:
+                    outcomes += self._compute_ready(Job(job.report, part, job.explode))
+                return sorted(outcomes, key=lambda outcome: outcome.part)
+        return self._compute_ready(job)
+
+    def _compute_ready(self, job: Job) -> list[PartOutcome]:
+        try:
+            result = self.get(job.report.type).run(job)
+        except EngineError as exc:
+            return [PartOutcome(part, error=exc) for part in job.parts]
+        return [PartOutcome(part, result=piece) for part, piece in split_result(result, job.parts)]
+
+    def execute(self, jobs: list[Job]) -> Iterator[tuple[Job, list[PartOutcome], float]]:
+        """Run jobs concurrently; yield (job, outcome per interval, seconds) in
+        the order of `jobs`, so that merging (and header evolution) happens
         exactly as in a serial run.
 
         Only as many jobs as threads are in flight, so a million-interval
@@ -252,8 +293,9 @@ def _log_summary(summary: RunSummary) -> None:
                                          (outcome.not_scheduled, "not scheduled now"),
                                          (outcome.file_failed, "output file error"),
                                          (outcome.publish_failed, "Graphite step failed")) if flag]
-        log.info("report %s: %d computed, %d failed, %d waiting to retry, %.1f s%s", key,
-                 outcome.computed, outcome.failed, outcome.backing_off, outcome.seconds,
+        log.info("report %s: %d computed, %d failed, %d waiting to retry, %d waiting for data, "
+                 "%.1f s%s", key, outcome.computed, outcome.failed, outcome.backing_off,
+                 outcome.waiting, outcome.seconds,
                  f" ({', '.join(notes)})" if notes else "")
     outcomes = summary.reports.values()
     log.info("run: %d reports, %d intervals computed, %d failed, %d waiting to retry, "
@@ -284,28 +326,25 @@ def _run_report(report: config_stage.ReportConfig, engines: _Engines,
     if report.graphite is None:
         publisher = None
 
-    files: list[_File] = []
-    jobs: list[Job] = []
+    files: dict[tuple[tuple[str, str], ...], _File] = {}
     for explode in report.combinations():
         target = _plan_file(report, explode, due, state, options, now, report_reruns, outcome)
         if target is not None:
-            files.append(target)
-            jobs += [Job(report=report, interval=batch[0].span(batch[-1]), explode=explode,
-                         parts=tuple(batch))
-                     for batch in intervals.batches(target.todo, report.batch)]
+            files[explode] = target
+    jobs = _order_jobs(report, list(files.values()), options)
     total = sum(len(job.parts) for job in jobs)
     checkpoint = _Checkpoint(options)
     done = 0
-    for job, result, error, seconds in engines.execute(jobs):
-        target = next(f for f in files if f.explode == job.explode) if len(files) > 1 else files[0]
+    for job, parts, seconds in engines.execute(jobs):
+        target = files[job.explode]
         done += len(job.parts)
-        _take_result(job, result, error, seconds, target, state, now, outcome)
+        _take_result(job, parts, seconds, target, state, options, now, outcome)
         if options.progress:
             options.progress(report.key, done, total)
         if checkpoint.due(len(job.parts)):
-            for each in files:
+            for each in files.values():
                 _save(each, publisher, outcome)
-    for each in files:
+    for each in files.values():
         if report.max_data_points and each.window_start:
             each.output.trim_before(each.window_start)
         _save(each, publisher, outcome)
@@ -313,6 +352,36 @@ def _run_report(report: config_stage.ReportConfig, engines: _Engines,
             newest = max(each.output.by_date)
             outcome.newest = max(outcome.newest or newest, newest)
     return outcome
+
+
+def _order_jobs(report: config_stage.ReportConfig, files: list["_File"], options: RunOptions) -> list[Job]:
+    """The run's jobs: batches of consecutive intervals per file, newest
+    first (so a long backfill puts yesterday on the dashboard in its first
+    run) or oldest first, at most max_intervals_per_run / --max-intervals."""
+    jobs = [Job(report=report, interval=batch[0].span(batch[-1]), explode=target.explode,
+                parts=tuple(batch))
+            for target in files for batch in intervals.batches(target.todo, report.batch)]
+    if report.backfill_order == "newest":
+        jobs.sort(key=lambda job: job.parts[-1].start, reverse=True)  # stable: files keep their order
+    else:
+        jobs.sort(key=lambda job: job.parts[0].start)
+    limits = [limit for limit in (report.max_intervals_per_run, options.max_intervals) if limit]
+    if limits:
+        budget, kept = min(limits), []
+        for job in jobs:
+            if budget <= 0:
+                break
+            if len(job.parts) > budget:
+                parts = job.parts[-budget:] if report.backfill_order == "newest" else job.parts[:budget]
+                job = Job(report=report, interval=parts[0].span(parts[-1]), explode=job.explode,
+                          parts=parts)
+            kept.append(job)
+            budget -= len(job.parts)
+        left = sum(len(job.parts) for job in jobs) - sum(len(job.parts) for job in kept)
+        if left:
+            log.info("%s: %d intervals left for later runs (max %d per run)", report.key, left, min(limits))
+        jobs = kept
+    return jobs
 
 
 @dataclass
@@ -360,7 +429,13 @@ def _plan_file(report: config_stage.ReportConfig, explode: tuple[tuple[str, str]
         return None
     output.remove_stale_temp()
     plan = intervals.plan(due, output.dates, report_reruns)
-    todo, waiting = state.split_retries(report.key, explode, plan.missing, now,
+    missing = list(plan.missing)
+    if report.lookback:
+        # Late data: the newest computed intervals are computed again.
+        missing_set = set(missing)
+        computed = [interval for interval in plan.due if interval not in missing_set]
+        missing = sorted(missing_set | set(computed[-report.lookback:]))
+    todo, waiting = state.split_retries(report.key, explode, missing, now,
                                         options.retry_failed_now)
     if waiting:  # failed before: let the source recover
         outcome.backing_off += len(waiting)
@@ -371,44 +446,97 @@ def _plan_file(report: config_stage.ReportConfig, explode: tuple[tuple[str, str]
     return _File(report, explode, output, todo, plan.window_start)
 
 
-def _take_result(job: Job, result: Result | None, error: Exception | None, seconds: float,
-                 target: _File, state: State, now: datetime, outcome: ReportOutcome) -> None:
-    """Merge one job's result into its file (or record its failure), in the main thread."""
+def _take_result(job: Job, parts: list[PartOutcome], seconds: float, target: _File, state: State,
+                 options: RunOptions, now: datetime, outcome: ReportOutcome) -> None:
+    """Merge one job's results into its file (or record failures and
+    waiting), in the main thread."""
     report, explode = job.report, job.explode
     outcome.queries += 1
     outcome.engine_seconds += seconds
-    if result is not None:
-        try:
-            fill = report.pivot.fill if report.pivot else ""
-            for part, piece in split_result(result, job.parts):
+    rows = 0
+    for item in parts:
+        key = failure_key(explode, item.part.label)
+        if item.waiting:
+            since = state.record_waiting(report.key, key, now)
+            if report.ready_timeout and (now - since).total_seconds() > report.ready_timeout:
+                item.error = EngineError(f"data not ready since {since:%Y-%m-%dT%H:%MZ} "
+                                         f"(ready_timeout {report.ready_timeout:g} s)")
+            else:
+                outcome.waiting += 1
+                log.info("%s %s: waiting for its data (since %s)", target.name, item.part.label,
+                         f"{since:%Y-%m-%dT%H:%MZ}")
+                continue
+        if item.result is not None:
+            try:
                 if report.pivot:
-                    piece = pivot_result(piece, report.pivot)
-                target.output.merge(piece, {part.label}, fill, keep_column_order=bool(report.pivot))
-        except (EngineError, store.StoreError) as exc:
-            error = exc
-    if error is not None:
-        for part in job.parts:
-            failure = state.record_failure(report.key, failure_key(explode, part.label), str(error), now)
-            if failure.attempts > 1:
-                log.info("%s %s: failed %d times in a row; next try after %s", target.name, part.label,
-                         failure.attempts, failure.retry_after)
-        log.error("%s: failed: %s", job.describe(), error)
-        outcome.failed += len(job.parts)
-        outcome.failed_intervals.extend(job.parts)
+                    item.result = pivot_result(item.result, report.pivot)
+                columns_before = set(target.output.header)
+                changes = target.output.merge(item.result, {item.part.label},
+                                              report.pivot.fill if report.pivot else "",
+                                              keep_column_order=bool(report.pivot))
+            except (EngineError, store.StoreError) as exc:
+                item.error = exc
+            else:
+                state.clear_failure(report.key, key)
+                outcome.computed += 1
+                rows += len(item.result.rows)
+                target.fresh |= set(changes)  # only changed rows go to Graphite again
+                _report_changes(target, item.part, changes, options)
+                new_columns = set(item.result.header) - columns_before
+                if columns_before and new_columns and report.backfill_new_columns:
+                    _reopen_history(report, item.part, new_columns, options, outcome)
+                stray = item.result.dates - {item.part.label}
+                if stray:
+                    # Stored as the original did, but worth knowing: these rows
+                    # replace the rows of those dates.
+                    log.warning("%s %s: result has rows dated outside the interval: %s", target.name,
+                                item.part.label, ", ".join(sorted(stray)[:5]))
+                continue
+        failure = state.record_failure(report.key, key, str(item.error), now)
+        log.error("%s %s: failed: %s", target.name, item.part.label, item.error)
+        if failure.attempts > 1:
+            log.info("%s %s: failed %d times in a row; next try after %s", target.name,
+                     item.part.label, failure.attempts, failure.retry_after)
+        outcome.failed += 1
+        outcome.failed_intervals.append(item.part)
+    if any(item.result is not None and item.error is None for item in parts):
+        log.info("%s: computed %d rows in %.2f s", job.describe(), rows, seconds)
+
+
+def _report_changes(target: _File, part: intervals.Interval,
+                    changes: dict[str, tuple[list[list[str]], list[list[str]]]],
+                    options: RunOptions) -> None:
+    """A recomputation (rerun, lookback) that changed stored rows: say how much."""
+    for label, (old, new) in sorted(changes.items()):
+        if not old:
+            continue  # a new date, not a change
+        changed_rows = sum(1 for a, b in itertools.zip_longest(old, new) if a != b)
+        changed_cells = sum(sum(1 for x, y in itertools.zip_longest(a or [], b or []) if x != y)
+                            for a, b in itertools.zip_longest(old, new))
+        log.info("%s %s: recomputed: %d rows and %d cells changed", target.name, label,
+                 changed_rows, changed_cells)
+        if options.diff is not None:
+            header = target.output.header
+            lines = [f"--- {target.name} {label} (stored)", f"+++ {target.name} {label} (recomputed)",
+                     "  " + "\t".join(header)]
+            lines += ["- " + "\t".join(row) for row in old if row not in new]
+            lines += ["+ " + "\t".join(row) for row in new if row not in old]
+            options.diff("\n".join(lines))
+
+
+def _reopen_history(report: config_stage.ReportConfig, part: intervals.Interval, new_columns: set[str],
+                    options: RunOptions, outcome: ReportOutcome) -> None:
+    """backfill_new_columns: a column appeared; older intervals are computed
+    again (through a rerun request, bounded like any backfill)."""
+    if outcome.reopened:
         return
-    assert result is not None
-    for part in job.parts:
-        state.clear_failure(report.key, failure_key(explode, part.label))
-    outcome.computed += len(job.parts)
-    target.fresh |= result.dates
-    stray = result.dates - {part.label for part in job.parts}
-    if stray:
-        # Stored as the original did, but worth knowing: these rows replace
-        # the rows of those dates, and if an interval's own date is absent it
-        # will be computed again next run.
-        log.warning("%s: result has rows dated outside the interval: %s",
-                    job.describe(), ", ".join(sorted(stray)[:5]))
-    log.info("%s: computed %d rows in %.2f s", job.describe(), len(result.rows), seconds)
+    outcome.reopened = True
+    dates = intervals.DateRange(report.starts, part.start.date())
+    if dates.start >= dates.end:
+        return
+    reruns.write_request(options.query_folder, dates, [report.key])
+    log.info("%s: new columns %s: intervals before %s will be computed again", report.key,
+             ", ".join(sorted(new_columns)), part.label)
 
 
 def _save(target: _File, publisher: publish.Publisher | None, outcome: ReportOutcome) -> None:

@@ -52,6 +52,7 @@ def failure_key(explode: tuple[tuple[str, str], ...], label: str) -> str:
 class ReportState:
     last_started: str | None = None
     failures: dict[str, Failure] = field(default_factory=dict)  # failure_key -> Failure
+    waiting: dict[str, str] = field(default_factory=dict)       # failure_key -> waiting since
 
 
 class State:
@@ -67,7 +68,8 @@ class State:
             raw = json.loads(state.path.read_text(encoding="utf-8"))
             for key, value in raw.get("reports", {}).items():
                 failures = {name: Failure(**failure) for name, failure in value.get("failures", {}).items()}
-                state.reports[key] = ReportState(value.get("last_started"), failures)
+                state.reports[key] = ReportState(value.get("last_started"), failures,
+                                                 dict(value.get("waiting", {})))
         except FileNotFoundError:
             pass
         except (OSError, ValueError, TypeError, AttributeError):
@@ -109,9 +111,23 @@ class State:
         return todo, waiting
 
     def clear_failure(self, report: str, key: str) -> None:
+        """The interval was computed: forget its failures and its waiting."""
         memory = self.reports.get(report)
-        if memory and memory.failures.pop(key, None) is not None:
+        if memory and (memory.failures.pop(key, None) is not None
+                       or memory.waiting.pop(key, None) is not None):
             self.dirty = True
+
+    def record_waiting(self, report: str, key: str, now: datetime) -> datetime:
+        """The interval's data is not ready; returns since when it waits."""
+        memory = self.report(report)
+        if key not in memory.waiting:
+            memory.waiting[key] = _iso(now)
+            self.dirty = True
+        return _parse(memory.waiting[key])
+
+    def waiting_since(self, report: str, key: str) -> datetime | None:
+        value = self.reports.get(report, ReportState()).waiting.get(key)
+        return _parse(value) if value else None
 
     def forget_reports(self, keep: set[str]) -> None:
         """Drop the memory of reports no longer in the config."""
@@ -134,11 +150,12 @@ class State:
     def save(self) -> None:
         """Write the file when something changed (and never an empty new one)."""
         self.reports = {key: value for key, value in self.reports.items()
-                        if value.failures or value.last_started}
+                        if value.failures or value.last_started or value.waiting}
         if not self.dirty or (not self.reports and not self.path.exists()):
             return
         data = {"reports": {key: {"last_started": value.last_started,
-                                  "failures": {name: asdict(f) for name, f in sorted(value.failures.items())}}
+                                  "failures": {name: asdict(f) for name, f in sorted(value.failures.items())},
+                                  **({"waiting": dict(sorted(value.waiting.items()))} if value.waiting else {})}
                             for key, value in sorted(self.reports.items())}}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temp = self.path.with_name(f".{self.path.name}.tmp")

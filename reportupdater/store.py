@@ -150,10 +150,11 @@ class OutputFile:
         self._header, self._by_date, self._text = header, by_date, None
 
     def merge(self, result: Result, replace_dates: set[str], fill: str = "",
-              keep_column_order: bool = False) -> None:
+              keep_column_order: bool = False) -> dict[str, tuple[list[list[str]], list[list[str]]]]:
         """Put a result in: rows of `replace_dates` and of the result's dates are
         replaced; the header evolves (new columns added, vanished ones kept
         last), the cells that did not exist get `fill` (empty, or a pivot's fill).
+        Returns {date: (old rows, new rows)} for the dates whose rows changed.
 
         keep_column_order (pivots): the file's columns keep their places and
         new ones are appended, instead of following the result's order."""
@@ -179,13 +180,16 @@ class OutputFile:
             self._by_date = {label: [[row[i] if i is not None else fill for i in order] for row in rows]
                              for label, rows in self._by_date.items()}
         self._header = new_header
-        for label in replace_dates:
-            self._by_date.pop(label, None)
+        old = {label: self._by_date.pop(label) for label in replace_dates | result.dates
+               if label in self._by_date}
         fresh: dict[str, list[list[str]]] = {}
         for row in result.rows:
             fresh.setdefault(row[0], []).append(list(row) + [fill] * len(kept))
         self._by_date.update(fresh)
         self.dirty = True
+        # What changed, for Graphite (only changed rows are sent) and diffs.
+        return {label: (old.get(label, []), fresh.get(label, []))
+                for label in set(old) | set(fresh) if old.get(label) != fresh.get(label)}
 
     def trim_before(self, first_label: str) -> None:
         """Drop rows older than `first_label` (max_data_points)."""

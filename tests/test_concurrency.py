@@ -120,6 +120,9 @@ printf 'date\\tfrom\\tto\\tname\\n%s\\t%s\\t%s\\t%s\\n' "$1" "$1" "$2" "$(basena
 """
 
 MANY_INTERVALS = """\
+# Oldest first, so that each checkpoint holds a prefix of the reference files.
+defaults:
+  backfill_order: oldest
 reports:
   alpha:
     type: script
@@ -277,6 +280,7 @@ reports:
     type: script
     granularity: days
     starts: 2026-01-01
+    backfill_order: oldest
 """
     folder = make_folder(tmp_path, config, scripts={"seen": SEES_OUTPUT})
     out = tmp_path / "out"

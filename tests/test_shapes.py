@@ -210,14 +210,15 @@ reports:
     assert (out / "browsers.tsv").read_text() == "date\tChrome\tFirefox\n2026-01-01\t20\t10\n"
     done = run_cli("run", folder, out, "--now", "2026-01-05T01:00")
     assert done.returncode == 0, done.stderr
-    # New categories become new columns at the end; old rows and rows of
-    # dates without a category get the fill value.
+    # New categories become new columns at the end, in the order they are
+    # met (newest intervals first); old rows and rows of dates without a
+    # category get the fill value.
     assert (out / "browsers.tsv").read_text() == (
-        "date\tChrome\tFirefox\tSafari\tEdge\n"
+        "date\tChrome\tFirefox\tEdge\tSafari\n"
         "2026-01-01\t20\t10\t0\t0\n"
-        "2026-01-02\t21\t0\t5\t0\n"
+        "2026-01-02\t21\t0\t0\t5\n"
         "2026-01-03\t0\t0\t0\t0\n"
-        "2026-01-04\t0\t0\t0\t1.50\n")
+        "2026-01-04\t0\t0\t1.50\t0\n")
     smoke = run_cli("smoke", folder, "browsers", "2026-01-02")
     assert smoke.stdout == "date\tChrome\tSafari\n2026-01-02\t21\t5\n"
 

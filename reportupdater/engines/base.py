@@ -24,6 +24,17 @@ class EngineError(Exception):
     """A query or script that failed for one interval; one line, no secrets."""
 
 
+def truthy(value: Any) -> bool:
+    """A readiness query's answer: NULL, 0, '', 'false', 'no' mean not ready."""
+    if value is None:
+        return False
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "false", "f", "no", "n", "null")
+    return bool(value)
+
+
 @dataclass(frozen=True)
 class Job:
     """One interval (or, batched, a run of consecutive intervals) of one
@@ -153,13 +164,15 @@ def split_result(result: Result, parts: tuple[Interval, ...]) -> list[tuple[Inte
             for part in parts]
 
 
-def render_query(job: Job) -> str:
-    """The job's template with its interval and explode placeholders filled in."""
-    assert job.report.template is not None  # config guarantees it for templated reports
+def render_query(job: Job, template: str | None = None) -> str:
+    """The job's template (or another one, e.g. a readiness query) with its
+    interval and explode placeholders filled in."""
+    template = template if template is not None else job.report.template
+    assert template is not None  # config guarantees it for templated reports
     values = templates.interval_values(job.interval.start, job.interval.end)
     values.update(job.explode)
     try:
-        return templates.render(job.report.template, values)
+        return templates.render(template, values)
     except templates.TemplateError as exc:
         raise EngineError(str(exc)) from None
 
@@ -189,6 +202,17 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def run(self, job: Job) -> Result:
         """Compute one job. Raises EngineError when it fails."""
+
+    def is_ready(self, job: Job) -> bool:
+        """Whether the job's data has landed (`ready_when:`). Scripts are
+        checked here for every engine; engines add queries and partitions."""
+        check = job.report.ready_when
+        if check is None:
+            return True
+        if check.script_path is not None:
+            from .script import script_ready  # the one place that runs processes
+            return script_ready(check.script_path, job, self.query_folder)
+        raise EngineError(f"{self.type} reports cannot check ready_when {check}")
 
     def close(self) -> None:
         """Release connections; called once at the end of a run."""

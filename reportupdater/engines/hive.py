@@ -21,7 +21,8 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from ..config import DEFAULT_TIMEOUT_SECONDS, DatabaseConfig
-from .base import Engine, EngineError, Job, Result, SiteDefaults, build_result, cell_text, render_query
+from .base import (Engine, EngineError, Job, Result, SiteDefaults, build_result, cell_text,
+                   render_query, truthy)
 from .script import parse_tsv, run_command
 from .sql import read_creds_file
 
@@ -135,7 +136,28 @@ class HiveEngine(Engine):
         self._connections: dict[str, Any] = {}
 
     def run(self, job: Job) -> Result:
-        query = render_query(job)
+        header, rows = self._rows(job, render_query(job))
+        return build_result(header, rows, job.interval)
+
+    def is_ready(self, job: Job) -> bool:
+        check = job.report.ready_when
+        if check is not None and check.query is not None:
+            _, rows = self._rows(job, render_query(job, check.query))
+            return bool(rows) and truthy(rows[0][0])
+        if check is not None and check.partition is not None:
+            table, *keys = render_query(job, check.partition).split("/")
+            spec = ", ".join(f"{name}={value}" if value.isdigit() else f"{name}='{value}'"
+                             for name, value in (key.split("=", 1) for key in keys))
+            try:
+                _, rows = self._rows(job, f"SHOW PARTITIONS {table} PARTITION ({spec})")
+            except EngineError as exc:
+                log.info("%s: partition %s/%s not there: %s", job.describe(), table, spec, exc)
+                return False
+            return bool(rows)
+        return super().is_ready(job)
+
+    def _rows(self, job: Job, query: str) -> tuple[list[str], list]:
+        """Header and rows (as text) of the last statement of `query`."""
         log.debug("%s: query:\n%s", job.describe(), query)
         database = self.folder.databases.get(job.report.db or "")
         if database is not None and database.engine == "hive-cli":
@@ -173,7 +195,7 @@ class HiveEngine(Engine):
         return self._connections[key]
 
     def _run_server(self, job: Job, key: str, server: HiveServer, query: str,
-                    timeout: float) -> Result:
+                    timeout: float) -> tuple[list[str], list]:
         statements = split_statements(query)
         if not statements:
             raise EngineError("the template holds no statement")
@@ -195,7 +217,7 @@ class HiveEngine(Engine):
             raise EngineError(f"Hive: {_one_line(exc)}") from None
         finally:
             _close_quietly(cursor)
-        return build_result(header, rows, job.interval)
+        return header, rows
 
     def _execute(self, job: Job, cursor, statement: str, deadline: float, timeout: float) -> None:
         from TCLIService.ttypes import TOperationState
@@ -232,7 +254,7 @@ class HiveEngine(Engine):
     # -- command line
 
     def _run_command(self, job: Job, query: str, command: tuple[str, ...],
-                     timeout: float | None) -> Result:
+                     timeout: float | None) -> tuple[list[str], list]:
         # Comments dropped (beeline prints nothing for a query that starts
         # with one); the header switched on for the hive CLI.
         statements = ["SET hive.cli.print.header=true", *split_statements(query)]
@@ -242,7 +264,7 @@ class HiveEngine(Engine):
         header, rows = parse_tsv(_last_result_set(stdout, statements))
         if not header:
             raise EngineError(f"{command[0]} printed no result (a header line is required)")
-        return build_result([name.rsplit(".", 1)[-1] for name in header], rows, job.interval)
+        return [name.rsplit(".", 1)[-1] for name in header], rows
 
     def close(self) -> None:
         for key in list(self._connections):

@@ -33,17 +33,32 @@ def parse_tsv(text: str) -> tuple[list[str], list[list[str]]]:
     return lines[0].split("\t"), [line.split("\t") for line in lines[1:]]
 
 
+def script_argv(script: Path, job: Job) -> list[str]:
+    """SCRIPT START END [V1 V2 ...] FOLDER: dates local to the report's time
+    zone (full hours for hourly reports), explode values by placeholder name."""
+    shape = HOUR_LABEL if job.interval.hourly else DAY_LABEL
+    return ([str(script), job.interval.start.strftime(shape), job.interval.end.strftime(shape)]
+            + [value for _, value in job.explode]
+            + [str(script.parent)])
+
+
+def script_ready(script: Path, job: Job, cwd: Path) -> bool:
+    """A `ready_when: {script: ...}` check: exit 0 = ready, anything else = not yet."""
+    try:
+        run_command(script_argv(script, job), cwd, job.report.timeout or DEFAULT_TIMEOUT_SECONDS,
+                    job.describe(), "ready_when script")
+        return True
+    except EngineError as exc:
+        log.info("%s: not ready: %s", job.describe(), exc)
+        return False
+
+
 class ScriptEngine(Engine):
     type = "script"
 
     def argv(self, job: Job) -> list[str]:
-        script = job.report.script_path
-        assert script is not None  # config guarantees it for script reports
-        # Dates (local to the report's time zone), or full hours for hourly reports.
-        shape = HOUR_LABEL if job.interval.hourly else DAY_LABEL
-        return ([str(script), job.interval.start.strftime(shape), job.interval.end.strftime(shape)]
-                + [value for _, value in job.explode]
-                + [str(script.parent)])
+        assert job.report.script_path is not None  # config guarantees it for script reports
+        return script_argv(job.report.script_path, job)
 
     def run(self, job: Job) -> Result:
         stdout = run_command(self.argv(job), self.query_folder,

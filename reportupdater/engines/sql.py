@@ -26,7 +26,8 @@ import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 
 from ..config import DEFAULT_TIMEOUT_SECONDS, DatabaseConfig
-from .base import Engine, EngineError, Job, Result, SiteDefaults, build_result, render_query
+from .base import (Engine, EngineError, Job, Result, SiteDefaults, build_result, render_query,
+                   truthy)
 
 log = logging.getLogger(__name__)
 
@@ -232,8 +233,18 @@ class SqlEngine(Engine):
 
     # -- running
 
+    def is_ready(self, job: Job) -> bool:
+        check = job.report.ready_when
+        if check is None or check.query is None:
+            return super().is_ready(job)
+        _, rows = self._query(job, render_query(job, check.query))
+        return bool(rows) and truthy(rows[0][0])
+
     def run(self, job: Job) -> Result:
-        query = render_query(job)
+        header, rows = self._query(job, render_query(job))
+        return build_result(header, rows, job.interval)
+
+    def _query(self, job: Job, query: str) -> tuple[list[str], list]:
         log.debug("%s: query:\n%s", job.describe(), query)
         database = self.folder.databases[job.report.db or ""]
         timeout = job.report.timeout or database.timeout or DEFAULT_TIMEOUT_SECONDS
@@ -242,8 +253,7 @@ class SqlEngine(Engine):
         for attempt in (1, 2):
             started = time.monotonic()
             try:
-                header, rows = self._execute(engine, target, query, timeout)
-                return build_result(header, rows, job.interval)
+                return self._execute(engine, target, query, timeout)
             except sqlalchemy.exc.DBAPIError as exc:
                 code = _error_code(exc)
                 elapsed = time.monotonic() - started
