@@ -905,7 +905,7 @@ def test_schedule_starts_a_report_only_after_its_cron_time_and_catches_up(tmp_pa
     assert (code, stdout) == (0, "")
     assert "INFO nightly: not scheduled now (schedule '0 2 * * *', next 2026-01-06T02:00Z)" \
         in info_lines(stderr)
-    assert "INFO report nightly: 0 computed, 0 failed, 0 waiting to retry, 0.0 s " \
+    assert "INFO report nightly: 0 computed, 0 failed, 0 waiting to retry, 0 waiting for data, 0.0 s " \
            "(not scheduled now)" in info_lines(stderr)
     assert not any(" WARNING " in line or " ERROR " in line for line in stderr.splitlines())
     assert files_under(out, hidden=True) == {}
