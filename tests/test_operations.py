@@ -1025,7 +1025,7 @@ def test_failing_interval_backs_off_1_then_2_then_4_hours(tmp_path):
     code, logs = run_at("2026-01-05T06:30")
     assert code == 1 and len(calls(folder)) == 2
     assert "INFO r: 1 failed intervals wait for their retry time (--retry-failed-now to force)" in logs
-    assert "INFO report r: 0 computed, 0 failed, 1 waiting to retry, 0.0 s" in logs
+    assert "INFO report r: 0 computed, 0 failed, 1 waiting to retry, 0 waiting for data, 0.0 s" in logs
     assert state_of(out) == failure(2, "2026-01-05T06:00:00Z", "2026-01-05T07:00:00Z")
     assert dry_run_at("2026-01-05T06:30") == waiting
     assert dry_run_at("2026-01-05T06:54") == waiting
