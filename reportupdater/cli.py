@@ -339,11 +339,16 @@ def _print_status(data: dict, verbose: bool) -> None:
             name = " ".join(f"{k}={v}" for k, v in combination["explode"].items()) or "(file)"
             rows.append(("  " + name, "", combination["first"] or "-", combination["last"] or "-",
                          str(combination["missing"]), str(len(combination["failures"])), "", "",
-                         combination["error"] or combination["missing_ranges"] or ""))
+                         combination["error"] or ""))
+            for why in combination["why_missing"]:
+                rows.append((f"    {why['intervals']}", "", "", "", "", "", "", "", why["reason"]))
     widths = [max(len(column), *(len(row[i]) for row in rows)) if rows else len(column)
               for i, column in enumerate(columns)]
     for row in [columns, *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    for entry in data["reports"] if verbose else []:
+        for note in entry.get("notes", []):
+            print(f"{entry['report']}: {note}")
     for error in data["config_errors"]:
         print(f"config error: {error}")
 

@@ -24,6 +24,8 @@ class CombinationView:
     missing: list[intervals.Interval] = field(default_factory=list)
     backing_off: list[intervals.Interval] = field(default_factory=list)  # failed, waiting to retry
     failures: dict[str, Failure] = field(default_factory=dict)           # date -> failure
+    waiting: dict[str, datetime] = field(default_factory=dict)           # date -> waiting for data since
+    reasons: list[tuple[str, str]] = field(default_factory=list)         # (date range, why missing)
     error: str | None = None          # the output file cannot be read
 
     @property
@@ -69,6 +71,30 @@ def _ranges(found: list[intervals.Interval]) -> list[tuple[intervals.Interval, i
         else:
             folded.append((interval, interval, 1))
     return folded
+
+
+def _fold_reasons(why: list[tuple[intervals.Interval, str]]) -> list[tuple[str, str]]:
+    """Consecutive intervals with the same reason, as ('first..last', reason)."""
+    folded: list[tuple[list[intervals.Interval], str]] = []
+    for interval, reason in why:
+        if folded and folded[-1][1] == reason and folded[-1][0][-1].end == interval.start:
+            folded[-1][0].append(interval)
+        else:
+            folded.append(([interval], reason))
+    return [(compress(group), reason) for group, reason in folded]
+
+
+def report_notes(view: "ReportView") -> list[str]:
+    """Why intervals a reader might expect are not there at all."""
+    report, notes = view.report, []
+    if view.next_due is not None:
+        notes.append(f"next interval due at {view.next_due:%Y-%m-%dT%H:%MZ}"
+                     + (f" (lag {report.lag} s)" if report.lag else ""))
+    if report.max_data_points:
+        notes.append(f"only the newest {report.max_data_points} intervals are kept (max_data_points)")
+    if view.due == 0:
+        notes.append(f"starts {report.starts}: nothing is due yet")
+    return notes
 
 
 def compress(found: list[intervals.Interval]) -> str:
@@ -118,10 +144,23 @@ def survey(folder: FolderConfig, output_folder: Path, now: datetime,
             combination.missing = list(plan.missing)
             _, combination.backing_off = state.split_retries(report.key, explode, plan.missing, now,
                                                              retry_failed_now)
+            why: list[tuple[intervals.Interval, str]] = []
             for interval in plan.missing:
-                failure = state.failure(report.key, failure_key(explode, interval.label))
+                key = failure_key(explode, interval.label)
+                failure = state.failure(report.key, key)
+                since = state.waiting_since(report.key, key)
                 if failure:
                     combination.failures[interval.label] = failure
+                    why.append((interval, f"failed: {failure.error} ({failure.attempts} attempts, "
+                                          f"next try after {failure.retry_after})"))
+                elif since:
+                    combination.waiting[interval.label] = since
+                    why.append((interval, f"waiting for data since {since:%Y-%m-%dT%H:%MZ}"))
+                elif not view.schedule_due:
+                    why.append((interval, f"not scheduled now (next {view.next_due:%Y-%m-%dT%H:%MZ})"))
+                else:
+                    why.append((interval, "not computed yet (the next run computes it)"))
+            combination.reasons = _fold_reasons(why)
         views.append(view)
     return views
 
@@ -148,6 +187,7 @@ def status_json(folder: FolderConfig, views: list[ReportView], verbose: bool) ->
             "last_failure": ({"where": last[0], **failure_json(last[1])} if last else None),
             "next_due": view.next_due.strftime("%Y-%m-%dT%H:%M:%SZ") if view.next_due else None,
             "schedule": view.report.schedule,
+            "waiting": sum(len(c.waiting) for c in view.combinations),
             "ok": view.ok,
         }
         errors = [c.error for c in view.combinations if c.error]
@@ -158,8 +198,11 @@ def status_json(folder: FolderConfig, views: list[ReportView], verbose: bool) ->
                 "explode": dict(c.explode), "file": str(c.path), "first": c.first, "last": c.last,
                 "missing": len(c.missing), "missing_ranges": compress(c.missing),
                 "failures": {label: failure_json(f) for label, f in sorted(c.failures.items())},
+                "waiting": {label: f"{since:%Y-%m-%dT%H:%M:%SZ}" for label, since in sorted(c.waiting.items())},
+                "why_missing": [{"intervals": span, "reason": reason} for span, reason in c.reasons],
                 "error": c.error,
             } for c in view.combinations]
+            entry["notes"] = report_notes(view)
         reports.append(entry)
     return {
         "query_folder": str(folder.query_folder),

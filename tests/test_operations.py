@@ -460,24 +460,32 @@ def test_status_after_a_complete_run_and_after_a_failure(tmp_path):
     assert (by_name["nightly"]["missing"], by_name["nightly"]["failing"],
             by_name["nightly"]["next_due"]) == (1, 0, "2026-01-07T02:00:00Z")
 
-    # --verbose: a line per combination, with the missing ranges.
+    # --verbose: a line per combination, and per missing range the reason.
     code, stdout, stderr = run_cli("status", folder, out, "--verbose", "-r", "per_wiki",
                                    "-r", "counting", "--now", "2026-01-07T05:00")
     assert (code, stderr) == (1, "")
+    next_run = "not computed yet (the next run computes it)"
     assert stdout == table(
         ("per_wiki", "days", "2026-01-02", "2026-01-05", "2", "0", "0", "2026-01-08T00:00:00Z", "-"),
-        ("  wiki=enwiki", "", "2026-01-02", "2026-01-05", "1", "0", "", "", "2026-01-06"),
-        ("  wiki=dewiki", "", "2026-01-02", "2026-01-05", "1", "0", "", "", "2026-01-06"),
+        ("  wiki=enwiki", "", "2026-01-02", "2026-01-05", "1", "0", "", "", ""),
+        ("    2026-01-06", "", "", "", "", "", "", "", next_run),
+        ("  wiki=dewiki", "", "2026-01-02", "2026-01-05", "1", "0", "", "", ""),
+        ("    2026-01-06", "", "", "", "", "", "", "", next_run),
         ("counting", "days", "2026-01-01", "2026-01-04", "2", "1", "0", "2026-01-08T00:00:00Z",
          "2026-01-05: script exited with status 3: source down for 2026-01-05 (x1)"),
-        ("  (file)", "", "2026-01-01", "2026-01-04", "2", "1", "", "", "2026-01-05..2026-01-06"),
-    )
+        ("  (file)", "", "2026-01-01", "2026-01-04", "2", "1", "", "", ""),
+        ("    2026-01-05", "", "", "", "", "", "", "",
+         "failed: script exited with status 3: source down for 2026-01-05 (1 attempts, "
+         "next try after 2026-01-06T05:00:00Z)"),
+        ("    2026-01-06", "", "", "", "", "", "", "", next_run),
+    ) + ("per_wiki: next interval due at 2026-01-08T00:00Z\n"
+         "counting: next interval due at 2026-01-08T00:00Z\n")
     data = json.loads(run_cli("status", folder, out, "--json", "--verbose", "-r", "per_wiki",
                               "--now", later)[1])
     assert data["reports"][0]["combinations"] == [
         {"explode": {"wiki": wiki}, "file": str(out / "per_wiki" / f"{wiki}.tsv"),
          "first": "2026-01-02", "last": "2026-01-05", "missing": 0, "missing_ranges": "",
-         "failures": {}, "error": None}
+         "failures": {}, "waiting": {}, "why_missing": [], "error": None}
         for wiki in ("enwiki", "dewiki")]
 
 
