@@ -406,7 +406,7 @@ def _rerun(args: argparse.Namespace) -> int:
     summary = runner.run(runner.RunOptions(
         query_folder=args.query_folder, output_folder=args.output_folder,
         config_path=args.config_path, now=args.now, only_reports=tuple(request.reports),
-        diff=_print_diff))
+        hive_url=os.environ.get("REPORTUPDATER_HIVE_URL"), diff=_print_diff))
     return summary.exit_code
 
 

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,7 @@ def report_notes(view: "ReportView") -> list[str]:
     """Why intervals a reader might expect are not there at all."""
     report, notes = view.report, []
     if view.next_due is not None:
-        notes.append(f"next interval due at {view.next_due:%Y-%m-%dT%H:%MZ}"
+        notes.append(f"next interval due at {view.next_due.astimezone(timezone.utc):%Y-%m-%dT%H:%MZ}"
                      + (f" (lag {report.lag} s)" if report.lag else ""))
     if report.max_data_points:
         notes.append(f"only the newest {report.max_data_points} intervals are kept (max_data_points)")
@@ -156,8 +156,9 @@ def survey(folder: FolderConfig, output_folder: Path, now: datetime,
                 elif since:
                     combination.waiting[interval.label] = since
                     why.append((interval, f"waiting for data since {since:%Y-%m-%dT%H:%MZ}"))
-                elif not view.schedule_due:
-                    why.append((interval, f"not scheduled now (next {view.next_due:%Y-%m-%dT%H:%MZ})"))
+                elif not view.schedule_due and report.schedule:
+                    upcoming = intervals.next_schedule_time(report.schedule, now)
+                    why.append((interval, f"not scheduled now (next {upcoming:%Y-%m-%dT%H:%MZ})"))
                 else:
                     why.append((interval, "not computed yet (the next run computes it)"))
             combination.reasons = _fold_reasons(why)
@@ -185,7 +186,8 @@ def status_json(folder: FolderConfig, views: list[ReportView], verbose: bool) ->
             "failing": view.failing,
             "pending_reruns": view.pending_reruns,
             "last_failure": ({"where": last[0], **failure_json(last[1])} if last else None),
-            "next_due": view.next_due.strftime("%Y-%m-%dT%H:%M:%SZ") if view.next_due else None,
+            "next_due": (view.next_due.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+                         if view.next_due else None),
             "schedule": view.report.schedule,
             "waiting": sum(len(c.waiting) for c in view.combinations),
             "ok": view.ok,

@@ -64,6 +64,8 @@ class ReportOutcome:
     computed: int = 0
     failed: int = 0
     failed_intervals: list[intervals.Interval] = field(default_factory=list)
+    # planned but not computed this run (budget, backoff, waiting for data)
+    unfinished_intervals: list[intervals.Interval] = field(default_factory=list)
     backing_off: int = 0          # failed before; not retried yet (1, 2, 4 ... hours)
     file_failed: bool = False     # an output file could not be read or written
     publish_failed: bool = False  # its Graphite points could not be built
@@ -160,15 +162,16 @@ class _Engines:
         interval."""
         engine = self.get(job.report.type)
         if job.report.ready_when is not None:
-            ready = []
+            ready, outcomes = [], []
             for part in job.parts:
                 try:
                     if engine.is_ready(Job(job.report, part, job.explode)):
                         ready.append(part)
-                except EngineError as exc:
-                    log.info("%s %s: readiness check failed: %s", job.report.key, part.label, exc)
+                    else:
+                        outcomes.append(PartOutcome(part, waiting=True))
+                except EngineError as exc:  # a broken check is a failure, not a wait
+                    outcomes.append(PartOutcome(part, error=EngineError(f"ready_when: {exc}")))
             if len(ready) < len(job.parts):
-                outcomes = [PartOutcome(part, waiting=True) for part in job.parts if part not in ready]
                 for part in ready:
                     outcomes += self._compute_ready(Job(job.report, part, job.explode))
                 return sorted(outcomes, key=lambda outcome: outcome.part)
@@ -331,7 +334,7 @@ def _run_report(report: config_stage.ReportConfig, engines: _Engines,
         target = _plan_file(report, explode, due, state, options, now, report_reruns, outcome)
         if target is not None:
             files[explode] = target
-    jobs = _order_jobs(report, list(files.values()), options)
+    jobs = _order_jobs(report, list(files.values()), options, outcome)
     total = sum(len(job.parts) for job in jobs)
     checkpoint = _Checkpoint(options)
     done = 0
@@ -354,7 +357,8 @@ def _run_report(report: config_stage.ReportConfig, engines: _Engines,
     return outcome
 
 
-def _order_jobs(report: config_stage.ReportConfig, files: list["_File"], options: RunOptions) -> list[Job]:
+def _order_jobs(report: config_stage.ReportConfig, files: list["_File"], options: RunOptions,
+                outcome: ReportOutcome) -> list[Job]:
     """The run's jobs: batches of consecutive intervals per file, newest
     first (so a long backfill puts yesterday on the dashboard in its first
     run) or oldest first, at most max_intervals_per_run / --max-intervals."""
@@ -377,7 +381,10 @@ def _order_jobs(report: config_stage.ReportConfig, files: list["_File"], options
                           parts=parts)
             kept.append(job)
             budget -= len(job.parts)
-        left = sum(len(job.parts) for job in jobs) - sum(len(job.parts) for job in kept)
+        taken = {(job.explode, part) for job in kept for part in job.parts}
+        later = [part for job in jobs for part in job.parts if (job.explode, part) not in taken]
+        outcome.unfinished_intervals += later
+        left = len(later)
         if left:
             log.info("%s: %d intervals left for later runs (max %d per run)", report.key, left, min(limits))
         jobs = kept
@@ -439,6 +446,7 @@ def _plan_file(report: config_stage.ReportConfig, explode: tuple[tuple[str, str]
                                         options.retry_failed_now)
     if waiting:  # failed before: let the source recover
         outcome.backing_off += len(waiting)
+        outcome.unfinished_intervals += waiting
         log.info("%s: %d failed intervals wait for their retry time (--retry-failed-now to force)",
                  name, len(waiting))
     if todo:
@@ -463,6 +471,7 @@ def _take_result(job: Job, parts: list[PartOutcome], seconds: float, target: _Fi
                                          f"(ready_timeout {report.ready_timeout:g} s)")
             else:
                 outcome.waiting += 1
+                outcome.unfinished_intervals.append(item.part)
                 log.info("%s %s: waiting for its data (since %s)", target.name, item.part.label,
                          f"{since:%Y-%m-%dT%H:%MZ}")
                 continue
@@ -565,21 +574,25 @@ def _save(target: _File, publisher: publish.Publisher | None, outcome: ReportOut
 
 def _consume_reruns(requests: list[reruns.RerunRequest], folder: config_stage.FolderConfig,
                     summary: RunSummary) -> None:
-    """Delete a request once every report it names has recomputed its range."""
+    """Delete a request once every report it names has recomputed its range;
+    a request done for some reports only keeps the others."""
     for request in requests:
-        done = True
+        pending = []
         for key in request.reports or tuple(folder.reports) + tuple(folder.broken_reports):
             if key in folder.broken_reports:
-                done = False  # keep it until the report's config is fixed
+                pending.append(key)  # kept until the report's config is fixed
             elif key not in folder.reports:
                 log.warning("%s: report %r is not in the config; ignored", request.path, key)
             elif key not in summary.reports:
-                done = False  # not part of this run (-r)
+                pending.append(key)  # not part of this run (-r)
             else:
                 outcome = summary.reports[key]
-                if outcome.file_failed or any(request.dates.overlaps(interval)
-                                              for interval in outcome.failed_intervals):
-                    done = False
-        if done:
+                left = outcome.failed_intervals + outcome.unfinished_intervals
+                if (outcome.file_failed or outcome.not_scheduled
+                        or any(request.dates.overlaps(interval) for interval in left)):
+                    pending.append(key)  # kept until all of its range was recomputed
+        if not pending:
             reruns.consume(request)
             log.info("%s: rerun %s..%s done", request.path.name, request.dates.start, request.dates.end)
+        elif request.reports and len(pending) < len(request.reports):
+            reruns.keep_only(request, pending)

@@ -113,9 +113,11 @@ class State:
     def clear_failure(self, report: str, key: str) -> None:
         """The interval was computed: forget its failures and its waiting."""
         memory = self.reports.get(report)
-        if memory and (memory.failures.pop(key, None) is not None
-                       or memory.waiting.pop(key, None) is not None):
-            self.dirty = True
+        if memory:
+            failed = memory.failures.pop(key, None) is not None
+            waited = memory.waiting.pop(key, None) is not None
+            if failed or waited:
+                self.dirty = True
 
     def record_waiting(self, report: str, key: str, now: datetime) -> datetime:
         """The interval's data is not ready; returns since when it waits."""

@@ -511,11 +511,14 @@ def test_status_counts_pending_reruns(tmp_path):
     code, stdout, _ = run_cli("status", folder, out, "-r", "daily_edits", "--now", "2026-01-05T02:30")
     assert stdout == table(
         ("daily_edits", "days", "2026-01-01", "2026-01-04", "3", "0", "2", "2026-01-06T01:00:00Z", "-"))
-    # The next run consumes them.
+    # The next run consumes them, except for the nightly report, not scheduled
+    # before tomorrow's 02:00: the request is kept for it alone.
     assert run_cli("run", folder, out, "--now", "2026-01-05T02:45")[0] == 0
     code, stdout, _ = run_cli("status", folder, out, "--json", "--now", "2026-01-05T02:45")
-    assert code == 0
-    assert [r["pending_reruns"] for r in json.loads(stdout)["reports"]] == [0, 0, 0, 0]
+    assert code == 1
+    assert [r["pending_reruns"] for r in json.loads(stdout)["reports"]] == [0, 0, 0, 1]
+    assert [path.read_text() for path in (folder / ".reruns").iterdir()] == [
+        "2026-01-01\n2026-01-02\nnightly\n"]
 
 
 # ------------------------------------------------------------ 3. run --dry-run
