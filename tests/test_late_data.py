@@ -294,6 +294,40 @@ def test_backfill_order_oldest_fills_history_first(tmp_path):
     assert read(out / "daily.tsv") == expected_rows(ALL_400[:57])
 
 
+VERSIONED_SCRIPT = """\
+#!/bin/sh
+printf 'date\\tversion\\n%s\\t%s\\n' "$1" "$(cat version.txt)"
+"""
+
+
+def test_a_rerun_larger_than_max_intervals_per_run_completes_over_runs(tmp_path):
+    # BUG: the request is consumed by the first run, which recomputed only the
+    # newest 4 of its 10 days (and were it kept, every run would take the same
+    # newest 4 again: the request says nothing of what is done already).
+    folder = make_folder(tmp_path, """\
+        reports:
+          daily:
+            type: script
+            granularity: days
+            starts: 2025-12-26
+        """, scripts={"daily": VERSIONED_SCRIPT})
+    (folder / "version.txt").write_text("1\n")
+    out = tmp_path / "out"
+    assert run_cli("run", folder, out, "--now", NOW) == (0, "", "")
+    days = [(date(2025, 12, 26) + timedelta(days=n)).isoformat() for n in range(10)]
+    assert read(out / "daily.tsv") == tsv("date\tversion", *[(day, 1) for day in days])
+
+    config = folder / "config.yaml"
+    config.write_text(read(config) + "    max_intervals_per_run: 4\n")
+    (folder / "version.txt").write_text("2\n")
+    assert run_cli("rerun", folder, days[0], "2026-01-05", "--now", NOW)[0] == 0
+    for _ in range(3):  # 4 + 4 + 2
+        assert run_cli("run", folder, out, "--now", NOW) == (0, "", "")
+    assert read(out / "daily.tsv") == tsv("date\tversion", *[(day, 2) for day in days]), \
+        "three runs of 4 did not recompute the 10 days of the rerun"
+    assert files_under(folder / ".reruns") == {}
+
+
 # ------------------------------------------------------------------- diffs
 
 DIFF_CONFIG = SQLITE_DB + """\
