@@ -215,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(args.log_level)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # Ctrl-C / SIGINT stops the run even when started from a shell or a
+    # parent that ignores SIGINT (which Python would otherwise inherit).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         handler = {"run": _run, "rerun": _rerun, "status": _status, "smoke": _smoke,
                    "validate": _validate, "graphite-backfill": _graphite_backfill,
