@@ -75,9 +75,9 @@ def write_request(query_folder: Path, dates: DateRange, reports: list[str]) -> P
     return folder / name
 
 
-def keep_only(request: RerunRequest, report_keys: list[str]) -> None:
-    """Rewrite a request (atomically, same name) for the reports still to do."""
-    lines = [request.dates.start.isoformat(), request.dates.end.isoformat(), *report_keys]
+def keep_only(request: RerunRequest, report_keys: list[str], dates: DateRange) -> None:
+    """Rewrite a request (atomically, same name) for what is still to do."""
+    lines = [dates.start.isoformat(), dates.end.isoformat(), *report_keys]
     temp = request.path.with_name(f".{request.path.name}.tmp")
     try:
         temp.write_text("\n".join(lines) + "\n", encoding="utf-8")

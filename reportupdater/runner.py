@@ -18,7 +18,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -577,22 +577,34 @@ def _consume_reruns(requests: list[reruns.RerunRequest], folder: config_stage.Fo
     """Delete a request once every report it names has recomputed its range;
     a request done for some reports only keeps the others."""
     for request in requests:
-        pending = []
+        pending: list[str] = []
+        whole = False  # some report did not touch the range at all
+        left: list[intervals.Interval] = []
         for key in request.reports or tuple(folder.reports) + tuple(folder.broken_reports):
-            if key in folder.broken_reports:
-                pending.append(key)  # kept until the report's config is fixed
+            if key in folder.broken_reports or (key in folder.reports and key not in summary.reports):
+                pending.append(key)  # config to fix, or not part of this run (-r)
+                whole = True
             elif key not in folder.reports:
                 log.warning("%s: report %r is not in the config; ignored", request.path, key)
-            elif key not in summary.reports:
-                pending.append(key)  # not part of this run (-r)
             else:
                 outcome = summary.reports[key]
-                left = outcome.failed_intervals + outcome.unfinished_intervals
-                if (outcome.file_failed or outcome.not_scheduled
-                        or any(request.dates.overlaps(interval) for interval in left)):
+                undone = [interval for interval in outcome.failed_intervals + outcome.unfinished_intervals
+                          if request.dates.overlaps(interval)]
+                if outcome.file_failed or outcome.not_scheduled:
+                    pending.append(key)
+                    whole = True
+                elif undone:
                     pending.append(key)  # kept until all of its range was recomputed
+                    left += undone
         if not pending:
             reruns.consume(request)
             log.info("%s: rerun %s..%s done", request.path.name, request.dates.start, request.dates.end)
-        elif request.reports and len(pending) < len(request.reports):
-            reruns.keep_only(request, pending)
+            continue
+        dates = request.dates
+        if not whole:
+            # Only what is still to do, so a bounded run moves on next time.
+            dates = intervals.DateRange(max(dates.start, min(i.start for i in left).date()),
+                                        min(dates.end, max(i.end for i in left).date()
+                                            + (timedelta(days=1) if max(i.end for i in left).time() else timedelta())))
+        if dates != request.dates or (request.reports and len(pending) < len(request.reports)):
+            reruns.keep_only(request, pending if request.reports else [], dates)
