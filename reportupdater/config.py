@@ -14,6 +14,7 @@ import itertools
 import os
 import re
 import shlex
+import urllib.parse
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -244,11 +245,18 @@ DEFAULT_SRV_TEMPLATE = "_{shard}-analytics._tcp.eqiad.wmnet"
 
 
 def _expand_env(where: _Where, key: str, text: str) -> str:
+    """${VAR} from the environment; inside a URL's user:password@ part the
+    value is percent-encoded, so a password holding @ / : # ? % stays whole."""
+    scheme, sep, rest = text.partition("://")
+    userinfo_end = len(scheme) + len(sep) + rest.split("/", 1)[0].rfind("@") if sep else -1
+
     def replace(match: re.Match) -> str:
         name = match.group(1)
         if name not in os.environ:
             raise where.error(key, f"environment variable ${{{name}}} is not set")
-        return os.environ[name]
+        value = os.environ[name]
+        in_userinfo = sep and len(scheme) + len(sep) <= match.start() < userinfo_end
+        return urllib.parse.quote(value, safe="") if in_userinfo else value
 
     return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", replace, text)
 
@@ -407,6 +415,10 @@ def _read_explode_values(where: _Where, query_folder: Path, placeholder: str,
         return [value.strip() for value in raw.split(",")]
     token = raw.strip()
     path = _inside(query_folder, token)
+    if path is None and "/" not in token and (query_folder / token).is_file():
+        # A values file in the folder that is a symlink to a file outside it.
+        raise where.error(f"explode_by.{placeholder}",
+                          f"values file {token!r} points outside the query folder")
     if path is not None and path.is_file():
         try:
             lines = path.read_text(encoding="utf-8").splitlines()

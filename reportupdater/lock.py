@@ -1,8 +1,8 @@
 # Runner support: one run per query folder.
 #
-# An flock on QUERY_FOLDER/.reportupdater.lock. The OS drops it when the
-# process dies, so a killed run never blocks the next one. May touch: that
-# one lock file.
+# A POSIX lock (lockf) on QUERY_FOLDER/.reportupdater.lock. The OS drops it
+# when the process dies, and children never inherit it, so a killed run
+# never blocks the next one. May touch: that one lock file.
 
 from __future__ import annotations
 
@@ -33,8 +33,10 @@ class FolderLock:
             raise LockError(f"{self.path}: cannot create the lock file: {exc.strerror} (the user "
                             "running reportupdater needs write access to the query folder)") from None
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            # lockf (POSIX record lock), not flock: a script forked by the
+            # run but not yet exec'd must not keep holding it after a kill.
+            fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (BlockingIOError, PermissionError):
             os.close(descriptor)
             raise FolderBusy(f"{self.path}: another run holds this query folder") from None
         os.ftruncate(descriptor, 0)

@@ -141,13 +141,19 @@ class Queue:
         name = f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}-{os.getpid()}"
         temp = self.folder / f".{name}.tmp"
         data = "".join(point.line() + "\n" for point in points).encode("utf-8")
-        descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.write(descriptor, data)
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-        os.replace(temp, self.folder / f"{name}.txt")
+            descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:  # a short write (disk nearly full) must not cut the batch
+                    view = view[os.write(descriptor, view):]
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            os.replace(temp, self.folder / f"{name}.txt")
+        except OSError:
+            temp.unlink(missing_ok=True)
+            raise
         folder = os.open(self.folder, os.O_RDONLY)
         try:
             os.fsync(folder)

@@ -351,8 +351,9 @@ def _run_report(report: config_stage.ReportConfig, engines: _Engines,
         if report.max_data_points and each.window_start:
             each.output.trim_before(each.window_start)
         _save(each, publisher, outcome)
-        if each.output.by_date:
-            newest = max(each.output.by_date)
+        dates = each.output.dates
+        if dates:
+            newest = max(dates)
             outcome.newest = max(outcome.newest or newest, newest)
     return outcome
 
@@ -562,8 +563,12 @@ def _save(target: _File, publisher: publish.Publisher | None, outcome: ReportOut
             log.error("%s: Graphite: %s", target.name, exc)
             outcome.publish_failed = True
         except OSError as exc:
-            log.error("%s: Graphite queue %s: %s", target.name, publisher.queue.folder, exc.strerror)
-            outcome.publish_failed = True
+            # The points cannot be recorded: writing the rows now would lose
+            # them for good; keep the file as it was, the next run redoes it.
+            log.error("%s: Graphite queue %s: %s; %s left as it was", target.name,
+                      publisher.queue.folder, exc.strerror, output.path)
+            outcome.file_failed = True
+            return
     try:
         output.save(group=target.report.group)
         target.fresh = set()

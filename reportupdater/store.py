@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 from .engines import Result
@@ -46,7 +47,9 @@ def output_path(output_folder: Path, report_key: str, explode: tuple[tuple[str, 
 _FIRST_FIELD = re.compile(r"^([^\t\r\n]*)", re.MULTILINE)
 # A line whose first field is not a date (the last, empty "line" after the
 # final newline is cut off before searching).
-_BAD_FIRST_FIELD = re.compile(r"^(?!\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}:\d{2})?(?:\t|\r?$))",
+# (Calendar days by month; 29 February is checked apart, for leap years.)
+_DAY = r"\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)|02-(?:0[1-9]|1\d|2\d))"
+_BAD_FIRST_FIELD = re.compile(rf"^(?!{_DAY}(?:T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d)?(?:\t|\r?$))",
                               re.MULTILINE)
 
 
@@ -107,9 +110,18 @@ class OutputFile:
             raise StoreError(f"{path}: cannot read: {exc.strerror}") from None
         output = cls(path)
         if text.strip("\r\n"):
+            if "\n" not in text:
+                # Not a TSV this tool (or the original) wrote: never overwrite it.
+                raise StoreError(f"{path}:1: not a TSV file (no line end); "
+                                 "the file is left as it is (move it aside to recompute)")
             output._text = text
-            if not output._looks_well_formed():
+            binary = "\x00" in text
+            if binary or not output._looks_well_formed():
                 output._split()  # raises StoreError naming the line
+            if binary:
+                line = text.count("\n", 0, text.index("\x00")) + 1
+                raise StoreError(f"{path}:{line}: not a TSV file (binary data); "
+                                 "the file is left as it is (move it aside to recompute)")
         return output
 
     def _looks_well_formed(self) -> bool:
@@ -122,8 +134,9 @@ class OutputFile:
         if not body:
             return True
         rows = body.count("\n") + 1
-        return (body.count("\t") == rows * (columns - 1)
-                and _BAD_FIRST_FIELD.search(body) is None)
+        if body.count("\t") != rows * (columns - 1) or _BAD_FIRST_FIELD.search(body):
+            return False
+        return all(_leap(label) for label in self.dates if label[5:10] == "02-29")
 
     def _split(self) -> None:
         """Split the text into rows, checking every one."""
@@ -143,9 +156,15 @@ class OutputFile:
             if len(cells) != len(header):
                 raise StoreError(f"{path}:{number}: {len(cells)} fields, but the header has "
                                  f"{len(header)}; the file is left as it is (move it aside to recompute)")
-            if not _LABEL.match(cells[0]):
-                raise StoreError(f"{path}:{number}: first field {cells[0]!r} is not a date YYYY-MM-DD; "
-                                 "the file is left as it is (move it aside to recompute)")
+            if cells[0] not in by_date:
+                try:
+                    if not _LABEL.match(cells[0]):
+                        raise ValueError
+                    datetime.strptime(cells[0][:10], "%Y-%m-%d")  # 2026-02-30 is no date
+                except ValueError:
+                    raise StoreError(f"{path}:{number}: first field {cells[0]!r} is not a date "
+                                     "YYYY-MM-DD; the file is left as it is (move it aside to "
+                                     "recompute)") from None
             by_date.setdefault(cells[0], []).append(cells)
         self._header, self._by_date, self._text = header, by_date, None
 
@@ -248,6 +267,11 @@ class OutputFile:
             self.temp_path.unlink(missing_ok=True)
         except OSError:
             pass
+
+
+def _leap(label: str) -> bool:
+    year = int(label[:4])
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
 
 
 def _fsync_folder(folder: Path) -> None:
