@@ -154,12 +154,13 @@ class DateRange:
 def plan(due: list[Interval] | tuple[Interval, ...], done_labels: Iterable[str],
          reruns: Iterable[DateRange] = ()) -> Plan:
     """Of the due intervals (see due_intervals), those missing or to be recomputed."""
-    done = set(done_labels)
+    done = done_labels if isinstance(done_labels, (set, frozenset)) else set(done_labels)
     reruns = list(reruns)
-    missing = tuple(
-        interval for interval in due
-        if interval.label not in done or any(r.overlaps(interval) for r in reruns)
-    )
+    if reruns:
+        missing = tuple(interval for interval in due
+                        if interval.label not in done or any(r.overlaps(interval) for r in reruns))
+    else:  # the hourly common case, over every file of a folder: keep it lean
+        missing = tuple(interval for interval in due if interval.label not in done)
     return Plan(due=tuple(due), missing=missing)
 
 

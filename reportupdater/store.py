@@ -69,6 +69,7 @@ class OutputFile:
         self._header = header or []
         self._by_date = by_date or {}
         self._text: str | None = None  # read but not yet split into rows
+        self._text_dates: set[str] | None = None  # its dates, found once
         self.dirty = False
 
     @property
@@ -84,8 +85,10 @@ class OutputFile:
     @property
     def dates(self) -> set[str]:
         if self._text is not None:
-            body = self._text.partition("\n")[2]
-            return set(_FIRST_FIELD.findall(body)) - {""}
+            if self._text_dates is None:
+                body = self._text.partition("\n")[2]
+                self._text_dates = set(_FIRST_FIELD.findall(body)) - {""}
+            return self._text_dates
         return set(self._by_date)
 
     @property
@@ -136,7 +139,7 @@ class OutputFile:
         rows = body.count("\n") + 1
         if body.count("\t") != rows * (columns - 1) or _BAD_FIRST_FIELD.search(body):
             return False
-        return all(_leap(label) for label in self.dates if label[5:10] == "02-29")
+        return "-02-29" not in body or all(_leap(label) for label in self.dates if label[5:10] == "02-29")
 
     def _split(self) -> None:
         """Split the text into rows, checking every one."""
@@ -166,7 +169,7 @@ class OutputFile:
                                      "YYYY-MM-DD; the file is left as it is (move it aside to "
                                      "recompute)") from None
             by_date.setdefault(cells[0], []).append(cells)
-        self._header, self._by_date, self._text = header, by_date, None
+        self._header, self._by_date, self._text, self._text_dates = header, by_date, None, None
 
     def merge(self, result: Result, replace_dates: set[str], fill: str = "",
               keep_column_order: bool = False) -> dict[str, tuple[list[list[str]], list[list[str]]]]:
