@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """reportupdater benchmark suite: one command, a table, benchmarks/results.md.
 
-    .venv/bin/python benchmarks/run.py                 # every case, full sizes
+    .venv/bin/python benchmarks/run.py                 # every case, full sizes (4-10 min)
     .venv/bin/python benchmarks/run.py --quick         # smaller sizes (a minute or two)
     .venv/bin/python benchmarks/run.py --only a,d      # some cases
+    .venv/bin/python benchmarks/run.py --ref HEAD      # the committed code, not the working tree
     .venv/bin/python benchmarks/run.py --only d --profile /tmp/prof   # where time goes
 
 Cases: (a) trivial script report from empty vs spawning the same argv

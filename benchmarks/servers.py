@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -184,9 +185,7 @@ def spark_available() -> str | None:
         return "Java is not installed (the Spark Thrift Server needs it)"
     if spark_home() is None:
         return "pyspark is not installed (pip install 'reportupdater[test]')"
-    try:
-        import pyhive  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("pyhive") is None:
         return "PyHive is not installed (pip install 'reportupdater[hive]')"
     return None
 
