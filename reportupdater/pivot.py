@@ -7,8 +7,9 @@
 
 from __future__ import annotations
 
-from .config import Pivot
+from .config import Pivot, ReportConfig
 from .engines import EngineError, Result
+from .store import OutputFile
 
 
 def pivot_result(result: Result, pivot: Pivot) -> Result:
@@ -37,3 +38,12 @@ def pivot_result(result: Result, pivot: Pivot) -> Result:
     wide = wide.reindex(sorted(wide.columns, key=str), axis=1).fillna(pivot.fill).reset_index()
     return Result(tuple(str(name) for name in wide.columns),
                   tuple(tuple(str(value) for value in row) for row in wide.itertuples(index=False)))
+
+
+def merge_shaped(output: OutputFile, result: Result, label: str, report: ReportConfig):
+    """Pivot the result if the report asks for it, then merge it for `label`.
+    Returns (the result as merged, {date: (old rows, new rows)} that changed)."""
+    if report.pivot is None:
+        return result, output.merge(result, {label})
+    result = pivot_result(result, report.pivot)
+    return result, output.merge(result, {label}, report.pivot.fill, keep_column_order=True)

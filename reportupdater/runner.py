@@ -28,7 +28,7 @@ from .state import State, failure_key
 from .engines import Engine, EngineError, Job, Result, SiteDefaults, engine_class, split_result
 from .engines.script import kill_running_commands
 from .lock import FolderBusy, FolderLock, LockError
-from .pivot import pivot_result
+from .pivot import merge_shaped
 
 log = logging.getLogger("reportupdater")
 
@@ -478,12 +478,8 @@ def _take_result(job: Job, parts: list[PartOutcome], seconds: float, target: _Fi
                 continue
         if item.result is not None:
             try:
-                if report.pivot:
-                    item.result = pivot_result(item.result, report.pivot)
                 columns_before = set(target.output.header)
-                changes = target.output.merge(item.result, {item.part.label},
-                                              report.pivot.fill if report.pivot else "",
-                                              keep_column_order=bool(report.pivot))
+                item.result, changes = merge_shaped(target.output, item.result, item.part.label, report)
             except (EngineError, store.StoreError) as exc:
                 item.error = exc
             else:

@@ -17,7 +17,7 @@ from . import intervals, publish, store
 from .config import ConfigError, FolderConfig, Granularity, ReportConfig
 from .engines import EngineError, Job, SiteDefaults, engine_class
 from .engines.base import render_query
-from .pivot import pivot_result
+from .pivot import merge_shaped
 
 
 @dataclass
@@ -72,11 +72,7 @@ def smoke(folder: FolderConfig, report_key: str, day: date, wanted: dict[str, li
                 else:
                     result.query = shlex.join(engine.argv(job))  # script engine
                 output = store.OutputFile(result.file)
-                computed = engine.run(job)
-                if report.pivot:
-                    computed = pivot_result(computed, report.pivot)
-                output.merge(computed, {interval.label}, report.pivot.fill if report.pivot else "",
-                             keep_column_order=bool(report.pivot))
+                merge_shaped(output, engine.run(job), interval.label, report)
                 result.text = output.text()
                 if report.graphite is not None and folder.graphite is not None:
                     lookups = lookups or publish.load_lookups(folder.graphite)
