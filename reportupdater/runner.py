@@ -26,7 +26,8 @@ from . import config as config_stage
 from . import intervals, publish, reruns, store
 from .state import State, failure_key
 from .engines import Engine, EngineError, Job, Result, SiteDefaults, engine_class, split_result
-from .engines.script import kill_running_commands
+from .engines.deadlines import leave_signals_to_main_thread
+from .engines.script import allow_commands, kill_running_commands
 from .lock import FolderBusy, FolderLock, LockError
 from .pivot import merge_shaped
 
@@ -117,9 +118,10 @@ def utcnow() -> datetime:
 
 
 class _Engines:
-    """Runs jobs on a pool of `jobs` threads: one engine per report type for
-    the whole run, at most `max_connections` jobs at a time per database, one
-    at a time for a report with `parallel: false`."""
+    """Runs jobs on a pool of `jobs` threads (in the calling thread when
+    `jobs` is 1): one engine per report type for the whole run, at most
+    `max_connections` jobs at a time per database, one at a time for a
+    report with `parallel: false`."""
 
     def __init__(self, folder: config_stage.FolderConfig, site: SiteDefaults):
         self.folder = folder
@@ -127,8 +129,10 @@ class _Engines:
         self._engines: dict[str, Engine] = {}
         self._lock = threading.Lock()
         self._limits: dict[str, threading.Semaphore] = {}
+        allow_commands()
         self._pool = ThreadPoolExecutor(max_workers=max(1, site.jobs),
-                                        thread_name_prefix="reportupdater")
+                                        thread_name_prefix="reportupdater",
+                                        initializer=leave_signals_to_main_thread)
 
     def get(self, report_type: str) -> Engine:
         with self._lock:
@@ -190,7 +194,17 @@ class _Engines:
         exactly as in a serial run.
 
         Only as many jobs as threads are in flight, so a million-interval
-        backfill does not hold a million futures."""
+        backfill does not hold a million futures. With one job at a time
+        they run in this thread: handing each to a worker costs two context
+        switches per interval."""
+        if self.site.jobs <= 1:
+            try:
+                for job in jobs:
+                    yield (job, *self._run(job))
+            except BaseException:
+                kill_running_commands()
+                raise
+            return
         running: deque[tuple[Job, Future]] = deque()
         try:
             for job in jobs:

@@ -20,6 +20,7 @@ from pathlib import Path
 from ..config import DEFAULT_TIMEOUT_SECONDS
 from ..intervals import DAY_LABEL, HOUR_LABEL
 from .base import Engine, EngineError, Job, Result, build_result
+from .deadlines import watchdog
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +69,21 @@ class ScriptEngine(Engine):
             raise EngineError("script printed nothing (a header line is required)")
         return build_result(header, rows, job.interval)
 
+    def close(self) -> None:
+        forget_ended_commands()
 
-# Commands running now, so that a run stopped by a signal can kill them.
+
+# Commands running now, so that a run stopped by a signal can kill them, and
+# whether it was stopped: a worker thread may be starting a command just then.
 _running: set[subprocess.Popen] = set()
 _running_lock = threading.Lock()
+_stopping = False
 
 # A run killed with SIGKILL cannot clean up: a small reaper process, started
 # with the first command, learns each command's process group through a pipe
 # and kills the groups still alive when the pipe closes (the run is gone).
+# Groups that ended are told with the next start (or at close), so that each
+# command costs one write, not two.
 _REAPER = """
 import os, signal, sys
 alive = set()
@@ -89,25 +97,51 @@ for group in alive:
         pass
 """
 _reaper: subprocess.Popen | None = None
+_ended_groups: list[int] = []  # ended since the last message to the reaper
 
 
-def _tell_reaper(message: str) -> None:
+def _tell_reaper(started: int | None) -> None:
+    """Send the reaper the groups that ended and the one that `started`.
+    Called with _running_lock held."""
     global _reaper
+    message = "".join(f"-{group}\n" for group in _ended_groups)
+    if started is not None:
+        message += f"+{started}\n"
+    if not message:
+        return
+    _ended_groups.clear()
     try:
         if _reaper is None or _reaper.poll() is not None:
+            if started is None:
+                return  # nothing alive to protect
             _reaper = subprocess.Popen([sys.executable, "-c", _REAPER], stdin=subprocess.PIPE,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                       start_new_session=True, text=True)
+                                       start_new_session=True)
         assert _reaper.stdin is not None
-        _reaper.stdin.write(message + "\n")
-        _reaper.stdin.flush()
+        os.write(_reaper.stdin.fileno(), message.encode())
     except OSError as exc:  # no reaper: orphans possible after a SIGKILL, nothing worse
         log.debug("reaper unavailable: %s", exc)
 
 
-def kill_running_commands() -> None:
-    """Kill every command started by run_command that is still running."""
+def forget_ended_commands() -> None:
+    """Tell the reaper about the commands that ended (at the end of a run)."""
     with _running_lock:
+        _tell_reaper(None)
+
+
+def allow_commands() -> None:
+    """A run starts: commands may run (again, after kill_running_commands)."""
+    global _stopping
+    with _running_lock:
+        _stopping = False
+
+
+def kill_running_commands() -> None:
+    """Kill every command started by run_command that is still running, and
+    any that starts from now on until allow_commands()."""
+    global _stopping
+    with _running_lock:
+        _stopping = True
         processes = list(_running)
     for process in processes:
         try:
@@ -131,11 +165,16 @@ def run_command(argv: list[str], cwd: Path, timeout: float, describe: str, what:
     except OSError as exc:
         raise EngineError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
     with _running_lock:
-        _running.add(process)
-        _tell_reaper(f"+{process.pid}")
-    # A timer kills the group at the timeout. communicate(timeout=...) would
-    # poll the exit with growing sleeps, which doubled the time of short
-    # scripts run one by one.
+        stopping = _stopping
+        if not stopping:
+            _running.add(process)
+            _tell_reaper(process.pid)
+    if stopping:
+        _kill_group(process)
+        raise EngineError(f"{what} not run: the run is stopping")
+    # The watchdog kills the group at the timeout. communicate(timeout=...)
+    # would poll the exit with growing sleeps, and a timer thread per command
+    # costs a thread start: both doubled the time of short scripts run one by one.
     timed_out = threading.Event()
 
     def expire() -> None:
@@ -145,9 +184,7 @@ def run_command(argv: list[str], cwd: Path, timeout: float, describe: str, what:
         except ProcessLookupError:
             pass
 
-    timer = threading.Timer(timeout, expire)
-    timer.daemon = True
-    timer.start()
+    cancel_timeout = watchdog.call_after(timeout, expire)
     try:
         stdout, stderr = process.communicate()
         if timed_out.is_set():
@@ -157,10 +194,10 @@ def run_command(argv: list[str], cwd: Path, timeout: float, describe: str, what:
         _kill_group(process)
         raise
     finally:
-        timer.cancel()
+        cancel_timeout()
         with _running_lock:
             _running.discard(process)
-            _tell_reaper(f"-{process.pid}")
+            _ended_groups.append(process.pid)
     errors = stderr.decode("utf-8", errors="replace").strip()
     if process.returncode != 0:
         if errors:

@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import sqlalchemy
 from sqlalchemy.engine import URL, make_url
@@ -28,6 +29,7 @@ from sqlalchemy.engine import URL, make_url
 from ..config import DEFAULT_TIMEOUT_SECONDS, DatabaseConfig
 from .base import (Engine, EngineError, Job, Result, SiteDefaults, build_result, render_query,
                    truthy)
+from .deadlines import watchdog
 
 log = logging.getLogger(__name__)
 
@@ -277,9 +279,9 @@ class SqlEngine(Engine):
                 _limit_mysql(connection, timeout)
                 if target.use_database:
                     connection.exec_driver_sql(f"USE `{target.use_database}`")
-                watchdog = None
+                cancel_interrupt = None
             else:
-                watchdog = _interrupt_after(connection, timeout)
+                cancel_interrupt = _interrupt_after(connection, timeout)
             try:
                 # no_parameters: the DBAPI gets the text as is, so '%' in
                 # DATE_FORMAT(...) stays literal, as with the original tool.
@@ -288,8 +290,8 @@ class SqlEngine(Engine):
                     raise EngineError("the query returned no result set (is it a SELECT?)")
                 return list(cursor.keys()), cursor.fetchall()
             finally:
-                if watchdog is not None:
-                    watchdog.cancel()
+                if cancel_interrupt is not None:
+                    cancel_interrupt()
 
     def close(self) -> None:
         for engine in self._engines.values():
@@ -311,17 +313,16 @@ def _limit_mysql(connection: sqlalchemy.Connection, timeout: float) -> None:
             raw._sock.settimeout(raw._read_timeout)
 
 
-def _interrupt_after(connection: sqlalchemy.Connection, timeout: float) -> threading.Timer | None:
-    """Other databases: interrupt the query from another thread at the timeout
-    (sqlite3's interrupt(), psycopg's cancel()), where the driver offers it."""
+def _interrupt_after(connection: sqlalchemy.Connection,
+                     timeout: float) -> Callable[[], None] | None:
+    """Other databases: interrupt the query from the watchdog thread at the
+    timeout (sqlite3's interrupt(), psycopg's cancel()), where the driver
+    offers it. Returns the function that cancels the interrupt."""
     raw = connection.connection.dbapi_connection
     stop = getattr(raw, "interrupt", None) or getattr(raw, "cancel", None)
     if stop is None:
         return None
-    timer = threading.Timer(timeout, stop)
-    timer.daemon = True
-    timer.start()
-    return timer
+    return watchdog.call_after(timeout, stop)
 
 
 def _error_code(exc: sqlalchemy.exc.DBAPIError) -> int | None:
