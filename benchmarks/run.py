@@ -96,6 +96,7 @@ def main() -> int:
     else:
         version = harness.working_tree_version()
     log(f"reportupdater: {version}")
+    harness.compile_library()
     ctx = cases.Context(root=root, quick=args.quick, repeat=args.repeat, log=log)
     errors: list[str] = []
     log(f"temp dir {root}; cases {','.join(selected)}{' (quick)' if args.quick else ''}")

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -22,7 +21,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import graphyte
 import yaml
 
 from . import intervals, store, templates
@@ -130,6 +128,7 @@ class Queue:
     """
 
     def __init__(self, output_folder: Path, query_folder: Path):
+        import hashlib  # here, not at the top: loading OpenSSL slows every run's start
         owner = hashlib.sha1(str(query_folder.resolve()).encode()).hexdigest()[:12]
         self.folder = output_folder / QUEUE_FOLDER / f"{query_folder.resolve().name}-{owner}"
 
@@ -197,6 +196,7 @@ class Sender:
         self.address = f"{host}:{port}"
         # interval=None: no background thread, we batch ourselves; and a
         # failed send must raise, not just be logged.
+        import graphyte  # only runs that send need it (and its socket import)
         self._graphyte = graphyte.Sender(host, port=port, timeout=timeout, interval=None,
                                          raise_send_errors=True)
 

@@ -519,7 +519,8 @@ def _take_result(job: Job, parts: list[PartOutcome], seconds: float, target: _Fi
                      item.part.label, failure.attempts, failure.retry_after)
         outcome.failed += 1
         outcome.failed_intervals.append(item.part)
-    if any(item.result is not None and item.error is None for item in parts):
+    if log.isEnabledFor(logging.INFO) and any(item.result is not None and item.error is None
+                                              for item in parts):
         log.info("%s: computed %d rows in %.2f s", job.describe(), rows, seconds)
 
 
