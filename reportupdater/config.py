@@ -760,7 +760,7 @@ def _parse_graphite(config_path: Path, query_folder: Path, raw: Any,
     return GraphiteConfig(host=host, port=port, prefix=prefix, lookups=lookups)
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml: 5x faster on big folders
     """SafeLoader that leaves dates as text: `starts: 2026-02-30` then fails as
     that report's error naming the key, not as a crash of the whole file."""
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from functools import cached_property
 from datetime import date, datetime, timedelta, timezone, tzinfo
@@ -121,20 +122,28 @@ def due_intervals(report: ReportConfig, now: datetime) -> list[Interval]:
 
     Empty when the report starts in the future (or within its lag).
     """
-    granularity, zone = report.granularity, report.zone
+    return list(_due(report.granularity, report.zone, report.starts, report.lag,
+                     report.max_data_points, now))
+
+
+@functools.lru_cache(maxsize=64)
+def _due(granularity: Granularity, zone: tzinfo, starts: date, lag: int,
+         max_data_points: int | None, now: datetime) -> tuple[Interval, ...]:
+    # Cached: the reports of a folder mostly share their calendar, and
+    # building two years of days is most of the cost of planning a report.
     hourly = granularity is Granularity.HOURS
-    ready = in_zone(as_utc(now) - timedelta(seconds=report.lag), zone)
+    ready = in_zone(as_utc(now) - timedelta(seconds=lag), zone)
     last = step(truncate(ready, granularity), granularity, -1)
-    first = truncate(in_zone(report.starts, zone), granularity)
-    if report.max_data_points:
-        first = max(first, step(last, granularity, -(report.max_data_points - 1)))
+    first = truncate(in_zone(starts, zone), granularity)
+    if max_data_points:
+        first = max(first, step(last, granularity, -(max_data_points - 1)))
     intervals: list[Interval] = []
     start = first
     while start <= last:
         end = step(start, granularity)
         intervals.append(Interval(start, end, hourly))
         start = end
-    return intervals
+    return tuple(intervals)
 
 
 @dataclass(frozen=True)
@@ -151,14 +160,20 @@ class DateRange:
 
 
 def plan(due: list[Interval] | tuple[Interval, ...], done_labels: Iterable[str],
-         reruns: Iterable[DateRange] = ()) -> Plan:
-    """Of the due intervals (see due_intervals), those missing or to be recomputed."""
+         reruns: Iterable[DateRange] = (), due_labels: Iterable[str] | None = None) -> Plan:
+    """Of the due intervals (see due_intervals), those missing or to be
+    recomputed. `due_labels`: their labels, when the caller plans many files
+    against the same due intervals."""
     done = done_labels if isinstance(done_labels, (set, frozenset)) else set(done_labels)
     reruns = list(reruns)
+    if not reruns and done.issuperset(due_labels if due_labels is not None
+                                      else (interval.label for interval in due)):
+        # The hourly common case, every file of a folder complete: one C-level check.
+        return Plan(due=tuple(due), missing=())
     if reruns:
         missing = tuple(interval for interval in due
                         if interval.label not in done or any(r.overlaps(interval) for r in reruns))
-    else:  # the hourly common case, over every file of a folder: keep it lean
+    else:
         missing = tuple(interval for interval in due if interval.label not in done)
     return Plan(due=tuple(due), missing=missing)
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from datetime import datetime
+from datetime import date
+from operator import itemgetter
 from pathlib import Path
 
 from .engines import Result
@@ -22,7 +23,7 @@ class StoreError(Exception):
     """An output file that cannot be read or written; names the path."""
 
 
-_LABEL = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2})?$")
+_LABEL = re.compile(r"\d{4}-\d{2}-\d{2}(?:T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d)?\Z", re.ASCII)
 ENCODING = "utf-8"
 ERRORS = "surrogateescape"  # keep bytes that are not UTF-8 exactly as they were
 
@@ -44,21 +45,69 @@ def output_path(output_folder: Path, report_key: str, explode: tuple[tuple[str, 
     return path
 
 
-_FIRST_FIELD = re.compile(r"^([^\t\r\n]*)", re.MULTILINE)
-# A line whose first field is not a date (the last, empty "line" after the
-# final newline is cut off before searching).
-# (Calendar days by month; 29 February is checked apart, for leap years.)
-_DAY = r"\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)|02-(?:0[1-9]|1\d|2\d))"
-_BAD_FIRST_FIELD = re.compile(rf"^(?!{_DAY}(?:T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d)?(?:\t|\r?$))",
-                              re.MULTILINE)
+# Dates already checked: the files of a folder share their dates, so each is
+# checked once per run, not once per file (bounded, for hourly reports).
+_KNOWN_LABELS: set[str] = set()
+_ONLY_LINE_ENDS = re.compile(r"[\r\n]*")
+_KNOWN_LABELS_MAX = 200_000
+
+
+def is_label(text: str) -> bool:
+    """YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS naming a real day (no 2026-02-30)."""
+    if not _LABEL.match(text):
+        return False
+    try:
+        date.fromisoformat(text[:10])
+    except ValueError:
+        return False
+    return True
+
+
+def _scan_dates(text: str) -> set[str] | None:
+    """The dates of a file in the plain shape this tool writes (a header with
+    at least two columns, then rows whose first field is a date), found
+    without splitting lines into cells; None when the file needs the
+    line-by-line check of OutputFile._split.
+
+    Checks the header, that the body has as many tabs as its rows need in
+    all, and that every line starts with a valid date and a tab. A row with
+    too many fields and another with too few pass here; _split catches them
+    before anything is merged into the file, so it is never rewritten."""
+    header_line, _, body = text.partition("\n")
+    tabs = header_line.count("\t")
+    if not tabs or not header_line.strip("\r") or header_line.startswith("\t"):
+        return None
+    if body.endswith("\n"):
+        body = body[:-1]
+    if not body:
+        return set()
+    lines = body.split("\n")
+    if body.count("\t") != len(lines) * tabs:
+        return None
+    # Whole-line work is done by C-level map()s: a folder has millions of lines.
+    width = lines[0].find("\t")  # the first date's length
+    try:
+        if set(map(itemgetter(width), lines)) != {"\t"}:
+            return None  # first fields of other lengths
+    except IndexError:
+        return None  # a line shorter than the first date
+    dates = set(map(itemgetter(slice(0, width)), lines))
+    unknown = dates.difference(_KNOWN_LABELS)
+    if unknown:
+        if not all(map(is_label, unknown)):
+            return None
+        if len(_KNOWN_LABELS) + len(unknown) > _KNOWN_LABELS_MAX:
+            _KNOWN_LABELS.clear()
+        _KNOWN_LABELS.update(unknown)
+    return dates
 
 
 class OutputFile:
     """One output TSV, held in memory between one read and its writes.
 
     Rows are kept grouped by date, so merging an interval costs the size of
-    its result, not of the file; they are sorted only when written. A file
-    is checked and its dates found with whole-text regular expressions; it is
+    its result, not of the file; they are sorted only when written. A file's
+    dates are found without splitting it into cells (_scan_dates); it is
     split into rows only when something is merged into it, so planning a
     complete folder costs little more than reading it.
     """
@@ -69,7 +118,7 @@ class OutputFile:
         self._header = header or []
         self._by_date = by_date or {}
         self._text: str | None = None  # read but not yet split into rows
-        self._text_dates: set[str] | None = None  # its dates, found once
+        self._text_dates: set[str] = set()  # its dates, while not split
         self.dirty = False
 
     @property
@@ -85,9 +134,6 @@ class OutputFile:
     @property
     def dates(self) -> set[str]:
         if self._text is not None:
-            if self._text_dates is None:
-                body = self._text.partition("\n")[2]
-                self._text_dates = set(_FIRST_FIELD.findall(body)) - {""}
             return self._text_dates
         return set(self._by_date)
 
@@ -112,34 +158,23 @@ class OutputFile:
         except OSError as exc:
             raise StoreError(f"{path}: cannot read: {exc.strerror}") from None
         output = cls(path)
-        if text.strip("\r\n"):
+        if not _ONLY_LINE_ENDS.fullmatch(text):  # (strip() would copy the whole text)
             if "\n" not in text:
                 # Not a TSV this tool (or the original) wrote: never overwrite it.
                 raise StoreError(f"{path}:1: not a TSV file (no line end); "
                                  "the file is left as it is (move it aside to recompute)")
             output._text = text
             binary = "\x00" in text
-            if binary or not output._looks_well_formed():
+            dates = None if binary else _scan_dates(text)
+            if dates is None:
                 output._split()  # raises StoreError naming the line
+            else:
+                output._text_dates = dates
             if binary:
                 line = text.count("\n", 0, text.index("\x00")) + 1
                 raise StoreError(f"{path}:{line}: not a TSV file (binary data); "
                                  "the file is left as it is (move it aside to recompute)")
         return output
-
-    def _looks_well_formed(self) -> bool:
-        text = self._text or ""
-        header_line, _, body = text.partition("\n")
-        columns = header_line.count("\t") + 1
-        if not header_line.strip("\r") or header_line.startswith("\t"):
-            return False
-        body = body.rstrip("\r\n")
-        if not body:
-            return True
-        rows = body.count("\n") + 1
-        if body.count("\t") != rows * (columns - 1) or _BAD_FIRST_FIELD.search(body):
-            return False
-        return "-02-29" not in body or all(_leap(label) for label in self.dates if label[5:10] == "02-29")
 
     def _split(self) -> None:
         """Split the text into rows, checking every one."""
@@ -160,16 +195,12 @@ class OutputFile:
                 raise StoreError(f"{path}:{number}: {len(cells)} fields, but the header has "
                                  f"{len(header)}; the file is left as it is (move it aside to recompute)")
             if cells[0] not in by_date:
-                try:
-                    if not _LABEL.match(cells[0]):
-                        raise ValueError
-                    datetime.strptime(cells[0][:10], "%Y-%m-%d")  # 2026-02-30 is no date
-                except ValueError:
+                if not is_label(cells[0]):
                     raise StoreError(f"{path}:{number}: first field {cells[0]!r} is not a date "
                                      "YYYY-MM-DD; the file is left as it is (move it aside to "
-                                     "recompute)") from None
+                                     "recompute)")
             by_date.setdefault(cells[0], []).append(cells)
-        self._header, self._by_date, self._text, self._text_dates = header, by_date, None, None
+        self._header, self._by_date, self._text, self._text_dates = header, by_date, None, set()
 
     def merge(self, result: Result, replace_dates: set[str], fill: str = "",
               keep_column_order: bool = False) -> dict[str, tuple[list[list[str]], list[list[str]]]]:
@@ -270,11 +301,6 @@ class OutputFile:
             self.temp_path.unlink(missing_ok=True)
         except OSError:
             pass
-
-
-def _leap(label: str) -> bool:
-    year = int(label[:4])
-    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
 
 
 def _fsync_folder(folder: Path) -> None:

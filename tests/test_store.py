@@ -298,6 +298,48 @@ def test_non_date_first_column_names_path_line_and_value(tmp_path, first):
     assert str(caught.value).startswith(f"{path}:3: first field {first!r} is not a date YYYY-MM-DD")
 
 
+@pytest.mark.parametrize("first", ["2026-02-30", "2025-02-29", "2100-02-29", "2026-13-01",
+                                   "2026-01-01T24:00:00", "2026-01-01T05:61:00", "２０２６-01-01"])
+def test_impossible_dates_are_refused_in_every_file_that_holds_them(tmp_path, first):
+    # Dates are checked once per run and remembered: a second file with the
+    # same bad date must be refused too, and a good date must not make a bad
+    # one pass.
+    for name in ("a.tsv", "b.tsv"):
+        path = write(tmp_path / name, tsv("date\ta", "2024-02-29\t1", f"{first}\t2"))
+        with pytest.raises(StoreError, match=f":3: first field {first!r} is not a date"):
+            OutputFile.load(path)
+
+
+def test_dates_of_mixed_shapes_one_column_and_hours_are_found(tmp_path):
+    mixed = write(tmp_path / "mixed.tsv", tsv("date\ta", "2026-01-01\t1", "2026-01-02T05:00:00\t2"))
+    assert OutputFile.load(mixed).dates == {"2026-01-01", "2026-01-02T05:00:00"}
+    single = write(tmp_path / "single.tsv", b"date\r\n2026-01-01\r\n2026-01-02\r\n")
+    assert OutputFile.load(single).dates == {"2026-01-01", "2026-01-02"}
+    hours = write(tmp_path / "hours.tsv", tsv("date\ta", "2026-01-01T23:00:00\t1", "2024-02-29T00:00:00\t2"))
+    assert OutputFile.load(hours).dates == {"2026-01-01T23:00:00", "2024-02-29T00:00:00"}
+
+
+def test_a_blank_line_names_its_line(tmp_path):
+    path = write(tmp_path / "r.tsv", tsv("date\ta", "2026-01-01\t1", "", "2026-01-02\t1"))
+    with pytest.raises(StoreError, match=r":3: 1 fields, but the header has 2"):
+        OutputFile.load(path)
+    trailing = write(tmp_path / "t.tsv", tsv("date\ta", "2026-01-01\t1", ""))
+    with pytest.raises(StoreError, match=r":3: 1 fields, but the header has 2"):
+        OutputFile.load(trailing)
+
+
+def test_fields_miscounted_on_two_lines_are_caught_before_a_merge_writes(tmp_path):
+    # One row short of a field and another with one too many have the right
+    # number of tabs in all: loading finds the dates, merging checks lines.
+    data = tsv("date\ta\tb", "2026-01-01\t1", "2026-01-02\t1\t2\t3")
+    path = write(tmp_path / "r.tsv", data)
+    output = OutputFile.load(path)
+    assert output.dates == {"2026-01-01", "2026-01-02"}
+    with pytest.raises(StoreError, match=r":2: 2 fields, but the header has 3"):
+        output.merge(result(["date", "a", "b"], ["2026-01-03", "1", "2"]), set())
+    assert path.read_bytes() == data
+
+
 def test_empty_header_names_line_one(tmp_path):
     path = write(tmp_path / "r.tsv", b"\ta\n2026-01-01\t1\n")
     with pytest.raises(StoreError) as caught:
