@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -26,7 +26,6 @@ from . import config as config_stage
 from . import intervals, publish, reruns, store
 from .state import State, failure_key
 from .engines import Engine, EngineError, Job, Result, SiteDefaults, engine_class, split_result
-from .engines.deadlines import leave_signals_to_main_thread
 from .engines.script import allow_commands, kill_running_commands
 from .lock import FolderBusy, FolderLock, LockError
 from .pivot import merge_shaped
@@ -131,8 +130,7 @@ class _Engines:
         self._limits: dict[str, threading.Semaphore] = {}
         allow_commands()
         self._pool = ThreadPoolExecutor(max_workers=max(1, site.jobs),
-                                        thread_name_prefix="reportupdater",
-                                        initializer=leave_signals_to_main_thread)
+                                        thread_name_prefix="reportupdater")
 
     def get(self, report_type: str) -> Engine:
         with self._lock:
@@ -211,10 +209,10 @@ class _Engines:
                 running.append((job, self._pool.submit(self._run, job)))
                 if len(running) >= self.site.jobs:
                     done, future = running.popleft()
-                    yield (done, *future.result())
+                    yield (done, *_result(future))
             while running:
                 done, future = running.popleft()
-                yield (done, *future.result())
+                yield (done, *_result(future))
         except BaseException:
             # Stopped (SIGTERM, Ctrl-C, a bug): kill what the workers wait for.
             for _, future in running:
@@ -229,6 +227,20 @@ class _Engines:
                 engine.close()
             except Exception as exc:  # closing must not hide the run's outcome
                 log.warning("closing %s engine: %s", engine.type, exc)
+
+
+def _result(future: Future):
+    """The future's result, waited for in slices: the kernel may hand SIGTERM
+    or Ctrl-C to a worker thread, and Python runs the handler only when the
+    main thread wakes up, which a plain result() would not do until the job
+    ends. (Blocking the signals in the workers instead would block them in
+    the scripts they start too: a child inherits its thread's signal mask.)"""
+    while not wait([future], timeout=_SIGNAL_CHECK_SECONDS).done:
+        pass
+    return future.result()
+
+
+_SIGNAL_CHECK_SECONDS = 0.25
 
 
 def run(options: RunOptions) -> RunSummary:

@@ -388,3 +388,32 @@ reports:
                 os.killpg(pids[0], signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+SIGNAL_MASK = """\
+#!/bin/sh
+blocked=$(sed -n 's/^SigBlk:[[:space:]]*//p' /proc/self/status)
+printf 'date\\tblocked\\n%s\\t%s\\n' "$1" "$blocked"
+"""
+
+
+@pytest.mark.parametrize("jobs", ["1", "4"])
+def test_scripts_start_with_no_signal_blocked(tmp_path, jobs):
+    # A process inherits the signal mask of the thread that starts it: a
+    # script started by a thread that blocks SIGTERM could not be stopped by
+    # `timeout` or `kill` inside it. (sed runs as the script's child, with
+    # the script's mask.)
+    config = """\
+reports:
+  mask:
+    type: script
+    granularity: days
+    starts: 2026-01-01
+"""
+    folder = make_folder(tmp_path, config, scripts={"mask": SIGNAL_MASK})
+    out = tmp_path / "out"
+    code, _, stderr = run_cli("run", folder, out, "--now", NOW, "--jobs", jobs)
+    assert code == 0, stderr
+    lines = (out / "mask.tsv").read_text().splitlines()
+    assert len(lines) > 2
+    assert {line.split("\t")[1] for line in lines[1:]} == {"0000000000000000"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import signal
 import threading
 import time
@@ -30,6 +31,9 @@ class Watchdog:
         self._actions: dict[int, Callable[[], None]] = {}
         self._keys = itertools.count()
         self._thread: threading.Thread | None = None
+        # When the thread looks at the queue next: a new entry due later needs
+        # no wake-up (a context switch per short command otherwise).
+        self._wake_at = math.inf
 
     def call_after(self, seconds: float, action: Callable[[], None]) -> Callable[[], None]:
         """Call `action` in `seconds` unless the returned cancel() comes first."""
@@ -42,7 +46,8 @@ class Watchdog:
                 self._thread = threading.Thread(target=self._watch, name="reportupdater-watchdog",
                                                 daemon=True)
                 self._thread.start()
-            elif self._queue[0][1] == key:  # earlier than what the thread sleeps for
+            elif deadline < self._wake_at:
+                self._wake_at = deadline
                 self._condition.notify()
 
         def cancel() -> None:
@@ -56,31 +61,35 @@ class Watchdog:
             heapq.heappop(self._queue)
 
     def _watch(self) -> None:
-        leave_signals_to_main_thread()
+        _leave_signals_to_main_thread()
         while True:
             with self._condition:
                 self._drop_cancelled()
                 if not self._queue:
+                    self._wake_at = math.inf
                     self._condition.wait()
                     continue
                 deadline, key = self._queue[0]
                 delay = deadline - time.monotonic()
                 if delay > 0:
+                    self._wake_at = deadline
                     self._condition.wait(delay)
                     continue
                 heapq.heappop(self._queue)
                 action = self._actions.pop(key)
+                self._wake_at = -math.inf  # looks again right after the action
             try:
                 action()
             except Exception as exc:  # one failed kill must not stop later timeouts
                 log.warning("timeout action failed: %s", exc)
 
 
-def leave_signals_to_main_thread() -> None:
-    """Block SIGINT and SIGTERM in the calling (worker) thread. The kernel
-    hands a signal to any thread that does not block it, and a Python handler
-    only runs once the main thread wakes up: a main thread waiting on a lock
-    for a job that takes an hour would take an hour to stop."""
+def _leave_signals_to_main_thread() -> None:
+    """Block SIGINT and SIGTERM in the watchdog thread. The kernel hands a
+    signal to any thread that does not block it, and Python runs the handler
+    only when the main thread wakes up: with --jobs 1 the main thread waits
+    for a script in poll(), which only a signal sent to it interrupts.
+    (Nothing is started from this thread: a child would inherit the mask.)"""
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
 
 

@@ -83,7 +83,9 @@ _stopping = False
 # with the first command, learns each command's process group through a pipe
 # and kills the groups still alive when the pipe closes (the run is gone).
 # Groups that ended are told with the next start (or at close), so that each
-# command costs one write, not two.
+# command costs one write, not two. (Telling it only of commands still
+# running after a moment would save that write too, but orphan a hanging
+# script when the run is killed in that moment.)
 _REAPER = """
 import os, signal, sys
 alive = set()
