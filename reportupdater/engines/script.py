@@ -9,11 +9,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -69,9 +71,6 @@ class ScriptEngine(Engine):
             raise EngineError("script printed nothing (a header line is required)")
         return build_result(header, rows, job.interval)
 
-    def close(self) -> None:
-        forget_ended_commands()
-
 
 # Commands running now, so that a run stopped by a signal can kill them, and
 # whether it was stopped: a worker thread may be starting a command just then.
@@ -80,18 +79,19 @@ _running_lock = threading.Lock()
 _stopping = False
 
 # A run killed with SIGKILL cannot clean up: a small reaper process, started
-# with the first command, learns each command's process group through a pipe
-# and kills the groups still alive when the pipe closes (the run is gone).
-# Groups that ended are told with the next start (or at close), so that each
-# command costs one write, not two. (Telling it only of commands still
-# running after a moment would save that write too, but orphan a hanging
-# script when the run is killed in that moment.)
+# with the first command, waits for the end of a pipe from the run, which
+# comes when the run is gone, and then kills the process groups still alive.
+# It learns them from a log file that the run appends to ("+group" when a
+# command starts, "-group" when it ends, emptied when none runs). The reaper
+# reads it only at the end: a message through the pipe per command woke the
+# reaper, which then competed for the CPU with the command starting.
 _REAPER = """
 import os, signal, sys
+sys.stdin.buffer.read()  # returns at the end of the pipe: the run is gone
+log = int(sys.argv[1])
 alive = set()
-for line in sys.stdin:
-    sign, group = line[0], int(line[1:])
-    (alive.add if sign == "+" else alive.discard)(group)
+for line in os.pread(log, os.fstat(log).st_size, 0).decode().split():
+    (alive.add if line[0] == "+" else alive.discard)(int(line[1:]))
 for group in alive:
     try:
         os.killpg(group, signal.SIGKILL)
@@ -99,36 +99,32 @@ for group in alive:
         pass
 """
 _reaper: subprocess.Popen | None = None
-_ended_groups: list[int] = []  # ended since the last message to the reaper
+_reaper_log: int | None = None  # descriptor of an unlinked temp file, append-only
 
 
-def _tell_reaper(started: int | None) -> None:
-    """Send the reaper the groups that ended and the one that `started`.
-    Called with _running_lock held."""
-    global _reaper
-    message = "".join(f"-{group}\n" for group in _ended_groups)
-    if started is not None:
-        message += f"+{started}\n"
-    if not message:
-        return
-    _ended_groups.clear()
+def _tell_reaper(line: str) -> None:
+    """Log a command's start (+group) or end (-group) for the reaper.
+    Called with _running_lock held, after _running was updated."""
+    global _reaper, _reaper_log
     try:
         if _reaper is None or _reaper.poll() is not None:
-            if started is None:
-                return  # nothing alive to protect
-            _reaper = subprocess.Popen([sys.executable, "-c", _REAPER], stdin=subprocess.PIPE,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            if line.startswith("-"):
+                return  # no reaper to tell: nothing it would have to kill
+            if _reaper_log is None:
+                _reaper_log, path = tempfile.mkstemp(prefix="reportupdater-reaper-")
+                os.unlink(path)
+                fcntl.fcntl(_reaper_log, fcntl.F_SETFL, os.O_APPEND)
+            _reaper = subprocess.Popen([sys.executable, "-c", _REAPER, str(_reaper_log)],
+                                       stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL, pass_fds=(_reaper_log,),
                                        start_new_session=True)
-        assert _reaper.stdin is not None
-        os.write(_reaper.stdin.fileno(), message.encode())
+        assert _reaper_log is not None
+        if line.startswith("-") and not _running:
+            os.ftruncate(_reaper_log, 0)  # nothing runs: start the log over
+        else:
+            os.write(_reaper_log, f"{line}\n".encode())
     except OSError as exc:  # no reaper: orphans possible after a SIGKILL, nothing worse
         log.debug("reaper unavailable: %s", exc)
-
-
-def forget_ended_commands() -> None:
-    """Tell the reaper about the commands that ended (at the end of a run)."""
-    with _running_lock:
-        _tell_reaper(None)
 
 
 def allow_commands() -> None:
@@ -170,7 +166,7 @@ def run_command(argv: list[str], cwd: Path, timeout: float, describe: str, what:
         stopping = _stopping
         if not stopping:
             _running.add(process)
-            _tell_reaper(process.pid)
+            _tell_reaper(f"+{process.pid}")
     if stopping:
         _kill_group(process)
         raise EngineError(f"{what} not run: the run is stopping")
@@ -199,7 +195,7 @@ def run_command(argv: list[str], cwd: Path, timeout: float, describe: str, what:
         cancel_timeout()
         with _running_lock:
             _running.discard(process)
-            _ended_groups.append(process.pid)
+            _tell_reaper(f"-{process.pid}")
     errors = stderr.decode("utf-8", errors="replace").strip()
     if process.returncode != 0:
         if errors:
