@@ -17,7 +17,7 @@ from reportupdater.cli import parse_now
 from reportupdater.runner import RunOptions, run
 
 from testkit import (DAILY_EDITS_SQL, NOW, SQLITE_DB, files_under, make_edits_db, make_folder,
-                     process_alive, read, run_cli, start_cli, tsv, wait_for)
+                     process_alive, run_cli, start_cli, tsv, wait_for)
 
 # ------------------------------------------------------ two runs at once
 

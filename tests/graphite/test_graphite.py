@@ -4,7 +4,6 @@ files, and the Grafana dashboard rendered by a real graphite-web."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PASSWORD, USER
+from live_servers import USER
 
 NOW = "2026-01-11T05:00"
 
@@ -84,7 +83,7 @@ def test_classic_config_types_and_percent_signs(events_db, tmp_path):
         "2026-01-01\tenwiki\t0.000001\tplain\t2026-01-01\tx\n"
         "2026-01-02\tdewiki\t1.500000\tÄ\t2026-01-02\t\n"
         "2026-01-03\t\t\t\t\t\n")
-    assert PASSWORD not in done.stderr
+    assert events_db.password not in done.stderr
 
 
 def test_wrong_password_is_a_clear_error_without_the_password(events_db, tmp_path):

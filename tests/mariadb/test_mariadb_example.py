@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import USER
+from live_servers import USER
 from reportupdater import config as config_stage
 from reportupdater.engines import Job
 from reportupdater.engines.sql import SqlEngine

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import threading
 import time
-from conftest import USER
+from live_servers import USER
 
 
 def test_max_connections_is_never_exceeded(mariadb, tmp_path):

@@ -1,11 +1,12 @@
-# Live servers for the benchmarks: a MariaDB and a Spark Thrift Server.
+# Live servers for the tests and the benchmarks: a MariaDB and a Spark
+# Thrift Server (HiveServer2 protocol), started by the caller in a temp dir.
 #
-# The minimal launch code of tests/mariadb/conftest.py and
-# tests/hive/conftest.py, copied rather than imported so that the benchmarks
-# do not depend on pytest fixtures (and keep working while the tests change).
-# Each server runs on 127.0.0.1 on a free port, with its data in a temp dir
-# given by the caller, and is stopped by its PID (MariaDB) or process group
-# (Spark, started in a session of its own). Nothing system-wide is touched.
+# Plain functions, no pytest: tests/mariadb/conftest.py and
+# tests/hive/conftest.py wrap them in session fixtures, benchmarks/cases.py
+# calls them directly. Each server runs on 127.0.0.1 on a free port with its
+# data under the folder it is given, and is stopped by its PID (MariaDB) or
+# its process group (Spark, started in a session of its own). Nothing
+# system-wide is touched.
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 USER = "analyst"
-PASSWORD = "bench-Pa55word"
 
 
 def free_port() -> int:
@@ -31,6 +32,7 @@ def free_port() -> int:
 
 
 def find_program(program: str) -> str | None:
+    """On PATH, or in /usr/sbin (Debian puts mariadbd there, outside a user's PATH)."""
     return shutil.which(program) or next(
         (str(p) for p in (Path("/usr/sbin") / program, Path("/usr/bin") / program) if p.exists()), None)
 
@@ -44,10 +46,13 @@ class MariaDB:
     port: int
     socket: str
     datadir: Path
-    process: subprocess.Popen
     log_path: Path
+    password: str                       # USER's
+    options: tuple[str, ...] = ()       # extra mariadbd options
+    process: subprocess.Popen | None = None
 
     def root(self, database: str | None = None):
+        """A root connection over the socket (root has no password here)."""
         import pymysql
         return pymysql.connect(unix_socket=self.socket, user="root", database=database,
                                autocommit=True, charset="utf8mb4")
@@ -64,13 +69,37 @@ class MariaDB:
         finally:
             connection.close()
 
-    def creds_file(self, folder: Path) -> Path:
+    def creds_file(self, folder: Path, password: str | None = None) -> Path:
+        """A MySQL client options file for USER (another password: a wrong one)."""
         path = folder / "my.cnf"
-        path.write_text(f"[client]\nuser = {USER}\npassword = \"{PASSWORD}\"\n")
+        path.write_text(f"[client]\nuser = {USER}\npassword = \"{password or self.password}\"\n")
         return path
 
+    def start(self, seconds: float = 60) -> None:
+        """(Re)start mariadbd on this port and datadir; returns once it accepts connections."""
+        import pymysql
+        command = [
+            find_program("mariadbd") or "mariadbd", "--no-defaults", f"--datadir={self.datadir}",
+            f"--port={self.port}", "--bind-address=127.0.0.1", f"--socket={self.socket}",
+            f"--pid-file={self.datadir / 'mariadbd.pid'}", "--skip-log-bin",
+            "--max-connections=200", f"--log-error={self.log_path}", *self.options,
+        ]
+        if os.geteuid() == 0:
+            command.append("--user=root")
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mariadbd exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                self.root().close()
+                return
+            except pymysql.err.OperationalError:
+                time.sleep(0.2)
+        raise RuntimeError("mariadbd did not accept connections in time")
+
     def stop(self) -> None:
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=30)
@@ -79,52 +108,27 @@ class MariaDB:
                 self.process.wait()
 
 
-def mariadb_available() -> str | None:
+def mariadb_missing() -> str | None:
     """None when MariaDB can be started here, else the reason it cannot."""
     if not find_program("mariadbd") or not find_program("mariadb-install-db"):
-        return "mariadbd / mariadb-install-db not installed (apt-get install mariadb-server)"
+        return "mariadbd is not installed (./run-tests installs Debian's mariadb-server)"
     return None
 
 
-def start_mariadb(base: Path) -> MariaDB:
-    """mariadb-install-db into base/data, then mariadbd on a free loopback port."""
-    import pymysql
+def start_mariadb(base: Path, password: str, options: Sequence[str] = ()) -> MariaDB:
+    """mariadb-install-db into base/data, mariadbd on a free loopback port
+    (with extra `options`), and USER with `password` granted everything."""
     datadir = base / "data"
-    log_path = base / "error.log"
     install = [find_program("mariadb-install-db"), "--no-defaults", f"--datadir={datadir}",
                "--auth-root-authentication-method=socket", "--skip-test-db"]
     if os.geteuid() == 0:
         install.append("--user=root")
     subprocess.run(install, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    port = free_port()
-    sock = str(base / "mariadb.sock")
-    command = [
-        find_program("mariadbd") or "mariadbd", "--no-defaults", f"--datadir={datadir}",
-        f"--port={port}", "--bind-address=127.0.0.1", f"--socket={sock}",
-        f"--pid-file={datadir / 'mariadbd.pid'}", "--skip-log-bin",
-        # Bigger than the tests' 64M so the 2-million-row table and its index
-        # stay in memory; the log is not flushed per commit (only the table
-        # build writes; the benchmarks read).
-        "--innodb-buffer-pool-size=512M", "--innodb-flush-log-at-trx-commit=0",
-        "--max-connections=200", f"--log-error={log_path}",
-    ]
-    if os.geteuid() == 0:
-        command.append("--user=root")
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = MariaDB("127.0.0.1", port, sock, datadir, process, log_path)
+    server = MariaDB("127.0.0.1", free_port(), str(base / "mariadb.sock"), datadir,
+                     base / "error.log", password, tuple(options))
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"mariadbd exited: {log_path.read_text()[-2000:]}")
-            try:
-                server.root().close()
-                break
-            except pymysql.err.OperationalError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("mariadbd did not accept connections in time")
-                time.sleep(0.2)
-        server.execute(f"CREATE USER '{USER}'@'%' IDENTIFIED BY '{PASSWORD}'",
+        server.start()
+        server.execute(f"CREATE USER '{USER}'@'%' IDENTIFIED BY '{password}'",
                        f"GRANT ALL ON *.* TO '{USER}'@'%'")
     except BaseException:
         server.stop()
@@ -139,12 +143,17 @@ def start_mariadb(base: Path) -> MariaDB:
 class ThriftServer:
     host: str
     port: int
+    spark_home: Path
     process: subprocess.Popen
     log_path: Path
 
     @property
     def url(self) -> str:
         return f"hive://{USER}@{self.host}:{self.port}/default"
+
+    @property
+    def beeline(self) -> Path:
+        return self.spark_home / "bin" / "beeline"
 
     def connect(self):
         from pyhive import hive
@@ -180,19 +189,21 @@ def spark_home() -> Path | None:
     return Path(pyspark.__file__).parent
 
 
-def spark_available() -> str | None:
+def spark_missing() -> str | None:
+    """None when the Spark Thrift Server can be started here, else the reason it cannot."""
     if not shutil.which("java"):
-        return "Java is not installed (the Spark Thrift Server needs it)"
+        return "Java is not installed: the Spark Thrift Server needs it"
     if spark_home() is None:
-        return "pyspark is not installed (pip install 'reportupdater[test]')"
+        return "pyspark is not installed (./run-tests installs it)"
     if importlib.util.find_spec("pyhive") is None:
         return "PyHive is not installed (pip install 'reportupdater[hive]')"
     return None
 
 
-def start_thrift_server(base: Path, timeout: float = 240) -> ThriftServer:
+def start_thrift_server(base: Path, conf: Sequence[str] = (), timeout: float = 240) -> ThriftServer:
     """Spark Thrift Server from pyspark: local[2], Derby metastore and
-    warehouse under base, ready when `SELECT 1` answers."""
+    warehouse under base, extra `conf` (KEY=VALUE Spark settings); returns
+    once `SELECT 1` answers."""
     home = spark_home()
     assert home is not None
     port = free_port()
@@ -208,7 +219,7 @@ def start_thrift_server(base: Path, timeout: float = 240) -> ThriftServer:
         "--conf", f"spark.driver.extraJavaOptions=-Dderby.system.home={base}",
         "--conf", "spark.ui.enabled=false",
         "--conf", "spark.sql.shuffle.partitions=2",
-        "--conf", "spark.sql.session.timeZone=UTC",
+        *(item for setting in conf for item in ("--conf", setting)),
         "--hiveconf", f"hive.server2.thrift.port={port}",
         "--hiveconf", "hive.server2.thrift.bind.host=127.0.0.1",
         "--hiveconf", f"javax.jdo.option.ConnectionURL={metastore}",
@@ -217,7 +228,7 @@ def start_thrift_server(base: Path, timeout: float = 240) -> ThriftServer:
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(command, env=env, cwd=base, stdout=log_file,
                                    stderr=subprocess.STDOUT, start_new_session=True)
-    server = ThriftServer("127.0.0.1", port, process, log_path)
+    server = ThriftServer("127.0.0.1", port, home, process, log_path)
     logging.getLogger("thrift.transport.TSocket").setLevel(logging.CRITICAL)  # refused while starting
     try:
         deadline = time.monotonic() + timeout
