@@ -229,6 +229,9 @@ class _Engines:
                 log.warning("closing %s engine: %s", engine.type, exc)
 
 
+_SIGNAL_CHECK_SECONDS = 0.25
+
+
 def _result(future: Future):
     """The future's result, waited for in slices: the kernel may hand SIGTERM
     or Ctrl-C to a worker thread, and Python runs the handler only when the
@@ -238,9 +241,6 @@ def _result(future: Future):
     while not wait([future], timeout=_SIGNAL_CHECK_SECONDS).done:
         pass
     return future.result()
-
-
-_SIGNAL_CHECK_SECONDS = 0.25
 
 
 def run(options: RunOptions) -> RunSummary:
