@@ -91,8 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", parents=[common], help="compute missing intervals (the default)",
                               description="Compute every missing interval of every report.")
     run.add_argument("query_folder", type=Path, metavar="QUERY_FOLDER")
-    run.add_argument("output_folder", type=Path, metavar="OUTPUT_FOLDER", nargs="?",
-                     default=Path("output"), help="where the TSV files go (default: ./output)")
+    _add_output_folder(run, "go")
     run.add_argument("--no-graphite", action="store_true", help="send nothing to Graphite")
     run.add_argument("--hive-url", metavar="URL", default=os.environ.get("REPORTUPDATER_HIVE_URL"),
                      help="Hive server for hive reports of folders that configure none, "
@@ -120,8 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "intervals, failures, pending reruns, next due time. Exit 0 when nothing is "
                     "missing or failing, 1 otherwise (usable as a monitoring check).")
     status.add_argument("query_folder", type=Path, metavar="QUERY_FOLDER")
-    status.add_argument("output_folder", type=Path, metavar="OUTPUT_FOLDER", nargs="?",
-                        default=Path("output"), help="where the TSV files are (default: ./output)")
+    _add_output_folder(status, "are")
     status.add_argument("--json", action="store_true", help="JSON for machines")
     status.add_argument("-v", "--verbose", action="store_true", help="one line per explode combination")
     status.add_argument("-r", "--report", action="append", default=[], metavar="REPORT",
@@ -168,8 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Send every point of the reports' TSV files to Graphite again "
                     "(a new Graphite server, a changed metric path).")
     backfill.add_argument("query_folder", type=Path, metavar="QUERY_FOLDER")
-    backfill.add_argument("output_folder", type=Path, metavar="OUTPUT_FOLDER", nargs="?",
-                          default=Path("output"), help="where the TSV files are (default: ./output)")
+    _add_output_folder(backfill, "are")
     backfill.add_argument("-r", "--report", action="append", default=[], metavar="REPORT",
                           help="only this report (repeatable)")
     backfill.add_argument("--since", type=parse_date, metavar="DATE",
@@ -183,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     grafana.add_argument("query_folder", type=Path, metavar="QUERY_FOLDER")
     grafana.add_argument("--title", help="dashboard title (default: reportupdater: <folder>)")
     return parser
+
+
+def _add_output_folder(command: argparse.ArgumentParser, verb: str) -> None:
+    command.add_argument("output_folder", type=Path, metavar="OUTPUT_FOLDER", nargs="?",
+                         default=Path("output"), help=f"where the TSV files {verb} (default: ./output)")
 
 
 class _Formatter(logging.Formatter):

@@ -31,6 +31,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen | None, group: bool = False) -> None:
+    """SIGTERM (to its process group when `group`), then SIGKILL after 30 s."""
+    if process is None or process.poll() is not None:
+        return
+    send = (lambda sig: os.killpg(process.pid, sig)) if group else process.send_signal
+    send(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        process.wait()
+
+
 def find_program(program: str) -> str | None:
     """On PATH, or in /usr/sbin (Debian puts mariadbd there, outside a user's PATH)."""
     return shutil.which(program) or next(
@@ -99,13 +112,7 @@ class MariaDB:
         raise RuntimeError("mariadbd did not accept connections in time")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def mariadb_missing() -> str | None:
@@ -172,13 +179,7 @@ class ThriftServer:
             connection.close()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_process(self.process, group=True)  # spark-submit's JVM is its child
 
 
 def spark_home() -> Path | None:

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from live_servers import free_port
+from live_servers import free_port, stop_process
 
 whisper = pytest.importorskip("whisper", reason="whisper is not installed (./run-tests installs it)")
 
@@ -57,13 +56,7 @@ class Carbon:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
 
     def start(self) -> None:
