@@ -20,6 +20,7 @@ from pathlib import Path
 from . import __version__
 from . import config as config_stage
 from . import dashboard, intervals, metrics, overview, publish, reruns, runner
+from . import plan as planning
 from . import smoke as smoke_stage
 from . import validate as validate_stage
 from .engines import SiteDefaults
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                    "validate": _validate, "graphite-backfill": _graphite_backfill,
                    "grafana": _grafana}[args.command]
         return handler(args)
-    except (config_stage.ConfigError, reruns.RerunError, UsageError) as exc:
+    except (config_stage.ConfigError, reruns.RerunError, runner.RunRefused, UsageError) as exc:
         log.error("%s", exc)
         return 2
     except KeyboardInterrupt:
@@ -291,30 +292,33 @@ def _load(args: argparse.Namespace) -> config_stage.FolderConfig:
 
 
 def _dry_run(args: argparse.Namespace) -> int:
+    """What `run` with the same arguments would compute: the runner's own plan."""
     folder = _load(args)
     now = args.now or runner.utcnow()
-    for view in overview.survey(folder, args.output_folder, now, tuple(args.report),
-                                args.retry_failed_now):
-        report = view.report
-        if view.due == 0:
+    limits = planning.Limits(max_intervals=args.max_intervals, retry_failed_now=args.retry_failed_now)
+    for view in overview.survey(folder, args.output_folder, now, tuple(args.report), limits,
+                                forced=True):
+        plan = view.plan
+        report = plan.report
+        if plan.verdict is planning.Verdict.NOTHING_DUE:
             print(f"{report.key}: starts {report.starts}, nothing due yet")
             continue
-        if not view.schedule_due:
-            upcoming = intervals.next_schedule_time(report.schedule, now)
-            print(f"{report.key}: not scheduled now ({report.schedule}); next {upcoming:%Y-%m-%dT%H:%MZ}")
+        if plan.verdict is planning.Verdict.NOT_SCHEDULED:
+            print(f"{report.key}: not scheduled now ({report.schedule}); next {plan.next_schedule:%Y-%m-%dT%H:%MZ}")
             continue
-        for combination in view.combinations:
-            name = f"{report.key} {combination.name}".strip()
-            if combination.error:
-                print(f"{name}: cannot plan: {combination.error}")
+        for file_plan in plan.files:
+            name = file_plan.name
+            if file_plan.error:
+                print(f"{name}: cannot plan: {file_plan.error}")
                 continue
-            todo = [i for i in combination.missing if i not in combination.backing_off]
-            line = f"{name}: {len(todo)} intervals"
-            if todo:
-                line += f": {overview.compress(todo)}"
-            if combination.backing_off:
-                line += f" ({len(combination.backing_off)} waiting to retry: " \
-                        f"{overview.compress(combination.backing_off)})"
+            line = f"{name}: {len(file_plan.todo)} intervals"
+            if file_plan.todo:
+                line += f": {planning.compress(file_plan.todo)}"
+            if file_plan.later:
+                line += f" ({len(file_plan.later)} left for later runs: {planning.compress(file_plan.later)})"
+            if file_plan.backing_off:
+                line += f" ({len(file_plan.backing_off)} waiting to retry: " \
+                        f"{planning.compress(file_plan.backing_off)})"
             print(line)
     return 2 if folder.errors else 0
 
@@ -398,6 +402,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _rerun(args: argparse.Namespace) -> int:
+    if args.now is not None:
+        runner.check_now(args.now, runner.utcnow())
     today = (args.now or runner.utcnow()).astimezone(timezone.utc).date()
     if not args.query_folder.is_dir():
         raise UsageError(f"{args.query_folder}: query folder does not exist")

@@ -3,20 +3,28 @@
 # A rerun request is a file in QUERY_FOLDER/.reruns/ whose lines are START,
 # END (YYYY-MM-DD, END exclusive) and then one report key per line, the
 # format the original rerun_reports.py wrote. The runner treats the covered
-# intervals as not done and deletes a request once all of it was recomputed.
-# May touch: the .reruns/ folder only.
+# intervals as not done. A request is spent per output folder: each output
+# folder keeps its own progress (OUTPUT/.reportupdater-reruns.json: per
+# request, the reports done and, per output file, the interval labels still
+# to recompute), so a trial run into a scratch folder does not spend the
+# production folder's rerun, and a run bounded by max_intervals_per_run
+# resumes where the last one stopped. Request files are never rewritten.
+# May touch: the .reruns/ folder and that one progress file.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
 from . import config as config_stage
-from .intervals import DateRange
+from .intervals import DateRange, Interval
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +36,15 @@ class RerunRequest:
     path: Path
     dates: DateRange
     reports: tuple[str, ...]
+    digest: str = ""  # of the file's text: a request rewritten by hand is a new request
+
+    @property
+    def id(self) -> str:
+        return f"{self.path.name}:{self.digest}"
+
+    def names(self, report_key: str) -> bool:
+        """Whether it asks for this report (a request naming none asks for all)."""
+        return not self.reports or report_key in self.reports
 
 
 def _parse_date(text: str) -> date:
@@ -50,12 +67,14 @@ def read_requests(query_folder: Path) -> list[RerunRequest]:
         if name.startswith(".") or not path.is_file():
             continue  # temp files of a request being written
         try:
-            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+            text = path.read_text(encoding="utf-8")
+            lines = [line.strip() for line in text.splitlines()]
             lines = [line for line in lines if line]
             start, end = _parse_date(lines[0]), _parse_date(lines[1])
             if start >= end:
                 raise ValueError("start is not before end")
-            requests.append(RerunRequest(path, DateRange(start, end), tuple(lines[2:])))
+            digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
+            requests.append(RerunRequest(path, DateRange(start, end), tuple(lines[2:]), digest))
         except (OSError, UnicodeDecodeError, ValueError, IndexError) as exc:
             log.warning("%s: rerun request skipped, cannot parse it: %s", path, exc)
     return requests
@@ -93,6 +112,146 @@ def consume(request: RerunRequest) -> None:
         pass
     except OSError as exc:
         log.warning("%s: cannot delete consumed rerun request: %s", request.path, exc.strerror)
+
+
+def file_key(explode: tuple[tuple[str, str], ...]) -> str:
+    """'wiki=enwiki' (or '' without explode_by): an output file in the progress file."""
+    return " ".join(f"{name}={value}" for name, value in explode)
+
+
+@dataclass(frozen=True)
+class PendingRerun:
+    """One request as it stands for one output folder."""
+
+    request: RerunRequest
+    done_reports: frozenset[str] = frozenset()
+    # (report, file key) -> inclusive (first label, last label) ranges still to
+    # recompute; a file not listed has its whole range still to recompute.
+    left: dict[tuple[str, str], tuple[tuple[str, str], ...]] = field(default_factory=dict)
+
+    def names(self, report_key: str) -> bool:
+        return self.request.names(report_key) and report_key not in self.done_reports
+
+    def covers(self, report_key: str, key: str, interval: Interval) -> bool:
+        if not self.names(report_key):
+            return False
+        spans = self.left.get((report_key, key))
+        if spans is None:
+            return self.request.dates.overlaps(interval)
+        label = interval.label
+        return any(first <= label <= last for first, last in spans)
+
+
+PROGRESS_NAME = ".reportupdater-reruns.json"
+
+
+class RerunProgress:
+    """Which requests this output folder has spent, and how far (see the module header)."""
+
+    def __init__(self, output_folder: Path, entries: dict[str, dict] | None = None):
+        self.path = output_folder / PROGRESS_NAME
+        self.entries: dict[str, dict] = entries or {}
+        self.dirty = False
+
+    @classmethod
+    def load(cls, output_folder: Path) -> "RerunProgress":
+        """An unreadable progress file is ignored with a warning: the pending
+        requests are then recomputed whole (more work, nothing missed)."""
+        progress = cls(output_folder)
+        try:
+            raw = json.loads(progress.path.read_text(encoding="utf-8"))
+            entries = raw["requests"]
+            if not isinstance(entries, dict) or not all(isinstance(v, dict) for v in entries.values()):
+                raise ValueError("'requests' is not a mapping of mappings")
+            progress.entries = entries
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s: rerun progress unreadable (%s); pending reruns start again",
+                        progress.path, exc)
+            progress.dirty = True
+        return progress
+
+    def pending(self, requests: Sequence[RerunRequest]) -> list[PendingRerun]:
+        """The requests this output folder has not spent yet."""
+        found = []
+        for request in requests:
+            entry = self.entries.get(request.id, {})
+            if entry.get("done") is True:
+                continue
+            done = entry.get("done_reports", [])
+            left: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
+            raw_left = entry.get("left", {})
+            try:
+                for report_key, files in raw_left.items():
+                    for key, spans in files.items():
+                        left[(report_key, key)] = tuple((str(first), str(last)) for first, last in spans)
+                done_reports = frozenset(str(key) for key in done)
+            except (AttributeError, TypeError, ValueError):
+                log.warning("%s: progress of %s unreadable; the request starts again", self.path,
+                            request.path.name)
+                left, done_reports = {}, frozenset()
+            found.append(PendingRerun(request, done_reports, left))
+        return found
+
+    def record(self, rerun: PendingRerun, report_key: str,
+               files: dict[str, list[Interval]] | None) -> None:
+        """After a run: what is left of `rerun` for one report, per output
+        file (ordered intervals still to recompute). None: the report is done."""
+        entry = self.entries.setdefault(rerun.request.id, {"file": rerun.request.path.name})
+        if files is None or not any(files.values()):
+            done = set(entry.get("done_reports", [])) | {report_key}
+            entry["done_reports"] = sorted(done)
+            entry.get("left", {}).pop(report_key, None)
+        else:
+            entry.setdefault("left", {})[report_key] = {
+                key: [[first.label, last.label] for first, last in _runs(found)]
+                for key, found in sorted(files.items())}
+        self.dirty = True
+
+    def finish(self, rerun: PendingRerun, every_report: Iterable[str]) -> bool:
+        """Mark the request spent when every report it asks for is done; True then."""
+        entry = self.entries.get(rerun.request.id, {})
+        done = set(entry.get("done_reports", []))
+        # Reports no longer in the config are not waited for.
+        every_report = set(every_report)
+        wanted = set(rerun.request.reports) & every_report if rerun.request.reports else every_report
+        if not wanted <= done:
+            return False
+        self.entries[rerun.request.id] = {"file": rerun.request.path.name, "done": True}
+        self.dirty = True
+        return True
+
+    def forget_except(self, requests: Sequence[RerunRequest]) -> None:
+        """Drop the progress of requests whose files are gone."""
+        ids = {request.id for request in requests}
+        for request_id in set(self.entries) - ids:
+            del self.entries[request_id]
+            self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        if not self.entries and not self.path.exists():
+            self.dirty = False
+            return
+        text = json.dumps({"requests": self.entries}, indent=1, sort_keys=True) + "\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temp = self.path.with_name(f".{self.path.name}.tmp")
+        temp.write_text(text, encoding="utf-8")
+        os.replace(temp, self.path)
+        self.dirty = False
+
+
+def _runs(found: list[Interval]) -> list[tuple[Interval, Interval]]:
+    """Intervals, in order, folded into (first, last) runs of neighbours."""
+    runs: list[tuple[Interval, Interval]] = []
+    for interval in found:
+        if runs and runs[-1][1].end == interval.start:
+            runs[-1] = (runs[-1][0], interval)
+        else:
+            runs.append((interval, interval))
+    return runs
 
 
 class RerunError(Exception):

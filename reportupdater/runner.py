@@ -24,6 +24,7 @@ from typing import Callable, Iterator
 
 from . import config as config_stage
 from . import intervals, publish, reruns, store
+from . import plan as planning
 from .state import State, failure_key
 from .engines import Engine, EngineError, Job, Result, SiteDefaults, engine_class, split_result
 from .engines.script import allow_commands, kill_running_commands
@@ -63,9 +64,6 @@ class RunOptions:
 class ReportOutcome:
     computed: int = 0
     failed: int = 0
-    failed_intervals: list[intervals.Interval] = field(default_factory=list)
-    # planned but not computed this run (budget, backoff, waiting for data)
-    unfinished_intervals: list[intervals.Interval] = field(default_factory=list)
     backing_off: int = 0          # failed before; not retried yet (1, 2, 4 ... hours)
     file_failed: bool = False     # an output file could not be read or written
     publish_failed: bool = False  # its Graphite points could not be built
@@ -114,6 +112,24 @@ class RunSummary:
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class RunRefused(Exception):
+    """A run that must not start (nothing was touched); one line."""
+
+
+# --now may be this far ahead of the machine's clock (a timer firing early,
+# clocks of two machines a little apart); more is a typo that would store
+# future intervals as computed and trim real rows.
+NOW_TOLERANCE = timedelta(minutes=15)
+
+
+def check_now(now: datetime, clock: datetime) -> None:
+    """Raise RunRefused when `now` is later than the machine's clock allows."""
+    if intervals.as_utc(now) > clock + NOW_TOLERANCE:
+        raise RunRefused(f"--now {intervals.as_utc(now):%Y-%m-%dT%H:%MZ} is later than this machine's "
+                         f"clock ({clock:%Y-%m-%dT%H:%MZ}): a run computes only what is due by now; "
+                         "nothing was written (status and run --dry-run accept a later --now)")
 
 
 class _Engines:
@@ -182,6 +198,7 @@ class _Engines:
     def _compute_ready(self, job: Job) -> list[PartOutcome]:
         try:
             result = self.get(job.report.type).run(job)
+            _check_dates(result, job)
         except EngineError as exc:
             return [PartOutcome(part, error=exc) for part in job.parts]
         return [PartOutcome(part, result=piece) for part, piece in split_result(result, job.parts)]
@@ -229,6 +246,20 @@ class _Engines:
                 log.warning("closing %s engine: %s", engine.type, exc)
 
 
+def _check_dates(result: Result, job: Job) -> None:
+    """Every row must be dated in one of the job's intervals. A result dated
+    a day early would otherwise be stored under another interval's date
+    (replacing its rows) while its own interval stayed missing for ever."""
+    labels = {part.label for part in job.parts}
+    stray = result.dates - labels
+    if stray:
+        wanted = (job.parts[0].label if len(job.parts) == 1
+                  else f"{job.parts[0].label}..{job.parts[-1].label}")
+        shown = ", ".join(sorted(stray)[:3]) + (f" and {len(stray) - 3} more" if len(stray) > 3 else "")
+        raise EngineError(f"result has rows dated {shown}, outside the interval {wanted}; "
+                          "nothing stored (the first column must be the interval's date)")
+
+
 _SIGNAL_CHECK_SECONDS = 0.25
 
 
@@ -244,8 +275,10 @@ def _result(future: Future):
 
 
 def run(options: RunOptions) -> RunSummary:
-    """One run over a query folder. Raises ConfigError for folder-level config errors."""
+    """One run over a query folder. Raises ConfigError for folder-level config
+    errors, RunRefused for a --now later than the machine's clock."""
     now = options.now or utcnow()
+    check_now(now, utcnow())
     if not Path(options.query_folder).is_dir():
         raise config_stage.ConfigError(f"{options.query_folder}: query folder does not exist")
     summary = RunSummary()
@@ -282,6 +315,9 @@ def select_reports(folder: config_stage.FolderConfig,
 def _run_locked(folder: config_stage.FolderConfig, selected: list[config_stage.ReportConfig],
                 options: RunOptions, now: datetime, summary: RunSummary) -> None:
     requests = reruns.read_requests(folder.query_folder)
+    progress = reruns.RerunProgress.load(options.output_folder)
+    progress.forget_except(requests)
+    pending = progress.pending(requests)
     state = State.load(options.output_folder)
     engines = _Engines(folder, SiteDefaults(hive_url=options.hive_url,
                                             jobs=options.jobs or DEFAULT_JOBS))
@@ -292,10 +328,9 @@ def _run_locked(folder: config_stage.FolderConfig, selected: list[config_stage.R
         publisher.flush()  # what earlier runs could not deliver goes first
     try:
         for report in selected:
-            report_reruns = [request.dates for request in requests
-                             if report.key in request.reports or not request.reports]
             started = time.monotonic()
-            outcome = _run_report(report, engines, publisher, state, options, now, report_reruns)
+            outcome = _run_report(report, engines, publisher, state, options, now,
+                                  [rerun for rerun in pending if rerun.names(report.key)], progress)
             outcome.seconds = time.monotonic() - started
             summary.reports[report.key] = outcome
             _save_state(state)
@@ -305,8 +340,26 @@ def _run_locked(folder: config_stage.FolderConfig, selected: list[config_stage.R
             summary.graphite_queued = not publisher.flush()
     state.forget_reports(set(folder.reports) | folder.broken_reports)
     _save_state(state)
-    _consume_reruns(requests, folder, summary)
+    every_report = set(folder.reports) | folder.broken_reports
+    for rerun in pending:
+        for key in rerun.request.reports:
+            if key not in every_report:
+                log.warning("%s: report %r is not in the config; ignored", rerun.request.path, key)
+        if progress.finish(rerun, every_report):
+            log.info("%s: rerun %s..%s done for %s", rerun.request.path.name, rerun.request.dates.start,
+                     rerun.request.dates.end, options.output_folder)
+    _save_progress(progress)
     _log_summary(summary)
+
+
+def _save_progress(progress: reruns.RerunProgress) -> None:
+    if not progress.dirty:
+        return
+    try:
+        progress.save()
+    except OSError as exc:
+        # Not fatal: without it the pending reruns are recomputed whole next time.
+        log.warning("%s: cannot write the rerun progress: %s", progress.path, exc.strerror)
 
 
 def _save_state(state: State) -> None:
@@ -336,37 +389,47 @@ def _log_summary(summary: RunSummary) -> None:
 
 def _run_report(report: config_stage.ReportConfig, engines: _Engines,
                 publisher: publish.Publisher | None, state: State, options: RunOptions,
-                now: datetime, report_reruns: list[intervals.DateRange]) -> ReportOutcome:
+                now: datetime, pending: list[reruns.PendingRerun],
+                progress: reruns.RerunProgress) -> ReportOutcome:
+    """Plan the report, execute the plan, store and publish what it computed."""
     outcome = ReportOutcome()
-    due = intervals.due_intervals(report, now)
-    if not due:
+    inputs, outputs = read_outputs(report, options.output_folder)
+    for output in outputs.values():
+        output.remove_stale_temp()
+    limits = planning.Limits(max_intervals=options.max_intervals,
+                             retry_failed_now=options.retry_failed_now,
+                             forced=report.key in options.only_reports)
+    plan = planning.plan_report(report, inputs, state, pending, now, limits)
+    if plan.verdict is planning.Verdict.NOTHING_DUE:
         log.warning("%s: starts %s, after its last due interval; skipped", report.key, report.starts)
         outcome.skipped = True
+        for rerun in pending:  # nothing is due, so nothing is left to recompute
+            progress.record(rerun, report.key, None)
         return outcome
-    # A report named with -r runs now: the operator asked for it.
-    if (report.schedule and report.key not in options.only_reports
-            and not intervals.schedule_due(report.schedule, now, state.last_started(report.key))):
+    if plan.verdict is planning.Verdict.NOT_SCHEDULED:
         log.info("%s: not scheduled now (schedule %r, next %s)", report.key, report.schedule,
-                 intervals.next_schedule_time(report.schedule, now).strftime("%Y-%m-%dT%H:%MZ"))
+                 f"{plan.next_schedule:%Y-%m-%dT%H:%MZ}")
         outcome.not_scheduled = True
         return outcome
     if report.schedule:
         state.started(report.key, now)
     if report.graphite is None:
         publisher = None
-
     files: dict[tuple[tuple[str, str], ...], _File] = {}
-    due_labels = [interval.label for interval in due]
-    for explode in report.combinations():
-        target = _plan_file(report, explode, due, due_labels, state, options, now, report_reruns,
-                            outcome)
-        if target is not None:
-            files[explode] = target
-    jobs = _order_jobs(report, list(files.values()), options, outcome)
-    total = sum(len(job.parts) for job in jobs)
+    for file_plan in plan.files:
+        if file_plan.error is not None:
+            log.error("%s: %s", file_plan.name, file_plan.error)
+            outcome.file_failed = True
+            continue
+        files[file_plan.explode] = _File(report, file_plan, outputs[file_plan.explode])
+        _log_file_plan(file_plan, len(plan.due))
+    outcome.backing_off = sum(len(file.backing_off) for file in plan.files)
+    if plan.later:
+        log.info("%s: %d intervals left for later runs (max %d per run)", report.key, plan.later,
+                 plan.limit)
     checkpoint = _Checkpoint(options)
-    done = 0
-    for job, parts, seconds in engines.execute(jobs):
+    done, total = 0, plan.todo
+    for job, parts, seconds in engines.execute(list(plan.jobs)):
         target = files[job.explode]
         done += len(job.parts)
         _take_result(job, parts, seconds, target, state, options, now, outcome)
@@ -375,9 +438,10 @@ def _run_report(report: config_stage.ReportConfig, engines: _Engines,
         if checkpoint.due(len(job.parts)):
             for each in files.values():
                 _save(each, publisher, outcome)
+    due_labels = [interval.label for interval in plan.due]
     for each in files.values():
-        if report.max_data_points and each.window_start:
-            each.output.trim_before(each.window_start)
+        if report.max_data_points and each.plan.window_start:
+            each.output.trim_before(each.plan.window_start)
         _save(each, publisher, outcome)
         dates = each.output.dates
         if dates:
@@ -386,57 +450,73 @@ def _run_report(report: config_stage.ReportConfig, engines: _Engines,
             complete = len(dates) == len(due_labels) and dates.issuperset(due_labels)
             newest = due_labels[-1] if complete else max(dates)
             outcome.newest = max(outcome.newest or newest, newest)
+    _record_reruns(plan, files, pending, progress)
     return outcome
 
 
-def _order_jobs(report: config_stage.ReportConfig, files: list["_File"], options: RunOptions,
-                outcome: ReportOutcome) -> list[Job]:
-    """The run's jobs: batches of consecutive intervals per file, newest
-    first (so a long backfill puts yesterday on the dashboard in its first
-    run) or oldest first, at most max_intervals_per_run / --max-intervals."""
-    jobs = [Job(report=report, interval=batch[0].span(batch[-1]), explode=target.explode,
-                parts=tuple(batch))
-            for target in files for batch in intervals.batches(target.todo, report.batch)]
-    if report.backfill_order == "newest":
-        jobs.sort(key=lambda job: job.parts[-1].start, reverse=True)  # stable: files keep their order
-    else:
-        jobs.sort(key=lambda job: job.parts[0].start)
-    limits = [limit for limit in (report.max_intervals_per_run, options.max_intervals) if limit]
-    if limits:
-        budget, kept = min(limits), []
-        for job in jobs:
-            if budget <= 0:
-                break
-            if len(job.parts) > budget:
-                parts = job.parts[-budget:] if report.backfill_order == "newest" else job.parts[:budget]
-                job = Job(report=report, interval=parts[0].span(parts[-1]), explode=job.explode,
-                          parts=parts)
-            kept.append(job)
-            budget -= len(job.parts)
-        taken = {(job.explode, part) for job in kept for part in job.parts}
-        later = [part for job in jobs for part in job.parts if (job.explode, part) not in taken]
-        outcome.unfinished_intervals += later
-        left = len(later)
-        if left:
-            log.info("%s: %d intervals left for later runs (max %d per run)", report.key, left, min(limits))
-        jobs = kept
-    return jobs
+def read_outputs(report: config_stage.ReportConfig, output_folder: Path
+                 ) -> tuple[list[planning.FileInput], dict[tuple[tuple[str, str], ...], store.OutputFile]]:
+    """Read every output file of a report once, for planning (run, status,
+    dry-run alike): what the plan needs of each, and the files themselves."""
+    inputs, outputs = [], {}
+    for explode in report.combinations():
+        try:
+            path = store.output_path(output_folder, report.key, explode)
+        except store.StoreError as exc:
+            inputs.append(planning.FileInput(explode, output_folder / report.key, error=str(exc)))
+            continue
+        try:
+            output = store.OutputFile.load(path)
+        except store.StoreError as exc:
+            inputs.append(planning.FileInput(explode, path, error=str(exc)))
+            continue
+        outputs[explode] = output
+        inputs.append(planning.FileInput(explode, path, output.dates))
+    return inputs, outputs
+
+
+def _log_file_plan(file_plan: planning.FilePlan, due: int) -> None:
+    if file_plan.backing_off:
+        log.info("%s: %d failed intervals wait for their retry time (--retry-failed-now to force)",
+                 file_plan.name, len(file_plan.backing_off))
+    if file_plan.todo:
+        log.info("%s: %d of %d intervals to compute", file_plan.name, len(file_plan.todo), due)
+
+
+def _record_reruns(plan: planning.ReportPlan, files: dict, pending: list[reruns.PendingRerun],
+                   progress: reruns.RerunProgress) -> None:
+    """What each pending rerun still needs of this report in this output
+    folder: its covered intervals that were not computed this run."""
+    if any(file_plan.error is not None for file_plan in plan.files):
+        return  # a file that could not be read was not recomputed: all of it stays
+    key = plan.report.key
+    for rerun in pending:
+        left: dict[str, list[intervals.Interval]] = {}
+        for file_plan in plan.files:
+            covered = [interval for interval in plan.due
+                       if rerun.covers(key, reruns.file_key(file_plan.explode), interval)]
+            computed = files[file_plan.explode].computed
+            left[reruns.file_key(file_plan.explode)] = [i for i in covered if i not in computed]
+        progress.record(rerun, key, left)
 
 
 @dataclass
 class _File:
-    """One output file during a run: what it holds, what it lacks, what is new."""
+    """One output file during a run: its plan, what it holds, what is new."""
 
     report: config_stage.ReportConfig
-    explode: tuple[tuple[str, str], ...]
+    plan: planning.FilePlan
     output: store.OutputFile
-    todo: list[intervals.Interval]
-    window_start: str | None
-    fresh: set[str] = field(default_factory=set)  # dates written since the last save
+    fresh: set[str] = field(default_factory=set)  # dates to publish since the last save
+    computed: set[intervals.Interval] = field(default_factory=set)  # merged this run
+
+    @property
+    def explode(self) -> tuple[tuple[str, str], ...]:
+        return self.plan.explode
 
     @property
     def name(self) -> str:
-        return " ".join([self.report.key] + [f"{key}={value}" for key, value in self.explode])
+        return self.plan.name
 
 
 class _Checkpoint:
@@ -456,37 +536,6 @@ class _Checkpoint:
         return False
 
 
-def _plan_file(report: config_stage.ReportConfig, explode: tuple[tuple[str, str], ...],
-               due: list[intervals.Interval], due_labels: list[str], state: State,
-               options: RunOptions, now: datetime,
-               report_reruns: list[intervals.DateRange], outcome: ReportOutcome) -> _File | None:
-    name = " ".join([report.key] + [f"{key}={value}" for key, value in explode])
-    try:
-        output = store.OutputFile.load(store.output_path(options.output_folder, report.key, explode))
-    except store.StoreError as exc:
-        log.error("%s: %s", name, exc)
-        outcome.file_failed = True
-        return None
-    output.remove_stale_temp()
-    plan = intervals.plan(due, output.dates, report_reruns, due_labels)
-    missing = list(plan.missing)
-    if report.lookback:
-        # Late data: the newest computed intervals are computed again.
-        missing_set = set(missing)
-        computed = [interval for interval in plan.due if interval not in missing_set]
-        missing = sorted(missing_set | set(computed[-report.lookback:]))
-    todo, waiting = state.split_retries(report.key, explode, missing, now,
-                                        options.retry_failed_now)
-    if waiting:  # failed before: let the source recover
-        outcome.backing_off += len(waiting)
-        outcome.unfinished_intervals += waiting
-        log.info("%s: %d failed intervals wait for their retry time (--retry-failed-now to force)",
-                 name, len(waiting))
-    if todo:
-        log.info("%s: %d of %d intervals to compute", name, len(todo), len(plan.due))
-    return _File(report, explode, output, todo, plan.window_start)
-
-
 def _take_result(job: Job, parts: list[PartOutcome], seconds: float, target: _File, state: State,
                  options: RunOptions, now: datetime, outcome: ReportOutcome) -> None:
     """Merge one job's results into its file (or record failures and
@@ -504,7 +553,6 @@ def _take_result(job: Job, parts: list[PartOutcome], seconds: float, target: _Fi
                                          f"(ready_timeout {report.ready_timeout:g} s)")
             else:
                 outcome.waiting += 1
-                outcome.unfinished_intervals.append(item.part)
                 log.info("%s %s: waiting for its data (since %s)", target.name, item.part.label,
                          f"{since:%Y-%m-%dT%H:%MZ}")
                 continue
@@ -517,18 +565,17 @@ def _take_result(job: Job, parts: list[PartOutcome], seconds: float, target: _Fi
             else:
                 state.clear_failure(report.key, key)
                 outcome.computed += 1
+                target.computed.add(item.part)
                 rows += len(item.result.rows)
-                target.fresh |= set(changes)  # only changed rows go to Graphite again
+                target.fresh |= set(changes)  # lookback: only changed rows go to Graphite again
+                if item.part in target.plan.rerun:
+                    # An explicit rerun re-sends, changed or not: the operator
+                    # reruns because a graph is wrong or a whisper file was lost.
+                    target.fresh.add(item.part.label)
                 _report_changes(target, item.part, changes, options)
                 new_columns = set(item.result.header) - columns_before
                 if columns_before and new_columns and report.backfill_new_columns:
                     _reopen_history(report, item.part, new_columns, options, outcome)
-                stray = item.result.dates - {item.part.label}
-                if stray:
-                    # Stored as the original did, but worth knowing: these rows
-                    # replace the rows of those dates.
-                    log.warning("%s %s: result has rows dated outside the interval: %s", target.name,
-                                item.part.label, ", ".join(sorted(stray)[:5]))
                 continue
         failure = state.record_failure(report.key, key, str(item.error), now)
         log.error("%s %s: failed: %s", target.name, item.part.label, item.error)
@@ -536,7 +583,6 @@ def _take_result(job: Job, parts: list[PartOutcome], seconds: float, target: _Fi
             log.info("%s %s: failed %d times in a row; next try after %s", target.name,
                      item.part.label, failure.attempts, failure.retry_after)
         outcome.failed += 1
-        outcome.failed_intervals.append(item.part)
     if log.isEnabledFor(logging.INFO) and any(item.result is not None and item.error is None
                                               for item in parts):
         log.info("%s: computed %d rows in %.2f s", job.describe(), rows, seconds)
@@ -604,41 +650,3 @@ def _save(target: _File, publisher: publish.Publisher | None, outcome: ReportOut
     except store.StoreError as exc:
         log.error("%s: %s", target.name, exc)
         outcome.file_failed = True
-
-
-def _consume_reruns(requests: list[reruns.RerunRequest], folder: config_stage.FolderConfig,
-                    summary: RunSummary) -> None:
-    """Delete a request once every report it names has recomputed its range;
-    a request done for some reports only keeps the others."""
-    for request in requests:
-        pending: list[str] = []
-        whole = False  # some report did not touch the range at all
-        left: list[intervals.Interval] = []
-        for key in request.reports or tuple(folder.reports) + tuple(folder.broken_reports):
-            if key in folder.broken_reports or (key in folder.reports and key not in summary.reports):
-                pending.append(key)  # config to fix, or not part of this run (-r)
-                whole = True
-            elif key not in folder.reports:
-                log.warning("%s: report %r is not in the config; ignored", request.path, key)
-            else:
-                outcome = summary.reports[key]
-                undone = [interval for interval in outcome.failed_intervals + outcome.unfinished_intervals
-                          if request.dates.overlaps(interval)]
-                if outcome.file_failed or outcome.not_scheduled:
-                    pending.append(key)
-                    whole = True
-                elif undone:
-                    pending.append(key)  # kept until all of its range was recomputed
-                    left += undone
-        if not pending:
-            reruns.consume(request)
-            log.info("%s: rerun %s..%s done", request.path.name, request.dates.start, request.dates.end)
-            continue
-        dates = request.dates
-        if not whole:
-            # Only what is still to do, so a bounded run moves on next time.
-            dates = intervals.DateRange(max(dates.start, min(i.start for i in left).date()),
-                                        min(dates.end, max(i.end for i in left).date()
-                                            + (timedelta(days=1) if max(i.end for i in left).time() else timedelta())))
-        if dates != request.dates or (request.reports and len(pending) < len(request.reports)):
-            reruns.keep_only(request, pending if request.reports else [], dates)

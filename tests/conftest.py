@@ -115,6 +115,22 @@ def files_under(folder: Path, hidden: bool = False) -> dict[str, str]:
                                                      for part in path.relative_to(folder).parts))}
 
 
+def unspent(query_folder: Path, output_folder: Path) -> dict[str, str]:
+    """The rerun requests of query_folder/.reruns/ that output_folder has not
+    spent yet (name -> text): requests stay in .reruns/ and are spent per
+    output folder (OUTPUT/.reportupdater-reruns.json)."""
+    import hashlib
+    import json
+    progress_path = output_folder / ".reportupdater-reruns.json"
+    entries = json.loads(progress_path.read_text())["requests"] if progress_path.exists() else {}
+    found = {}
+    for name, text in files_under(query_folder / ".reruns").items():
+        request_id = f"{name}:{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+        if entries.get(request_id, {}).get("done") is not True:
+            found[name] = text
+    return found
+
+
 def assert_failed(stderr: str, job: str, message: str) -> None:
     """stderr has the ERROR line of `job` (e.g. 'report 2026-01-02') failing with
     `message` (the end of the line); a note in parentheses may follow 'failed'."""

@@ -17,7 +17,7 @@ from reportupdater.cli import parse_now
 from reportupdater.runner import RunOptions, run
 
 from testkit import (DAILY_EDITS_SQL, NOW, SQLITE_DB, files_under, make_edits_db, make_folder,
-                     process_alive, run_cli, start_cli, tsv, wait_for)
+                     process_alive, run_cli, start_cli, tsv, unspent, wait_for)
 
 # ------------------------------------------------------ two runs at once
 
@@ -99,14 +99,14 @@ reports:
         "daily_edits.tsv": tsv("date\tedits", "2026-01-01\t2", "2026-01-02\t1", "2026-01-03\t0",
                                "2026-01-04\t3"),
     }
-    assert files_under(folder / ".reruns") == late_request
+    assert unspent(folder, out) == late_request
 
     # And the folder is free again; the late request is honoured now.
     code, _, stderr = run_cli("run", folder, out, "--now", NOW, "-l", "info")
     assert code == 0, stderr
     assert "another run" not in stderr
     assert "daily_edits: 1 computed, 0 failed" in stderr
-    assert files_under(folder / ".reruns") == {}
+    assert unspent(folder, out) == {}
 
 
 # ------------------------------------------------------ killed mid-run

@@ -11,7 +11,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from testkit import (DAILY_EDITS_SQL, NOW, SQLITE_DB, files_under, make_edits_db, make_folder,
-                     read, run_cli, sql, tsv)
+                     read, run_cli, sql, tsv, unspent)
 
 STATE = ".reportupdater-state.json"
 
@@ -325,7 +325,7 @@ def test_a_rerun_larger_than_max_intervals_per_run_completes_over_runs(tmp_path)
         assert run_cli("run", folder, out, "--now", NOW) == (0, "", "")
     assert read(out / "daily.tsv") == tsv("date\tversion", *[(day, 2) for day in days]), \
         "three runs of 4 did not recompute the 10 days of the rerun"
-    assert files_under(folder / ".reruns") == {}
+    assert unspent(folder, out) == {}
 
 
 # ------------------------------------------------------------------- diffs
@@ -361,7 +361,7 @@ def test_rerun_diff_and_run_diff_after_a_query_change(tmp_path):
     assert info_lines(stderr, "daily_edits 2026-01-04: recomputed: 1 rows and 1 cells changed")
     assert not info_lines(stderr, "2026-01-02: recomputed") and not info_lines(stderr, "2026-01-03: recomputed")
     assert "daily_edits: 3 computed, 0 failed" in stderr
-    assert files_under(folder / ".reruns") == {}  # recomputed now: the request is done
+    assert unspent(folder, out) == {}  # recomputed now: the request is done
     assert files_under(out) == {"daily_edits.tsv": DAILY.replace("2026-01-04\t3", "2026-01-04\t2")}
 
     # A request for the rest, then `run --diff`.
@@ -420,7 +420,7 @@ def test_a_new_column_is_filled_in_history(tmp_path):
     assert "daily_edits: 4 computed, 0 failed" in stderr
     assert "new columns" not in stderr  # nothing new any more: no further request
     assert files_under(out) == {"daily_edits.tsv": WITH_BYTES}
-    assert files_under(folder / ".reruns") == {}  # consumed
+    assert unspent(folder, out) == {}  # consumed
 
     code, _, stderr = run_cli("run", folder, out, "--now", "2026-01-06T05:00", "-l", "info")
     assert code == 0 and "daily_edits: 0 computed" in stderr
@@ -444,4 +444,4 @@ def test_a_new_column_filled_in_history_a_few_intervals_per_run(tmp_path):
         assert (code, stderr) == (0, "")
     assert files_under(out) == {"daily_edits.tsv": WITH_BYTES}, \
         "the rerun request was consumed before every older interval was recomputed"
-    assert files_under(folder / ".reruns") == {}
+    assert unspent(folder, out) == {}

@@ -22,7 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from testkit import (DAILY_EDITS_SQL, DATE_EXPR, NOW, PER_WIKI_SQL, SQLITE_DB, dedent, files_under,
-                     make_edits_db, make_folder, read, run_cli, tsv)
+                     make_edits_db, make_folder, read, run_cli, tsv, unspent)
 
 DEMO = Path(__file__).resolve().parent.parent / "queries" / "demo"
 
@@ -485,7 +485,7 @@ def test_status_after_a_complete_run_and_after_a_failure(tmp_path):
     assert data["reports"][0]["combinations"] == [
         {"explode": {"wiki": wiki}, "file": str(out / "per_wiki" / f"{wiki}.tsv"),
          "first": "2026-01-02", "last": "2026-01-05", "missing": 0, "missing_ranges": "",
-         "failures": {}, "waiting": {}, "why_missing": [], "error": None}
+         "next_run": "", "failures": {}, "waiting": {}, "why_missing": [], "error": None}
         for wiki in ("enwiki", "dewiki")]
 
 
@@ -517,8 +517,7 @@ def test_status_counts_pending_reruns(tmp_path):
     code, stdout, _ = run_cli("status", folder, out, "--json", "--now", "2026-01-05T02:45")
     assert code == 1
     assert [r["pending_reruns"] for r in json.loads(stdout)["reports"]] == [0, 0, 0, 1]
-    assert [path.read_text() for path in (folder / ".reruns").iterdir()] == [
-        "2026-01-01\n2026-01-02\nnightly\n"]
+    assert list(unspent(folder, out).values()) == ["2026-01-01\n2026-01-02\ndaily_edits\ncounting\nnightly\n"]
 
 
 # ------------------------------------------------------------ 3. run --dry-run

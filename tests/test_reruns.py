@@ -10,7 +10,7 @@ import re
 import pytest
 
 from testkit import (DAILY_EDITS_SQL, NOW, PER_WIKI_SQL, SQLITE_DB, assert_failed, files_under,
-                     make_edits_db, make_folder, read, run_cli, sql, tsv)
+                     make_edits_db, make_folder, read, run_cli, sql, tsv, unspent)
 
 CONFIG = SQLITE_DB + """\
 reports:
@@ -177,7 +177,7 @@ def test_request_in_the_original_format_recomputes_exactly_its_dates(tmp_path):
             "2026-01-04\tdewiki\t1",
         ),
     }
-    assert rerun_files(folder) == {}
+    assert unspent(folder, out) == {}
 
 
 def test_rerun_command_then_run_replaces_every_row_of_the_dates(tmp_path):
@@ -195,7 +195,7 @@ def test_rerun_command_then_run_replaces_every_row_of_the_dates(tmp_path):
         "daily_edits.tsv": DAILY.replace("2026-01-04\t3", "2026-01-04\t2"),
         "per_wiki.tsv": PER_WIKI.replace("2026-01-04\tdewiki\t1\n", ""),
     }
-    assert rerun_files(folder) == {}
+    assert unspent(folder, out) == {}
 
 
 def test_rerun_of_a_date_not_yet_computed_just_computes_it(tmp_path):
@@ -208,7 +208,7 @@ def test_rerun_of_a_date_not_yet_computed_just_computes_it(tmp_path):
 
     assert code == 0, stderr
     assert files_under(out) == {"daily_edits.tsv": DAILY, "per_wiki.tsv": PER_WIKI}
-    assert rerun_files(folder) == {}
+    assert unspent(folder, out) == {}
 
 
 def test_request_naming_no_report_covers_every_report(tmp_path):
@@ -226,7 +226,7 @@ def test_request_naming_no_report_covers_every_report(tmp_path):
         "daily_edits.tsv": DAILY.replace("2026-01-04\t3", "2026-01-04\t2"),
         "per_wiki.tsv": PER_WIKI.replace("2026-01-04\tdewiki\t1\n", ""),
     }
-    assert rerun_files(folder) == {}
+    assert unspent(folder, out) == {}
 
 
 def test_unparseable_request_is_skipped_with_a_warning(tmp_path):
@@ -252,7 +252,7 @@ def test_unparseable_request_is_skipped_with_a_warning(tmp_path):
         "daily_edits.tsv": DAILY.replace("2026-01-01\t2", "2026-01-01\t3"),
         "per_wiki.tsv": PER_WIKI,
     }
-    assert "1767571200004" not in rerun_files(folder)
+    assert "1767571200004" not in unspent(folder, out)
 
 
 FROM_FILE = """\
@@ -296,7 +296,7 @@ reports:
     assert code == 0, stderr
     assert read(out / "from_file.tsv") == tsv(
         "date\tvalue", "2026-01-01\tv1", "2026-01-02\tv2", "2026-01-03\tv2", "2026-01-04\tv1")
-    assert rerun_files(folder) == {}
+    assert unspent(folder, out) == {}
 
 
 def test_request_is_kept_while_its_report_is_not_run(tmp_path):
@@ -317,7 +317,7 @@ def test_request_is_kept_while_its_report_is_not_run(tmp_path):
     assert code == 0, stderr
     assert files_under(out) == {"daily_edits.tsv": DAILY.replace("2026-01-01\t2", "2026-01-01\t3"),
                                 "per_wiki.tsv": PER_WIKI}
-    assert rerun_files(folder) == {}
+    assert unspent(folder, out) == {}
 
 
 def test_rerun_of_an_exploded_report_recomputes_every_combination(tmp_path):
@@ -344,7 +344,7 @@ reports:
     expected = tsv("date\tvalue", "2026-01-02\t2026-01-03 v1", "2026-01-03\t2026-01-04 v2",
                    "2026-01-04\t2026-01-05 v1")
     assert files_under(out) == {"by_wiki/dewiki.tsv": expected, "by_wiki/enwiki.tsv": expected}
-    assert rerun_files(folder) == {}
+    assert unspent(folder, out) == {}
 
 
 @pytest.mark.parametrize("start, end, recomputed", [
@@ -376,7 +376,7 @@ reports:
     assert code == 0, stderr
     assert read(out / "weekly.tsv") == tsv(
         "date\tvalue", *[f"{week}\t{'v2' if week in recomputed else 'v1'}" for week in weeks])
-    assert rerun_files(folder) == {}
+    assert unspent(folder, out) == {}
 
 
 def test_request_naming_a_report_no_longer_in_the_config_is_consumed(tmp_path):
@@ -390,5 +390,5 @@ def test_request_naming_a_report_no_longer_in_the_config_is_consumed(tmp_path):
     assert code == 0, stderr
     assert "'gone' is not in the config" in stderr
     assert files_under(out) == {"daily_edits.tsv": DAILY, "per_wiki.tsv": PER_WIKI}
-    assert rerun_files(folder) == {}
+    assert unspent(folder, out) == {}
     assert os.path.isdir(folder / ".reruns")
