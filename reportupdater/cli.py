@@ -50,7 +50,15 @@ def parse_now(text: str) -> datetime:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date-time like 2026-11-23T05:00")
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+    moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+    if not NOW_EARLIEST <= moment < NOW_LATEST:
+        # Calendar arithmetic near the ends of Python's dates overflows.
+        raise argparse.ArgumentTypeError(f"{text!r} is outside {NOW_EARLIEST:%Y}..{NOW_LATEST:%Y}")
+    return moment
+
+
+NOW_EARLIEST = datetime(1900, 1, 1, tzinfo=timezone.utc)
+NOW_LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
 
 
 def parse_date(text: str) -> date:
@@ -343,7 +351,8 @@ def _print_status(data: dict, verbose: bool) -> None:
         rows.append((entry["report"], entry["granularity"], entry["first"] or "-", entry["last"] or "-",
                      str(entry["missing"]), str(entry["failing"]), str(entry["pending_reruns"]),
                      entry["next_due"] or "-",
-                     f"{failure['where']}: {failure['error']} (x{failure['attempts']})" if failure else "-"))
+                     f"{failure['where']}: {failure['error']} (x{failure['attempts']})" if failure
+                     else f"file error: {entry['file_errors'][0]}" if entry.get("file_errors") else "-"))
         for combination in entry.get("combinations", []) if verbose else []:
             name = " ".join(f"{k}={v}" for k, v in combination["explode"].items()) or "(file)"
             rows.append(("  " + name, "", combination["first"] or "-", combination["last"] or "-",

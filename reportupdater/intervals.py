@@ -136,7 +136,10 @@ def _due(granularity: Granularity, zone: tzinfo, starts: date, lag: int,
     last = step(truncate(ready, granularity), granularity, -1)
     first = truncate(in_zone(starts, zone), granularity)
     if max_data_points:
-        first = max(first, step(last, granularity, -(max_data_points - 1)))
+        try:
+            first = max(first, step(last, granularity, -(max_data_points - 1)))
+        except (OverflowError, ValueError):
+            pass  # more points than the calendar has before `last`: keep them all
     intervals: list[Interval] = []
     start = first
     while start <= last:

@@ -67,6 +67,7 @@ class ReportOutcome:
     backing_off: int = 0          # failed before; not retried yet (1, 2, 4 ... hours)
     file_failed: bool = False     # an output file could not be read or written
     publish_failed: bool = False  # its Graphite points could not be built
+    crashed: bool = False         # an internal error stopped it (logged); the others ran
     skipped: bool = False         # starts in the future
     not_scheduled: bool = False   # its `schedule:` says not now
     waiting: int = 0              # intervals whose data is not ready yet (not failures)
@@ -79,7 +80,7 @@ class ReportOutcome:
     @property
     def ok(self) -> bool:
         return (self.failed == 0 and self.backing_off == 0 and not self.file_failed
-                and not self.publish_failed)
+                and not self.publish_failed and not self.crashed)
 
 
 @dataclass
@@ -329,8 +330,14 @@ def _run_locked(folder: config_stage.FolderConfig, selected: list[config_stage.R
     try:
         for report in selected:
             started = time.monotonic()
-            outcome = _run_report(report, engines, publisher, state, options, now,
-                                  [rerun for rerun in pending if rerun.names(report.key)], progress)
+            try:
+                outcome = _run_report(report, engines, publisher, state, options, now,
+                                      [rerun for rerun in pending if rerun.names(report.key)],
+                                      progress)
+            except Exception as exc:  # a bug, or input nothing checked: this report only
+                log.error("report %s: internal error: %s: %s", report.key, type(exc).__name__, exc,
+                          exc_info=log.isEnabledFor(logging.DEBUG))
+                outcome = ReportOutcome(crashed=True)
             outcome.seconds = time.monotonic() - started
             summary.reports[report.key] = outcome
             _save_state(state)
@@ -374,6 +381,7 @@ def _log_summary(summary: RunSummary) -> None:
         notes = [note for flag, note in ((outcome.skipped, "starts in the future"),
                                          (outcome.not_scheduled, "not scheduled now"),
                                          (outcome.file_failed, "output file error"),
+                                         (outcome.crashed, "internal error"),
                                          (outcome.publish_failed, "Graphite step failed")) if flag]
         log.info("report %s: %d computed, %d failed, %d waiting to retry, %d waiting for data, "
                  "%.1f s%s", key, outcome.computed, outcome.failed, outcome.backing_off,
