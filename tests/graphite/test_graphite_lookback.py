@@ -137,3 +137,29 @@ def test_lookback_resends_only_the_changed_point(carbon, tmp_path):
     assert sent(done.stderr) == [1]
     third = {**second, JAN1 + 3 * DAY: 4.0}
     assert carbon.wait_for(metric, third, JAN1, end) == third
+
+
+def test_an_explicit_rerun_resends_its_points_even_unchanged(carbon, tmp_path):
+    """The operator reruns because a graph is wrong or a whisper file was
+    lost: the rerun's points go again although no row changed (lookback
+    keeps sending only what changed)."""
+    prefix = "t" + uuid.uuid4().hex[:10]
+    metric = f"{prefix}.edits.daily.edits"
+    folder = make_folder(tmp_path, carbon, prefix)
+    out = tmp_path / "out"
+    end = JAN1 + 3 * DAY
+    done = run_cli("run", str(folder), str(out), "--now", NOW, "-l", "info")
+    assert done.returncode == 0, done.stderr
+    first = {JAN1: 2.0, JAN1 + DAY: 1.0, JAN1 + 2 * DAY: 0.0, JAN1 + 3 * DAY: 3.0}
+    assert carbon.wait_for(metric, first, JAN1, end) == first
+
+    carbon.wsp(metric).unlink()  # the whisper file is lost
+    done = run_cli("rerun", str(folder), "2026-01-01", "2026-01-03", "--now", NOW)
+    assert done.returncode == 0, done.stderr
+    done = run_cli("run", str(folder), str(out), "--now", NOW, "-l", "info")
+    assert done.returncode == 0, done.stderr
+    assert "recomputed:" not in done.stderr  # nothing changed at the source
+    # The two rerun days; the lookback days (2026-01-03, 04) unchanged, not sent.
+    assert sent(done.stderr) == [2]
+    wanted = {JAN1: 2.0, JAN1 + DAY: 1.0}
+    assert carbon.wait_for(metric, wanted, JAN1, end) == wanted
