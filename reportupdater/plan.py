@@ -119,13 +119,10 @@ def plan_report(report: ReportConfig, files: Sequence[FileInput], state: State,
         return empty(Verdict.NOT_SCHEDULED, f"not scheduled now (next {next_schedule:%Y-%m-%dT%H:%MZ})")
 
     drafts = [_file_plan(report, file, due, state, reruns, now, limits) for file in files]
-    jobs = [Job(report=report, interval=batch[0].span(batch[-1]), explode=draft.explode,
-                parts=tuple(batch))
-            for draft in drafts for batch in intervals.batches(list(draft.todo), report.batch)]
-    if report.backfill_order == "newest":
-        jobs.sort(key=lambda job: job.parts[-1].start, reverse=True)  # stable: files keep their order
-    else:
-        jobs.sort(key=lambda job: job.parts[0].start)
+    # Missing intervals go before lookback's recomputations: were it the other
+    # way round, a limit smaller than lookback x files would leave the
+    # history missing for ever while every run said ok.
+    jobs = _jobs(report, drafts, missing=True) + _jobs(report, drafts, missing=False)
     if limit is not None:
         jobs = _within(jobs, limit, newest=report.backfill_order == "newest")
     taken: dict[Explode, set[Interval]] = {}
@@ -134,6 +131,22 @@ def plan_report(report: ReportConfig, files: Sequence[FileInput], state: State,
     shown = tuple(_apply_limit(draft, taken.get(draft.explode, set()), limit, state, now)
                   for draft in drafts)
     return ReportPlan(report, Verdict.DUE, due, shown, tuple(jobs), limit, next_due, next_schedule)
+
+
+def _jobs(report: ReportConfig, drafts: list[FilePlan], missing: bool) -> list[Job]:
+    """The jobs for the files' missing intervals (or for their lookback-only
+    ones), batched per file, newest or oldest first."""
+    jobs = []
+    for draft in drafts:
+        wanted = set(draft.missing)
+        todo = [interval for interval in draft.todo if (interval in wanted) == missing]
+        jobs += [Job(report=report, interval=batch[0].span(batch[-1]), explode=draft.explode,
+                     parts=tuple(batch)) for batch in intervals.batches(todo, report.batch)]
+    if report.backfill_order == "newest":
+        jobs.sort(key=lambda job: job.parts[-1].start, reverse=True)  # stable: files keep their order
+    else:
+        jobs.sort(key=lambda job: job.parts[0].start)
+    return jobs
 
 
 def _within(jobs: list[Job], budget: int, newest: bool) -> list[Job]:

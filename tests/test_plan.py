@@ -139,3 +139,14 @@ def test_progress_file_round_trip(tmp_path):
     progress.record(pending[0], "r", {"": []})
     assert progress.finish(pending[0], ["r"])
     assert progress.pending([req]) == []
+
+
+def test_missing_history_goes_before_lookback_when_the_limit_is_small(tmp_path):
+    """lookback 2 x 2 files = 4 recomputations, limit 3: were lookback first,
+    the missing day would never be computed."""
+    r = report(tmp_path, lookback=2, max_intervals_per_run=3)
+    files = [FileInput((("wiki", w),), Path(f"out/r/{w}.tsv"), frozenset(DAYS - {"2026-01-01"}))
+             for w in ("a", "b")]
+    plan = plan_report(r, files, State(tmp_path), [], NOW)
+    assert [(job.explode[0][1], job.interval.label) for job in plan.jobs] == [
+        ("a", "2026-01-01"), ("b", "2026-01-01"), ("a", "2026-01-04")]
