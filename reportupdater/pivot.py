@@ -1,15 +1,22 @@
 # Between execute and store: reshaping a result (`pivot:`).
 #
 # Turns a long result (date, category, value) into one row per date with one
-# column per category, with pandas; the store then merges it with the usual
-# header evolution, filling missing categories with `fill`. Values stay the
-# exact text the engine returned. Pure: touches no file or database.
+# column per category; the store then merges it with the usual header
+# evolution, filling missing categories with `fill`. Values stay the exact
+# text the engine returned (plain dicts, no pandas: no type is ever
+# inferred), and no row is dropped: a NULL or empty category becomes the
+# column NULL_CATEGORY; rows that would land in one cell fail the interval.
+# Pure: touches no file or database.
 
 from __future__ import annotations
 
 from .config import Pivot, ReportConfig
 from .engines import EngineError, Result
 from .store import OutputFile
+
+# The column of rows whose category is NULL or empty (documented in the
+# user guide's pivot section and config.example.yaml).
+NULL_CATEGORY = "(null)"
 
 
 def pivot_result(result: Result, pivot: Pivot) -> Result:
@@ -20,24 +27,28 @@ def pivot_result(result: Result, pivot: Pivot) -> Result:
             raise EngineError(f"pivot {role} {name!r} is not a column of the result ({', '.join(header)})")
     if header[0] != pivot.index:
         raise EngineError(f"pivot index {pivot.index!r} must be the first (date) column, not {header[0]!r}")
-    import pandas as pd  # only pivot reports pay for importing pandas (~0.5 s per run)
-
-    category = header.index(pivot.columns)
-    rows = [row for row in result.rows if row[category] != ""]  # the empty-result row has none
-    if not rows:
-        return Result((pivot.index,), tuple((row[0],) for row in result.rows))
-    frame = pd.DataFrame(rows, columns=header, dtype=object)
-    twice = frame.duplicated([pivot.index, pivot.columns])
-    if twice.any():
-        first = frame[twice].iloc[0]
-        raise EngineError(f"pivot: several rows for {pivot.index} {first[pivot.index]!r} and "
-                          f"{pivot.columns} {first[pivot.columns]!r}")
-    if (frame[pivot.columns] == pivot.index).any():
+    if pivot.columns == pivot.index:
+        raise EngineError(f"pivot columns {pivot.columns!r} is the index column; name the "
+                          "column whose values become column names")
+    if result.empty:  # no rows at all: every category of the date gets `fill`
+        return Result((pivot.index,), tuple((row[0],) for row in result.rows), empty=True)
+    category_at, value_at = header.index(pivot.columns), header.index(pivot.values)
+    cells_by_date: dict[str, dict[str, str]] = {}
+    for row in result.rows:
+        category = row[category_at] or NULL_CATEGORY
+        cells = cells_by_date.setdefault(row[0], {})
+        if category in cells:
+            shown = (f"{category!r} (a NULL or empty {pivot.columns} is stored as {NULL_CATEGORY!r})"
+                     if category == NULL_CATEGORY else repr(category))
+            raise EngineError(f"pivot: several rows for {pivot.index} {row[0]!r} and "
+                              f"{pivot.columns} {shown}")
+        cells[category] = row[value_at]
+    categories = sorted({category for cells in cells_by_date.values() for category in cells})
+    if pivot.index in categories:
         raise EngineError(f"pivot: a category is named like the index column {pivot.index!r}")
-    wide = frame.pivot(index=pivot.index, columns=pivot.columns, values=pivot.values)
-    wide = wide.reindex(sorted(wide.columns, key=str), axis=1).fillna(pivot.fill).reset_index()
-    return Result(tuple(str(name) for name in wide.columns),
-                  tuple(tuple(str(value) for value in row) for row in wide.itertuples(index=False)))
+    return Result((pivot.index, *categories),
+                  tuple((label, *(cells.get(category, pivot.fill) for category in categories))
+                        for label, cells in sorted(cells_by_date.items())))
 
 
 def merge_shaped(output: OutputFile, result: Result, label: str, report: ReportConfig):

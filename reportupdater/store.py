@@ -210,39 +210,76 @@ class OutputFile:
         Returns {date: (old rows, new rows)} for the dates whose rows changed.
 
         keep_column_order (pivots): the file's columns keep their places and
-        new ones are appended, instead of following the result's order."""
+        new ones are appended, instead of following the result's order.
+
+        The first column is the date whatever its name; the others are
+        matched by name. Raises StoreError, changing nothing, when that
+        could put a value in the wrong column or lose one (see _new_header)."""
         self._split()
-        if keep_column_order and self._header:
-            extra = [name for name in result.header if name not in self._header]
-            position = {name: index for index, name in enumerate(result.header)}
-            order = [position.get(name) for name in self._header + extra]
-            order[0] = 0  # the date
-            result = Result(tuple(self._header + extra),
-                            tuple(tuple(row[i] if i is not None else fill for i in order)
-                                  for row in result.rows))
-        new_header = list(result.header)
-        kept: list[str] = []
-        if self._header and self._header != new_header:
-            if len(set(new_header)) != len(new_header):
-                raise StoreError(f"{self.path}: the result has duplicate column names "
-                                 f"{new_header} and the file's header differs")
-            kept = [name for name in self._header[1:] if name not in new_header]
-            new_header += kept
-            position = {name: index for index, name in enumerate(self._header) if index > 0}
-            order = [0] + [position.get(name) for name in new_header[1:]]  # column 0: the date
-            self._by_date = {label: [[row[i] if i is not None else fill for i in order] for row in rows]
+        width = len(result.header)
+        if any(len(row) != width for row in result.rows):
+            raise StoreError(f"{self.path}: a result row does not have the {width} fields "
+                             "of its header")  # a bug upstream; never write a ragged file
+        header = self._new_header(result, keep_column_order)
+        if self._header and header != self._header:
+            self._by_date = {label: _reordered(rows, self._header, header, fill)
                              for label, rows in self._by_date.items()}
-        self._header = new_header
+        self._header = header
+        if header == list(result.header):
+            rows = [list(row) for row in result.rows]
+        else:
+            rows = _reordered(result.rows, list(result.header), header, fill)
         old = {label: self._by_date.pop(label) for label in replace_dates | result.dates
                if label in self._by_date}
         fresh: dict[str, list[list[str]]] = {}
-        for row in result.rows:
-            fresh.setdefault(row[0], []).append(list(row) + [fill] * len(kept))
+        for row in rows:
+            fresh.setdefault(row[0], []).append(row)
         self._by_date.update(fresh)
         self.dirty = True
         # What changed, for Graphite (only changed rows are sent) and diffs.
         return {label: (old.get(label, []), fresh.get(label, []))
                 for label in set(old) | set(fresh) if old.get(label) != fresh.get(label)}
+
+    def _new_header(self, result: Result, keep_column_order: bool) -> list[str]:
+        """The header after merging `result`. Raises StoreError for a header
+        that names a column twice (the result's, the file's when it must
+        change, or the merged one: a result's date column named like one of
+        the file's columns), and, outside pivots, for a result column that
+        differs only in case from a file column the result lacks (a query
+        moved to Hive, which lower-cases names): its history would be split
+        over two columns."""
+        twice = _named_twice(result.header)
+        if twice:
+            raise StoreError(f"{self.path}: the result has duplicate column names: "
+                             f"{twice!r} is named twice")
+        if not self._header:
+            return list(result.header)
+        if self._header == list(result.header):
+            return self._header
+        twice = _named_twice(self._header)
+        if twice:
+            raise StoreError(f"{self.path}: the file's header has duplicate column names: {twice!r} "
+                             "is named twice, and the result's header differs; rename one of them "
+                             "in the file's first line (e.g. to the name the query now uses)")
+        file_columns, result_columns = self._header[1:], list(result.header[1:])
+        if keep_column_order:
+            known = set(file_columns)
+            header = [self._header[0], *file_columns, *(c for c in result_columns if c not in known)]
+        else:
+            folded = {name.casefold(): name for name in file_columns if name not in result.header}
+            for name in result_columns:
+                if name not in self._header and name.casefold() in folded:
+                    raise StoreError(f"{self.path}: the result's column {name!r} differs only in "
+                                     f"case from the file's column {folded[name.casefold()]!r}; "
+                                     "use the same name in the query, or rename the column in "
+                                     "the file's first line")
+            known = set(result_columns)
+            header = [result.header[0], *result_columns, *(c for c in file_columns if c not in known)]
+        twice = _named_twice(header)
+        if twice:
+            raise StoreError(f"{self.path}: the result's date column and another column would "
+                             f"both be named {twice!r}; rename the date column in the query")
+        return header
 
     def trim_before(self, first_label: str) -> None:
         """Drop rows older than `first_label` (max_data_points)."""
@@ -301,6 +338,24 @@ class OutputFile:
             self.temp_path.unlink(missing_ok=True)
         except OSError:
             pass
+
+
+def _named_twice(names: list[str] | tuple[str, ...]) -> str | None:
+    """A name that occurs twice in a header, or None."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
+
+
+def _reordered(rows, old_header: list[str], new_header: list[str], fill: str) -> list[list[str]]:
+    """Rows of `old_header` laid out as `new_header`: the date stays first,
+    the other columns move by name, the ones they lack get `fill`."""
+    position = {name: index for index, name in enumerate(old_header) if index > 0}
+    order = [0] + [position.get(name) for name in new_header[1:]]
+    return [[row[i] if i is not None else fill for i in order] for row in rows]
 
 
 def _fsync_folder(folder: Path) -> None:

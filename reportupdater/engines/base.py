@@ -2,15 +2,18 @@
 #
 # The small interface every engine implements, and the one place where raw
 # rows from any engine become a Result: text cells, a date first column, the
-# same number of fields as the header, an empty row for an empty result.
-# Touches nothing itself; engines touch their databases or scripts.
+# same number of fields as the header, each column named once, an empty row
+# for an empty result. A value that a TSV cell cannot hold exactly (a tab, a
+# NUL, bytes that are not UTF-8, a first-column time a date would drop) fails
+# the interval instead of being changed. Touches nothing itself; engines
+# touch their databases or scripts.
 
 from __future__ import annotations
 
 import abc
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Sequence
@@ -66,6 +69,10 @@ class Result:
 
     header: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
+    # The engine returned no rows: `rows` is one placeholder row of empty
+    # cells, stored so the interval counts as done. Distinct from a real row
+    # of NULLs, which a pivot keeps.
+    empty: bool = False
 
     @property
     def dates(self) -> set[str]:
@@ -73,27 +80,39 @@ class Result:
 
 
 _HOUR = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2})(?::(\d{2}))?$")
-_TAB_OR_LINE_BREAK = re.compile("[\t\r\n]")
-_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$")
+# What a TSV cell cannot hold: field and line separators, and NUL (a file
+# holding one is refused as binary when it is read again).
+_NOT_IN_A_CELL = re.compile("[\t\r\n\x00]")
+_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?))?$")
+_MIDNIGHT = re.compile(r"^00:00(?::00(?:\.0+)?)?$")
 
 
 def cell_text(value: Any) -> str:
-    """A database value as a MySQL client would print it; NULL is empty."""
+    """A database value as a MySQL client would print it; NULL is empty.
+    Raises EngineError for bytes that are not UTF-8 (they would be changed)."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).decode("utf-8", errors="replace")
+        data = bytes(value)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EngineError(f"value is not UTF-8 text (byte 0x{data[exc.start]:02x} at "
+                              f"offset {exc.start}); convert it in the query") from None
     if isinstance(value, Decimal):
         return format(value, "f")
     if isinstance(value, datetime):
-        text = value.strftime("%Y-%m-%d %H:%M:%S")
-        return f"{text}.{value.microsecond:06d}" if value.microsecond else text
-    if isinstance(value, timedelta):  # MySQL TIME
-        seconds = int(value.total_seconds())
-        sign, seconds = ("-", -seconds) if seconds < 0 else ("", seconds)
-        return f"{sign}{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+        # isoformat, not strftime: %Y drops the leading zeros of years before
+        # 1000; and it keeps a time zone's offset (+01:00), which the value needs.
+        return value.isoformat(sep=" ", timespec="microseconds" if value.microsecond else "seconds")
+    if isinstance(value, timedelta):  # MySQL TIME, with its fraction of a second
+        micros = value // timedelta(microseconds=1)  # exact, unlike total_seconds()
+        sign, micros = ("-", -micros) if micros < 0 else ("", micros)
+        seconds, fraction = divmod(micros, 1_000_000)
+        text = f"{sign}{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+        return f"{text}.{fraction:06d}" if fraction else text
     if isinstance(value, date):
         return value.isoformat()
     return str(value)
@@ -101,30 +120,62 @@ def cell_text(value: Any) -> str:
 
 def date_label(value: Any, hourly: bool = False) -> str:
     """The first column as YYYY-MM-DD (hourly: YYYY-MM-DDTHH:MM:SS); raises
-    EngineError for anything else."""
+    EngineError for anything else, and for a time it would have to drop (a
+    daily label of 13:45, an hourly one of 05:00:00.5)."""
     if hourly:
         if isinstance(value, datetime):
-            return value.strftime("%Y-%m-%dT%H:%M:%S")
+            if value.utcoffset() is not None:  # hourly labels are UTC
+                value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            if value.microsecond:
+                raise EngineError(f"first column must be a date and hour YYYY-MM-DDTHH:00:00, "
+                                  f"got {cell_text(value)!r} (a fraction of a second)")
+            return value.isoformat(timespec="seconds")
         text = cell_text(value)
         match = _HOUR.match(text)
         if match:
             try:  # the regex fixed the shape; fromisoformat checks the values (fast, unlike strptime)
                 moment = datetime.fromisoformat(f"{match.group(1)}T{match.group(2)}")
-                return moment.strftime("%Y-%m-%dT%H:%M:") + (match.group(3) or "00")
+                return moment.isoformat(timespec="minutes") + ":" + (match.group(3) or "00")
             except ValueError:
                 pass
         raise EngineError(f"first column must be a date and hour YYYY-MM-DDTHH:00:00, got {text!r}")
-    if isinstance(value, (datetime, date)):
-        return value.strftime("%Y-%m-%d")
+    if isinstance(value, datetime):
+        if value.time() != datetime.min.time():
+            raise EngineError(f"first column must be a date YYYY-MM-DD, got {cell_text(value)!r}: "
+                              "a time other than midnight would be dropped; use DATE(...) in the query")
+        return value.date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
     text = cell_text(value)
     match = _DATE.match(text)
     if match:
         try:
             date.fromisoformat(match.group(1))
-            return match.group(1)
         except ValueError:
             pass
+        else:
+            if match.group(2) is None or _MIDNIGHT.match(match.group(2)):
+                return match.group(1)
+            raise EngineError(f"first column must be a date YYYY-MM-DD, got {text!r}: a time "
+                              "other than midnight would be dropped; use DATE(...) in the query")
     raise EngineError(f"first column must be a date YYYY-MM-DD, got {text!r}")
+
+
+def check_column_names(names: Sequence[str]) -> None:
+    """Raises EngineError for a name a TSV header cannot hold, or for a column
+    named twice: merged by name, one of the two would lose its history. Names
+    that differ only in case count as the same: SQL names ignore case, and
+    Hive returns them in lower case."""
+    seen: dict[str, str] = {}
+    for name in names:
+        if name == "" or _NOT_IN_A_CELL.search(name):
+            raise EngineError(f"column name {name!r} is empty or holds a tab, line break or NUL")
+        first = seen.get(name.casefold())
+        if first is not None:
+            spelled = "" if first == name else f" (as {first!r} and {name!r})"
+            raise EngineError(f"column {first!r} is named twice in the result{spelled}: "
+                              "give each column its own name")
+        seen[name.casefold()] = name
 
 
 def build_result(header: Sequence[Any], rows: Iterable[Sequence[Any]], interval: Interval) -> Result:
@@ -132,24 +183,46 @@ def build_result(header: Sequence[Any], rows: Iterable[Sequence[Any]], interval:
     names = tuple(cell_text(name) for name in header)
     if not names:
         raise EngineError("result has no columns (no header line)")
-    for name in names:
-        if any(ch in name for ch in "\t\r\n") or name == "":
-            raise EngineError(f"column name {name!r} is empty or holds a tab or line break")
+    check_column_names(names)
     normalised: list[tuple[str, ...]] = []
     for number, row in enumerate(rows, start=1):
         if len(row) != len(names):
             raise EngineError(f"row {number} has {len(row)} fields but the header has {len(names)}")
-        cells = (date_label(row[0], interval.hourly),) + tuple(cell_text(value) for value in row[1:])
-        if _TAB_OR_LINE_BREAK.search("".join(cells)):  # one search per row: results can be large
-            name, _ = next((name, cell) for name, cell in zip(names, cells)
-                           if _TAB_OR_LINE_BREAK.search(cell))
-            raise EngineError(f"row {number} column {name!r} holds a tab or line break, "
+        label = date_label(row[0], interval.hourly)  # its errors say "first column"
+        try:
+            cells = (label,) + tuple(cell_text(value) for value in row[1:])
+        except EngineError:
+            for name, value in zip(names[1:], row[1:]):
+                try:
+                    cell_text(value)
+                except EngineError as exc:
+                    raise EngineError(f"row {number} column {name!r}: {exc}") from None
+            raise
+        joined = "".join(cells)  # one check per row, not per cell: results can be large
+        if _NOT_IN_A_CELL.search(joined):
+            name, cell = next((name, cell) for name, cell in zip(names, cells)
+                              if _NOT_IN_A_CELL.search(cell))
+            what = "a NUL character" if "\x00" in cell else "a tab or line break"
+            raise EngineError(f"row {number} column {name!r} holds {what}, "
                               "which a TSV file cannot store; replace it in the query")
+        if not joined.isascii() and not _encodes(joined):
+            # A lone surrogate (from a driver): the file could not be written.
+            name = next(name for name, cell in zip(names, cells) if not _encodes(cell))
+            raise EngineError(f"row {number} column {name!r} holds text that is not valid "
+                              "Unicode (a lone surrogate)")
         normalised.append(cells)
     if not normalised:
         # Stored so that the interval counts as done and is not recomputed forever.
-        normalised.append((interval.label,) + ("",) * (len(names) - 1))
+        return Result(names, ((interval.label,) + ("",) * (len(names) - 1),), empty=True)
     return Result(header=names, rows=tuple(normalised))
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def split_result(result: Result, parts: tuple[Interval, ...]) -> list[tuple[Interval, Result]]:
@@ -159,10 +232,12 @@ def split_result(result: Result, parts: tuple[Interval, ...]) -> list[tuple[Inte
     if len(parts) == 1:
         return [(parts[0], result)]
     by_label: dict[str, list[tuple[str, ...]]] = {part.label: [] for part in parts}
-    for row in result.rows:
-        by_label.get(row[0], by_label[parts[0].label]).append(row)
+    if not result.empty:
+        for row in result.rows:
+            by_label.get(row[0], by_label[parts[0].label]).append(row)
     empty = ("",) * (len(result.header) - 1)
-    return [(part, Result(result.header, tuple(by_label[part.label]) or ((part.label, *empty),)))
+    return [(part, Result(result.header, tuple(by_label[part.label])) if by_label[part.label]
+             else Result(result.header, ((part.label, *empty),), empty=True))
             for part in parts]
 
 
