@@ -313,3 +313,25 @@ reports:
             runner.kill()
             runner.wait()
         kill_all(pids_of(folder))
+
+
+def test_short_scripts_on_many_jobs_are_not_taken_for_ones_leaving_children(tmp_path):
+    # With several workers, one starting its script must not lend another's
+    # script's pipes to its child for a moment: the finished script would
+    # look as if something it left running held its output (a warning, and
+    # half a second of waiting, for an ordinary script).
+    config = """\
+reports:
+  short:
+    type: script
+    granularity: days
+    starts: 2025-06-01
+    explode_by:
+      wiki: w1, w2
+"""
+    folder = make_folder(tmp_path, config, scripts={"short": FINE})
+    out = tmp_path / "out"
+    code, _, stderr = run_cli("run", folder, out, "--now", NOW, "--jobs", "4", timeout=300)
+    assert code == 0, stderr
+    assert stderr == ""
+    assert sorted(files_under(out)) == ["short/w1.tsv", "short/w2.tsv"]

@@ -82,6 +82,12 @@ class ScriptEngine(Engine):
 _running: set[_Command] = set()
 _running_lock = threading.Lock()
 _stopping = False
+# Held while a process is started (Popen returns once the child has exec'd):
+# a fork by another worker meanwhile would give its child, until its exec,
+# copies of this command's pipe ends, and the command's output would look
+# held open by a process it left running. Taken after _running_lock, never
+# before it.
+_spawn_lock = threading.Lock()
 
 # A run killed with SIGKILL cannot clean up: a small reaper process, started
 # with the first command, waits for the end of a pipe from the run, which
@@ -119,10 +125,11 @@ def _tell_reaper(line: str) -> None:
                 _reaper_log, path = tempfile.mkstemp(prefix="reportupdater-reaper-")
                 os.unlink(path)
                 fcntl.fcntl(_reaper_log, fcntl.F_SETFL, os.O_APPEND)
-            _reaper = subprocess.Popen([sys.executable, "-c", _REAPER, str(_reaper_log)],
-                                       stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL, pass_fds=(_reaper_log,),
-                                       start_new_session=True)
+            with _spawn_lock:
+                _reaper = subprocess.Popen([sys.executable, "-c", _REAPER, str(_reaper_log)],
+                                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL, pass_fds=(_reaper_log,),
+                                           start_new_session=True)
         assert _reaper_log is not None
         if line.startswith("-") and not _running:
             os.ftruncate(_reaper_log, 0)  # nothing runs: start the log over
@@ -423,9 +430,10 @@ def run_command(argv: list[str], cwd: Path, timeout: float, describe: str, what:
     """
     try:
         # A session of its own, so a timeout kills the command's children too.
-        process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   start_new_session=True)
+        with _spawn_lock:
+            process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       start_new_session=True)
     except OSError as exc:
         raise EngineError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
     command = _Command(process)
