@@ -1,20 +1,22 @@
 # The command line's own grammar: options before or after the command word,
 # the original's form without a command word, unknown commands, help, usage
 # errors on one line, options given twice, `python -m` and the installed
-# command being the same. Everything runs the real CLI in a subprocess
-# (tests/conftest.py's run_cli).
+# command being the same; what `pip install` brings for Hive reports.
+# Everything runs the real CLI in a subprocess (tests/conftest.py's run_cli).
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import shutil
 import socket
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
-from testkit import NOW, files_under, make_folder, run_cli, tsv
+from testkit import NOW, assert_failed, files_under, make_folder, run_cli, tsv
 
 REPO = Path(__file__).resolve().parent.parent
 COMMANDS = ("run", "rerun", "status", "smoke", "validate", "graphite-backfill", "grafana")
@@ -349,3 +351,76 @@ def test_a_diff_reader_that_goes_away_does_not_stop_the_run(tmp_path):
     assert process.stdout.endswith(" 0\n"), process  # the run's own exit status
     assert "internal error" not in process.stderr and "Traceback" not in process.stderr
     assert files_under(out) == {"daily.tsv": EXPECTED.replace("\t1", "\t2")}
+
+
+# ----------------------------------------------------------- Hive packaging
+
+def _requirement_name(text: str) -> str:
+    return re.split(r"[\s\[<>=!~;]", text, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_pip_install_brings_every_package_hive_reports_import():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    dependencies = {_requirement_name(item) for item in project["dependencies"]}
+    # The modules the hive engine and PyHive import to reach HiveServer2
+    # (PyHive imports thrift_sasl, and thrift_sasl pure-sasl, when it connects).
+    distributions = importlib.metadata.packages_distributions()
+    for module in ("pyhive", "TCLIService", "thrift", "thrift_sasl", "puresasl"):
+        names = {_requirement_name(name) for name in distributions[module]}
+        assert names & dependencies, f"module {module} ({names}) is not in dependencies"
+    # `pip install 'reportupdater[hive]'` of older instructions still works.
+    extras = project["optional-dependencies"]
+    assert "hive" in extras
+    assert {_requirement_name(item) for item in extras["kerberos"]} == {"kerberos"}
+
+
+HIVE_CONFIG = """\
+databases:
+  warehouse:
+    engine: hive
+    host: 127.0.0.1
+    port: {port}
+    auth: {auth}
+    {extra}
+reports:
+  sessions:
+    type: hive
+    db: warehouse
+    granularity: days
+    starts: 2026-01-04
+"""
+
+
+def _hive_folder(tmp_path: Path, auth: str, extra: str = "") -> Path:
+    return make_folder(tmp_path, HIVE_CONFIG.format(port=closed_port(), auth=auth, extra=extra),
+                       files={"sessions.hql": "SELECT '{from_date}' AS date, 1 AS n\n"})
+
+
+def test_a_hive_report_without_pyhive_names_the_missing_package(tmp_path):
+    # A broken install cannot be made for real inside the shared venv:
+    # `sys.modules["pyhive"] = None` makes `import pyhive` fail as if it were
+    # not installed (the one simulated fault here).
+    folder = _hive_folder(tmp_path, "NONE")
+    code = ("import sys; sys.modules['pyhive'] = None; from reportupdater.cli import main; "
+            "sys.argv[0] = 'reportupdater'; raise SystemExit(main())")
+    done = subprocess.run([sys.executable, "-c", code, "run", str(folder), str(tmp_path / "out"),
+                           "--now", NOW], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert_failed(done.stderr, "sessions 2026-01-04",
+                  "hive reports need the Python package 'PyHive' (module pyhive), a dependency of "
+                  "reportupdater missing from this installation: reinstall reportupdater")
+
+
+def test_a_kerberos_hive_database_without_the_kerberos_package_says_so(tmp_path):
+    for module in ("kerberos", "sasl"):
+        try:
+            __import__(module)
+            pytest.skip(f"the {module} module is installed here")
+        except ImportError:
+            pass
+    folder = _hive_folder(tmp_path, "KERBEROS", "kerberos_service_name: hive")
+    code, _, stderr = run_cli("run", folder, tmp_path / "out", "--now", NOW)
+    assert code == 1, stderr
+    assert_failed(stderr, "sessions 2026-01-04",
+                  "auth: KERBEROS needs the Python package 'kerberos': "
+                  "pip install 'reportupdater[kerberos]' (it compiles against libkrb5-dev)")
