@@ -1,8 +1,9 @@
 # The command line's own grammar: options before or after the command word,
 # the original's form without a command word, unknown commands, help, usage
 # errors on one line, options given twice, `python -m` and the installed
-# command being the same; what `pip install` brings for Hive reports.
-# Everything runs the real CLI in a subprocess (tests/conftest.py's run_cli).
+# command being the same; what `pip install` brings for Hive reports; and the
+# docs linking only to files inside the repository. Everything runs the real
+# CLI in a subprocess (tests/conftest.py's run_cli).
 
 from __future__ import annotations
 
@@ -424,3 +425,55 @@ def test_a_kerberos_hive_database_without_the_kerberos_package_says_so(tmp_path)
     assert_failed(stderr, "sessions 2026-01-04",
                   "auth: KERBEROS needs the Python package 'kerberos': "
                   "pip install 'reportupdater[kerberos]' (it compiles against libkrb5-dev)")
+
+
+# ------------------------------------------------------------------ docs links
+
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def _markdown_files() -> list[Path]:
+    return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def _relative_links(path: Path) -> list[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)  # code blocks are not links
+    return [target for target in LINK.findall(text)
+            if not re.match(r"[a-z][a-z0-9+.-]*:", target)]  # http:, mailto:, ...
+
+
+def test_every_relative_link_in_readme_and_docs_is_a_file_in_the_repository():
+    broken = []
+    for path in _markdown_files():
+        for target in _relative_links(path):
+            file_part = target.split("#", 1)[0]
+            if not file_part:
+                continue  # an anchor in the same page
+            resolved = (path.parent / file_part).resolve()
+            if not resolved.is_relative_to(REPO) or not resolved.exists():
+                broken.append(f"{path.relative_to(REPO)}: {target}")
+    assert broken == []
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's heading ids: lower case, punctuation but - and _ dropped, spaces to -."""
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    anchors = set()
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower().replace("`", "")).replace(" ", "-")
+        anchor, n = slug, 1
+        while anchor in anchors:
+            anchor, n = f"{slug}-{n}", n + 1
+        anchors.add(anchor)
+    return anchors
+
+
+def test_every_anchor_of_a_relative_link_names_a_heading():
+    broken = []
+    for path in _markdown_files():
+        for target in _relative_links(path):
+            file_part, _, anchor = target.partition("#")
+            page = (path.parent / file_part).resolve() if file_part else path
+            if anchor and page.suffix == ".md" and page.exists() and anchor not in _anchors(page):
+                broken.append(f"{path.relative_to(REPO)}: {target}")
+    assert broken == []
