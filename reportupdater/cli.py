@@ -19,6 +19,7 @@ import sys
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
 from . import config as config_stage
@@ -43,7 +44,7 @@ class _Parser(argparse.ArgumentParser):
 
     command_parsers: dict[str, argparse.ArgumentParser]
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
