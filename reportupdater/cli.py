@@ -3,19 +3,23 @@
 # Parses arguments, sets up logging to stderr, calls runner.run or
 # reruns.request_rerun, and maps outcomes to exit codes: 0 done, 1 something
 # failed, 2 usage or config error. Bad input is one line on stderr, never a
-# traceback (tracebacks only at -l debug, for bugs).
+# traceback (tracebacks only at -l debug, for bugs). Touches no file itself:
+# the only file system look-up is whether a first word that is not a command
+# names a directory (the original's command line had no command word).
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import os
 import signal
 import sys
 import time
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
 from . import config as config_stage
@@ -35,6 +39,37 @@ class UsageError(Exception):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (argparse prints the whole usage
+    first, which in a cron mail or the journal buries the message)."""
+
+    command_parsers: dict[str, argparse.ArgumentParser]
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+class _Once(argparse.Action):
+    """A single-valued option that changes what is computed or written. Given
+    twice with different values it is a usage error rather than a silent pick
+    of the last one (`--config-path A ... --config-path B` in a cron line
+    would otherwise run B without a word)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = namespace.__dict__.setdefault("_given_options", {})
+        if self.dest in given and given[self.dest][1] != values:
+            first_option, first_value = given[self.dest]
+            parser.error(f"{'/'.join(self.option_strings)} given twice "
+                         f"({first_option} {_shown(first_value)}, {option_string} {_shown(values)}): "
+                         "give it once")
+        given[self.dest] = (option_string, values)
+        setattr(namespace, self.dest, values)
+
+
+def _shown(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
 class Terminated(BaseException):
     """SIGTERM, raised where the run is, so that scripts and queries it waits
     for are stopped on the way out (they run in sessions of their own)."""
@@ -49,23 +84,24 @@ def parse_now(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date-time like 2026-11-23T05:00")
-    moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO date-time like 2026-11-23T05:00") from None
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
     if not NOW_EARLIEST <= moment < NOW_LATEST:
         # Calendar arithmetic near the ends of Python's dates overflows.
         raise argparse.ArgumentTypeError(f"{text!r} is outside {NOW_EARLIEST:%Y}..{NOW_LATEST:%Y}")
     return moment
 
 
-NOW_EARLIEST = datetime(1900, 1, 1, tzinfo=timezone.utc)
-NOW_LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
+NOW_EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+NOW_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def parse_date(text: str) -> date:
     try:
         return datetime.strptime(text, "%Y-%m-%d").date()
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
 
 
 def _positive_int(text: str) -> int:
@@ -81,37 +117,42 @@ def parse_level(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="reportupdater",
+        usage="%(prog)s [OPTIONS] COMMAND [ARGS]\n"
+              "       %(prog)s [RUN OPTIONS] QUERY_FOLDER [OUTPUT_FOLDER]",
         description="Compute the missing intervals of a query folder's reports into TSV files.",
-        epilog="Without a command, 'run' is assumed, so the original "
-               "'update_reports.py [options] QUERY_FOLDER OUTPUT_FOLDER' line works as is.")
+        epilog="Options may come before the command word as well as after it: "
+               "'reportupdater -l info status Q O' is 'reportupdater status -l info Q O'. "
+               "Without a command, 'run' is assumed when the first argument is an existing "
+               "directory, so the original 'update_reports.py [options] QUERY_FOLDER "
+               "OUTPUT_FOLDER' line works as is. 'reportupdater COMMAND --help' describes "
+               "a command.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Shown in the main --help; never parsed here: main() moves options that
+    # precede the command word behind it, to the command's own parser.
+    _add_common_options(parser.add_argument_group("options of every command"))
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", prog="reportupdater")
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config-path", type=Path,
-                        help="config file (default: QUERY_FOLDER/config.yaml)")
-    common.add_argument("-l", "--log-level", type=parse_level, default="warning",
-                        metavar="LEVEL", help=f"one of {', '.join(LOG_LEVELS)} (default: warning)")
-    common.add_argument("--now", type=parse_now, metavar="DATETIME",
-                        help="evaluate everything as if it were this UTC time, e.g. 2026-11-23T05:00")
+    _add_common_options(common)
 
     run = commands.add_parser("run", parents=[common], help="compute missing intervals (the default)",
                               description="Compute every missing interval of every report.")
     run.add_argument("query_folder", type=Path, metavar="QUERY_FOLDER")
     _add_output_folder(run, "go")
     run.add_argument("--no-graphite", action="store_true", help="send nothing to Graphite")
-    run.add_argument("--hive-url", metavar="URL", default=os.environ.get("REPORTUPDATER_HIVE_URL"),
+    run.add_argument("--hive-url", metavar="URL", action=_Once,
+                     default=os.environ.get("REPORTUPDATER_HIVE_URL"),
                      help="Hive server for hive reports of folders that configure none, "
                           "e.g. hive://user@host:10000/default (default: $REPORTUPDATER_HIVE_URL; "
                           "without either, such reports run 'hive -e')")
     run.add_argument("-r", "--report", action="append", default=[], metavar="REPORT",
                      help="only this report (repeatable)")
-    run.add_argument("-j", "--jobs", type=_positive_int, default=0, metavar="N",
+    run.add_argument("-j", "--jobs", type=_positive_int, action=_Once, default=0, metavar="N",
                      help=f"intervals computed at the same time (default: {runner.DEFAULT_JOBS}); "
                           "1 runs them one by one")
-    run.add_argument("--max-intervals", type=_positive_int, metavar="N",
+    run.add_argument("--max-intervals", type=_positive_int, action=_Once, metavar="N",
                      help="compute at most N intervals per report in this run (newest first by default)")
     run.add_argument("--diff", action="store_true",
                      help="print old and new rows of every stored date a recomputation changed")
@@ -119,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print what would be computed (intervals folded into ranges); run nothing")
     run.add_argument("--retry-failed-now", action="store_true",
                      help="retry failed intervals now, whatever their backoff says")
-    run.add_argument("--metrics-file", type=Path, metavar="PATH",
+    run.add_argument("--metrics-file", type=Path, action=_Once, metavar="PATH",
                      help="write the run's figures in Prometheus text format (textfile collector)")
 
     status = commands.add_parser(
@@ -147,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print the rendered query (or the script's command line) on stderr")
     smoke.add_argument("--show-graphite", action="store_true",
                        help="print the Graphite lines it would send on stderr")
-    smoke.add_argument("--hive-url", metavar="URL", default=os.environ.get("REPORTUPDATER_HIVE_URL"),
+    smoke.add_argument("--hive-url", metavar="URL", action=_Once,
+                       default=os.environ.get("REPORTUPDATER_HIVE_URL"),
                        help="as for run")
 
     validate = commands.add_parser(
@@ -168,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="report to recompute (repeatable; default: all)")
     rerun.add_argument("--diff", action="store_true",
                        help="recompute now (into --output-folder) and print what changed")
-    rerun.add_argument("--output-folder", type=Path, default=Path("output"), metavar="OUTPUT_FOLDER",
+    rerun.add_argument("--output-folder", type=Path, action=_Once, default=Path("output"),
+                       metavar="OUTPUT_FOLDER",
                        help="with --diff: where the TSV files are (default: ./output)")
     backfill = commands.add_parser(
         "graphite-backfill", parents=[common], help="re-send what the TSVs hold to Graphite",
@@ -178,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_folder(backfill, "are")
     backfill.add_argument("-r", "--report", action="append", default=[], metavar="REPORT",
                           help="only this report (repeatable)")
-    backfill.add_argument("--since", type=parse_date, metavar="DATE",
+    backfill.add_argument("--since", type=parse_date, action=_Once, metavar="DATE",
                           help="only rows from this date on (YYYY-MM-DD)")
 
     grafana = commands.add_parser(
@@ -187,8 +230,20 @@ def build_parser() -> argparse.ArgumentParser:
                     "template variable per path placeholder. Import it in Grafana's UI or put "
                     "it in a provisioned dashboards folder.")
     grafana.add_argument("query_folder", type=Path, metavar="QUERY_FOLDER")
-    grafana.add_argument("--title", help="dashboard title (default: reportupdater: <folder>)")
+    grafana.add_argument("--title", action=_Once, help="dashboard title (default: reportupdater: <folder>)")
+    parser.command_parsers = dict(commands.choices)
     return parser
+
+
+def _add_common_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--config-path", type=Path, action=_Once, metavar="PATH",
+                        help="config file (default: QUERY_FOLDER/config.yaml)")
+    # The one option that may be given twice (the last wins): it changes only
+    # what is printed, and `./run-demo -l debug` appends to a line that has one.
+    parser.add_argument("-l", "--log-level", type=parse_level, default="warning",
+                        metavar="LEVEL", help=f"one of {', '.join(LOG_LEVELS)} (default: warning)")
+    parser.add_argument("--now", type=parse_now, metavar="DATETIME", action=_Once,
+                        help="evaluate everything as if it were this UTC time, e.g. 2026-11-23T05:00")
 
 
 def _add_output_folder(command: argparse.ArgumentParser, verb: str) -> None:
@@ -212,13 +267,82 @@ def setup_logging(level: str) -> None:
     root.propagate = False
 
 
+def _takes_value(option: str, arity: dict[str, bool]) -> bool:
+    """Whether `option` (as written) is followed by its value as the next word.
+    Long options may be abbreviated, as argparse allows."""
+    if option.startswith("--"):
+        name, attached, _ = option.partition("=")
+        if attached:
+            return False
+        if name in arity:
+            return arity[name]
+        kinds = {takes for known, takes in arity.items() if known.startswith(name)}
+        return kinds == {True}  # unknown or ambiguous: argparse will say so
+    return arity.get(option[:2], False) and len(option) == 2  # `-linfo` holds its value
+
+
+def _positionals(argv: list[str], arity: dict[str, bool]) -> list[int]:
+    """Indexes of the words that are not options or option values."""
+    found, index = [], 0
+    while index < len(argv):
+        word = argv[index]
+        if word == "--":
+            return found + list(range(index + 1, len(argv)))
+        if word.startswith("-") and word != "-":
+            index += 2 if _takes_value(word, arity) else 1
+            continue
+        found.append(index)
+        index += 1
+    return found
+
+
+def command_line(argv: list[str], parser: _Parser) -> list[str]:
+    """argv with the command word first, the form argparse parses.
+
+    Options written before the command word are moved behind it, so that
+    `-l info status Q O` is `status -l info Q O` for every command and
+    option. Without a command word (the original's `update_reports.py
+    [options] QUERY_FOLDER OUTPUT_FOLDER`), 'run' is assumed when the first
+    argument is an existing directory; any other first word is refused as
+    an unknown command.
+    """
+    arity = {option: action.nargs != 0
+             for command in parser.command_parsers.values() for action in command._actions
+             for option in action.option_strings}
+    positionals = _positionals(argv, arity)
+    first = positionals[0] if positionals else len(argv)
+    leading = argv[:first]
+    if "--version" in leading:
+        return ["--version"]
+    if "-h" in leading or "--help" in leading:
+        command = argv[first] if first < len(argv) and argv[first] in COMMANDS else None
+        return [command, "--help"] if command else ["--help"]
+    if not positionals:
+        if argv:
+            parser.error(f"no command and no QUERY_FOLDER given; commands: {', '.join(COMMANDS)}")
+        return argv
+    word = argv[first]
+    if word in COMMANDS:
+        before = leading[:-1] if leading[-1:] == ["--"] else leading
+        return [word, *before, *argv[first + 1:]]
+    if Path(word).is_dir():
+        return ["run", *argv]  # the original's command line had no command word
+    suggestion = difflib.get_close_matches(word, COMMANDS, n=1)
+    hint = f" (did you mean '{suggestion[0]}'?)" if suggestion else ""
+    if any(Path(argv[i]).is_dir() for i in positionals[1:]):
+        # a misspelt command before a real query folder
+        parser.error(f"unknown command '{word}'{hint}; commands: {', '.join(COMMANDS)}")
+    parser.error(f"unknown command or missing query folder '{word}'{hint}: no command has this "
+                 f"name ({', '.join(COMMANDS)}) and no directory {word} exists")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
-        argv.insert(0, "run")  # the original's command line had no command word
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(command_line(argv, parser))
+        if extra:  # said by the command's parser, which names the command
+            parser.command_parsers[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exit:
         return int(exit.code or 0)
     if args.command is None:
@@ -237,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     except (config_stage.ConfigError, reruns.RerunError, runner.RunRefused, UsageError) as exc:
         log.error("%s", exc)
         return 2
+    except BrokenPipeError:
+        # The reader of standard output went away (`status | head -1`): not a
+        # failure of ours, and nothing left to say to it.
+        _drop_stdout()
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt:
         log.error("interrupted")
         return 1
@@ -363,7 +492,7 @@ def _print_status(data: dict, verbose: bool) -> None:
     widths = [max(len(column), *(len(row[i]) for row in rows)) if rows else len(column)
               for i, column in enumerate(columns)]
     for row in [columns, *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     for entry in data["reports"] if verbose else []:
         for note in entry.get("notes", []):
             print(f"{entry['report']}: {note}")
@@ -413,7 +542,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _rerun(args: argparse.Namespace) -> int:
     if args.now is not None:
         runner.check_now(args.now, runner.utcnow())
-    today = (args.now or runner.utcnow()).astimezone(timezone.utc).date()
+    today = (args.now or runner.utcnow()).astimezone(UTC).date()
     if not args.query_folder.is_dir():
         raise UsageError(f"{args.query_folder}: query folder does not exist")
     request = reruns.request_rerun(args.query_folder, args.start, args.end, args.report,
@@ -431,7 +560,21 @@ def _rerun(args: argparse.Namespace) -> int:
 
 
 def _print_diff(text: str) -> None:
-    print(text, flush=True)
+    """A run's --diff output. A reader that goes away must not stop the run
+    half-way (what it computed is stored all the same): the rest is dropped."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        _drop_stdout()
+        log.warning("standard output closed: the rest of the --diff output is dropped")
+
+
+def _drop_stdout() -> None:
+    """Point standard output at /dev/null, so that nothing written later (nor
+    the flush at exit) raises BrokenPipeError again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _graphite_backfill(args: argparse.Namespace) -> int:

@@ -128,6 +128,41 @@ def server_for(database: DatabaseConfig) -> HiveServer:
                       configuration=dict(database.configuration))
 
 
+# The distributions of the modules PyHive needs to reach HiveServer2 (all
+# dependencies of reportupdater: only a broken installation lacks one).
+_PACKAGES = {"pyhive": "PyHive", "TCLIService": "PyHive", "thrift": "thrift",
+             "thrift_sasl": "thrift-sasl", "puresasl": "pure-sasl"}
+
+
+def _pyhive(server: HiveServer):
+    """PyHive's hive module, or an error naming the package that is missing."""
+    try:
+        import puresasl  # noqa: F401  (PyHive imports these two only when it connects)
+        import thrift_sasl  # noqa: F401
+        from pyhive import hive
+    except ImportError as exc:
+        module = (exc.name or "pyhive").split(".")[0]
+        raise EngineError(f"hive reports need the Python package {_PACKAGES.get(module, module)!r} "
+                          f"(module {module}), a dependency of reportupdater missing from this "
+                          "installation: reinstall reportupdater") from None
+    kerberos = (server.auth or "").upper() == "KERBEROS"
+    if kerberos and not _importable("kerberos") and not _importable("sasl"):
+        # pure-sasl drops GSSAPI without `kerberos` (PyHive prefers the C
+        # `sasl` package when there is one), and the connection then fails
+        # with an obscure SASL error.
+        raise EngineError("auth: KERBEROS needs the Python package 'kerberos': "
+                          "pip install 'reportupdater[kerberos]' (it compiles against libkrb5-dev)")
+    return hive
+
+
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
 class HiveEngine(Engine):
     type = "hive"
 
@@ -179,10 +214,7 @@ class HiveEngine(Engine):
         # A PyHive connection is not shared between threads: one per job thread.
         key = f"{key}@{threading.get_ident()}"
         if key not in self._connections:
-            try:
-                from pyhive import hive
-            except ImportError:
-                raise EngineError("hive reports need PyHive: pip install 'reportupdater[hive]'") from None
+            hive = _pyhive(server)
             try:
                 self._connections[key] = hive.connect(
                     host=server.host, port=server.port, username=server.username,
