@@ -4,7 +4,8 @@
 # END (YYYY-MM-DD, END exclusive) and then one report key per line, the
 # format the original rerun_reports.py wrote. The runner treats the covered
 # intervals as not done and deletes a request once all of it was recomputed.
-# May touch: the .reruns/ folder only.
+# Requests are written by atomic.write (no link followed, none overwritten
+# by a new one). May touch: the .reruns/ folder only.
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
+from . import atomic
 from . import config as config_stage
 from .intervals import DateRange
 
@@ -62,31 +64,37 @@ def read_requests(query_folder: Path) -> list[RerunRequest]:
 
 
 def write_request(query_folder: Path, dates: DateRange, reports: list[str]) -> Path:
-    """Write a request atomically (a run never sees half of one)."""
+    """Write a request atomically (a run never sees half of one), under a new
+    name: an existing request is never replaced. Raises RerunError (one line
+    naming the file) when it cannot be written."""
     folder = query_folder / FOLDER_NAME
-    folder.mkdir(exist_ok=True)
-    name = str(int(time.time() * 1000))
-    while (folder / name).exists():
-        name = str(int(name) + 1)
-    temp = folder / f".{name}.tmp"
     lines = [dates.start.isoformat(), dates.end.isoformat(), *reports]
-    temp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(temp, folder / name)
-    return folder / name
+    data = ("\n".join(lines) + "\n").encode("utf-8")
+    number = int(time.time() * 1000)
+    while True:
+        path = folder / str(number)
+        try:
+            # .reruns/ itself is created when missing and may be a link (a
+            # read-only checkout may point it at a writable place).
+            atomic.write(path, data, replace=False)
+            return path
+        except atomic.TargetExists:
+            number += 1  # taken (another request in the same millisecond)
+        except OSError as exc:
+            raise RerunError(f"{path}: cannot write the rerun request: {exc.strerror}") from None
 
 
 def keep_only(request: RerunRequest, report_keys: list[str], dates: DateRange) -> None:
     """Rewrite a request (atomically, same name) for what is still to do."""
     lines = [dates.start.isoformat(), dates.end.isoformat(), *report_keys]
-    temp = request.path.with_name(f".{request.path.name}.tmp")
     try:
-        temp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        os.replace(temp, request.path)
+        atomic.write(request.path, ("\n".join(lines) + "\n").encode("utf-8"))
     except OSError as exc:
         log.warning("%s: cannot rewrite rerun request: %s", request.path, exc.strerror)
 
 
 def consume(request: RerunRequest) -> None:
+    """Delete a request that is done (unlink: a link there is removed, never followed)."""
     try:
         request.path.unlink()
     except FileNotFoundError:
