@@ -250,7 +250,7 @@ def run(options: RunOptions) -> RunSummary:
         raise config_stage.ConfigError(f"{options.query_folder}: query folder does not exist")
     summary = RunSummary()
     try:
-        with FolderLock(Path(options.query_folder)):
+        with FolderLock(Path(options.output_folder)):  # one run per output folder
             folder = config_stage.load(options.query_folder, options.config_path)
             summary.folder = folder
             for warning in folder.warnings:
