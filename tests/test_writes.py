@@ -410,6 +410,24 @@ def test_stale_queue_temp_files_are_removed_but_not_links_or_batches(tmp_path, c
     assert read(tmp_path / "victim") == PRECIOUS
 
 
+def test_a_linked_queue_folder_is_neither_written_nor_read(tmp_path, caplog):
+    folder = make_folder(tmp_path, GRAPHITE_REPORT.format(port=closed_port()), scripts={"ok": OK_SCRIPT})
+    out = tmp_path / "out"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out).mkdir()
+    (out / ".graphite-queue").symlink_to(elsewhere, target_is_directory=True)
+    queue = publish.Queue(out, folder)
+    with pytest.raises(atomic.SymlinkRefused) as caught:
+        queue.add([publish.Point("ru.value", "1", STAMP_0104)])
+    assert caught.value.strerror.startswith(f"{out / '.graphite-queue'} {LINK_REFUSED}")
+    assert queue.files() == [] and queue.files() == []
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{queue.folder}: Graphite queue not read: {out / '.graphite-queue'} {LINK_REFUSED} "
+        "(replace it with a real file or folder)"]  # once, not per flush
+    assert os.listdir(elsewhere) == []
+
+
 # ------------------------------------------------------------ the state file, damaged
 
 STATE_REPORTS = """\
@@ -558,6 +576,21 @@ def test_an_output_file_that_is_a_fifo_fails_that_file_in_one_line(tmp_path):
     for command in (["status"], ["run", "--dry-run"]):
         code, _, stderr = run_cli(*command, folder, out, "--now", NOW, timeout=30)
         assert "Traceback" not in stderr and "CRITICAL" not in stderr, stderr
+
+
+def test_validate_reads_output_headers_without_following_links_or_waiting_on_a_fifo(tmp_path):
+    config = GRAPHITE_REPORT.format(port=closed_port()).replace('"ru.{_metric}"', '"ru.{kind}.{_metric}"')
+    folder = make_folder(tmp_path, config, scripts={"ok": OK_SCRIPT})
+    out = tmp_path / "out"
+    out.mkdir()
+    os.mkfifo(out / "counted.tsv")
+    code, stdout, stderr = run_cli("validate", folder, out, timeout=30)
+    assert code == 1 and "Traceback" not in stderr, stderr
+    assert "{kind} is not an explode_by placeholder, _metric, or a column of the output files" in stdout
+    (out / "counted.tsv").unlink()
+    (out / "counted.tsv").symlink_to(victim(tmp_path, tsv("date\tkind\tvalue")))
+    code, stdout, _ = run_cli("validate", folder, out, timeout=30)
+    assert code == 1 and "{kind} is not" in stdout  # the linked file's header is not taken
 
 
 # ------------------------------------------------------------ nothing written into the query folder
