@@ -581,7 +581,7 @@ def _graphite_backfill(args: argparse.Namespace) -> int:
     if not args.query_folder.is_dir():
         raise UsageError(f"{args.query_folder}: query folder does not exist")
     try:
-        with FolderLock(args.query_folder):  # runs send the same queue
+        with FolderLock(args.output_folder):  # runs send the same queue
             folder = config_stage.load(args.query_folder, args.config_path)
             since = args.since.isoformat() if args.since else None
             summary = publish.backfill(folder, args.output_folder, args.report, since)

@@ -1,15 +1,14 @@
 # Operating: a run's figures in Prometheus text format, for node_exporter's
-# textfile collector (`run --metrics-file PATH`). Written atomically (write
-# beside, rename), so the collector never reads half a file. May touch: that
-# one file.
+# textfile collector (`run --metrics-file PATH`). Written by atomic.write
+# (temp beside, fsync, rename; no link followed), so the collector never
+# reads half a file. May touch: that one file.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import intervals
+from . import atomic, intervals
 from .config import FolderConfig
 from .runner import RunSummary
 
@@ -70,6 +69,5 @@ def render(folder: FolderConfig, summary: RunSummary, now: datetime) -> str:
 
 
 def write(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, path)
+    """Raises OSError (a link at PATH is refused, never written through)."""
+    atomic.write(path, text.encode("utf-8"))

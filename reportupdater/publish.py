@@ -3,7 +3,8 @@
 # Turns rows written to the TSV store into Graphite points (path from the
 # report's `graphite.path`, value from the row, timestamp = interval start in
 # UTC epoch seconds), keeps them in a durable queue beside the outputs
-# (OUTPUT/.graphite-queue/), and sends the queue with graphyte over the
+# (OUTPUT/.graphite-queue/, files written by atomic.write), and sends the
+# queue with graphyte over the
 # plaintext protocol. A point leaves the queue only once Graphite took it, so
 # an outage or a crash never loses one; a point sent twice is harmless
 # (Graphite overwrites the same path and timestamp). May touch: the queue
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -23,7 +25,7 @@ from typing import Iterable, Sequence
 
 import yaml
 
-from . import intervals, store, templates
+from . import atomic, intervals, store, templates
 from .config import ConfigError, FolderConfig, GraphiteConfig, ReportConfig
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,9 @@ QUEUE_FOLDER = ".graphite-queue"
 BATCH_LINES = 5000  # points per TCP message
 SEND_TIMEOUT_SECONDS = 10.0
 _BAD_PATH = re.compile(r"[\s'\"\\]|\.\.|^\.|\.$")
+# A queued line as Point.line() writes it; other lines of a queue file are dropped.
+_QUEUED_LINE = re.compile(r"[^\s'\"\\]+ [^\s]+ -?\d+")
+_BATCH_NUMBERS = itertools.count()  # queue files of one process, in order
 
 
 class PublishError(Exception):
@@ -130,61 +135,83 @@ class Queue:
     def __init__(self, output_folder: Path, query_folder: Path):
         import hashlib  # here, not at the top: loading OpenSSL slows every run's start
         owner = hashlib.sha1(str(query_folder.resolve()).encode()).hexdigest()[:12]
+        self.output_folder = output_folder
         self.folder = output_folder / QUEUE_FOLDER / f"{query_folder.resolve().name}-{owner}"
+        self._warned: set[Path] = set()  # damaged files: one warning each per run, not per flush
 
     def add(self, points: Sequence[Point]) -> None:
-        """Durably record points (write beside, fsync, rename) before they are sent."""
+        """Durably record points (atomic.write: nothing half-written, no link
+        followed) before they are sent. Raises OSError."""
         if not points:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        name = f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}-{os.getpid()}"
-        temp = self.folder / f".{name}.tmp"
+        name = (f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}-{os.getpid()}"
+                f"-{next(_BATCH_NUMBERS):06d}.txt")
         data = "".join(point.line() + "\n" for point in points).encode("utf-8")
-        try:
-            descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                view = memoryview(data)
-                while view:  # a short write (disk nearly full) must not cut the batch
-                    view = view[os.write(descriptor, view):]
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
-            os.replace(temp, self.folder / f"{name}.txt")
-        except OSError:
-            temp.unlink(missing_ok=True)
-            raise
-        folder = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        # The name is new (time, PID, number): no batch ever replaces another.
+        atomic.write(self.folder / name, data, inside=self.output_folder)
 
     def files(self) -> list[Path]:
+        """The queued batches, oldest first (links and other non-files included,
+        so that reading them says what they are)."""
         try:
-            return sorted(path for path in self.folder.iterdir()
-                          if path.suffix == ".txt" and not path.name.startswith("."))
+            with atomic.open_folder(self.folder, self.output_folder, target=self.folder) as descriptor:
+                names = os.listdir(descriptor)
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            if self.folder not in self._warned:
+                self._warned.add(self.folder)
+                log.warning("%s: Graphite queue not read: %s", self.folder, exc.strerror)
+            return []
+        return [self.folder / name for name in sorted(names)
+                if name.endswith(".txt") and not name.startswith(".")]
+
+    def read(self, path: Path, warn: bool = True) -> list[str] | None:
+        """A batch's point lines; None (after a warning) when it cannot be read.
+        Lines that are not points (a damaged file) are dropped with a warning:
+        they could not be sent anyway."""
+        warn = warn and path not in self._warned
+        try:
+            data = atomic.read(path, inside=self.output_folder)
+        except OSError as exc:
+            if warn:
+                self._warned.add(path)
+                log.warning("%s: queued Graphite points not read: %s", path, exc.strerror)
+            return None
+        lines = data.decode("utf-8", errors="replace").splitlines()
+        points = [line for line in lines if _QUEUED_LINE.fullmatch(line)]
+        dropped = sum(1 for line in lines if line.strip()) - len(points)
+        if dropped and warn:
+            self._warned.add(path)
+            log.warning("%s: %d damaged lines of the Graphite queue dropped (not 'PATH VALUE "
+                        "TIMESTAMP')", path, dropped)
+        return points
 
     def size(self) -> int:
-        return sum(len(path.read_text(encoding="utf-8").splitlines()) for path in self.files())
+        return sum(len(self.read(path, warn=False) or ()) for path in self.files())
 
     def remove_stale_temp(self) -> None:
-        for path in self.folder.glob(".*.tmp") if self.folder.is_dir() else ():
-            path.unlink(missing_ok=True)
+        atomic.remove_stale_temps(self.folder, inside=self.output_folder)
 
     def flush(self, sender: "Sender") -> tuple[int, str | None]:
         """Send queued points oldest first. Returns (points sent, error or None);
         a file is deleted only once all of it was sent."""
         sent = 0
         for path in self.files():
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = self.read(path)
+            if lines is None:
+                continue
             try:
                 for start in range(0, len(lines), BATCH_LINES):
                     sender.send_lines(lines[start:start + BATCH_LINES])
             except OSError as exc:
                 return sent, f"{sender.address}: {exc.strerror or exc}"
-            path.unlink()
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # sent again next run: harmless
+                log.warning("%s: sent, but cannot be deleted: %s", path, exc.strerror)
             sent += len(lines)
         return sent, None
 

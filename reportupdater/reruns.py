@@ -8,8 +8,9 @@
 # request, the reports done and, per output file, the interval labels still
 # to recompute), so a trial run into a scratch folder does not spend the
 # production folder's rerun, and a run bounded by max_intervals_per_run
-# resumes where the last one stopped. Request files are never rewritten.
-# May touch: the .reruns/ folder and that one progress file.
+# resumes where the last one stopped. Request files are never rewritten;
+# they and the progress file are written by atomic.write (no link
+# followed). May touch: the .reruns/ folder and that one progress file.
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
+from . import atomic
 from . import config as config_stage
 from .intervals import DateRange, Interval
 
@@ -64,10 +66,11 @@ def read_requests(query_folder: Path) -> list[RerunRequest]:
     requests = []
     for name in names:
         path = folder / name
-        if name.startswith(".") or not path.is_file():
+        if name.startswith("."):
             continue  # temp files of a request being written
         try:
-            text = path.read_text(encoding="utf-8")
+            # A link or a FIFO there is skipped: a request is a plain file.
+            text = atomic.read(path).decode("utf-8")
             lines = [line.strip() for line in text.splitlines()]
             lines = [line for line in lines if line]
             start, end = _parse_date(lines[0]), _parse_date(lines[1])
@@ -75,43 +78,32 @@ def read_requests(query_folder: Path) -> list[RerunRequest]:
                 raise ValueError("start is not before end")
             digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
             requests.append(RerunRequest(path, DateRange(start, end), tuple(lines[2:]), digest))
+        except (atomic.SymlinkRefused, atomic.NotRegularFile):
+            log.warning("%s: rerun request skipped: not a regular file", path)
         except (OSError, UnicodeDecodeError, ValueError, IndexError) as exc:
             log.warning("%s: rerun request skipped, cannot parse it: %s", path, exc)
     return requests
 
 
 def write_request(query_folder: Path, dates: DateRange, reports: list[str]) -> Path:
-    """Write a request atomically (a run never sees half of one)."""
+    """Write a request atomically (a run never sees half of one), under a new
+    name: an existing request is never replaced. Raises RerunError (one line
+    naming the file) when it cannot be written."""
     folder = query_folder / FOLDER_NAME
-    folder.mkdir(exist_ok=True)
-    name = str(int(time.time() * 1000))
-    while (folder / name).exists():
-        name = str(int(name) + 1)
-    temp = folder / f".{name}.tmp"
     lines = [dates.start.isoformat(), dates.end.isoformat(), *reports]
-    temp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(temp, folder / name)
-    return folder / name
-
-
-def keep_only(request: RerunRequest, report_keys: list[str], dates: DateRange) -> None:
-    """Rewrite a request (atomically, same name) for what is still to do."""
-    lines = [dates.start.isoformat(), dates.end.isoformat(), *report_keys]
-    temp = request.path.with_name(f".{request.path.name}.tmp")
-    try:
-        temp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        os.replace(temp, request.path)
-    except OSError as exc:
-        log.warning("%s: cannot rewrite rerun request: %s", request.path, exc.strerror)
-
-
-def consume(request: RerunRequest) -> None:
-    try:
-        request.path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("%s: cannot delete consumed rerun request: %s", request.path, exc.strerror)
+    data = ("\n".join(lines) + "\n").encode("utf-8")
+    number = int(time.time() * 1000)
+    while True:
+        path = folder / str(number)
+        try:
+            # .reruns/ itself is created when missing and may be a link (a
+            # read-only checkout may point it at a writable place).
+            atomic.write(path, data, replace=False)
+            return path
+        except atomic.TargetExists:
+            number += 1  # taken (another request in the same millisecond)
+        except OSError as exc:
+            raise RerunError(f"{path}: cannot write the rerun request: {exc.strerror}") from None
 
 
 def file_key(explode: tuple[tuple[str, str], ...]) -> str:
@@ -159,7 +151,7 @@ class RerunProgress:
         requests are then recomputed whole (more work, nothing missed)."""
         progress = cls(output_folder)
         try:
-            raw = json.loads(progress.path.read_text(encoding="utf-8"))
+            raw = json.loads(atomic.read(progress.path))
             entries = raw["requests"]
             if not isinstance(entries, dict) or not all(isinstance(v, dict) for v in entries.values()):
                 raise ValueError("'requests' is not a mapping of mappings")
@@ -236,10 +228,7 @@ class RerunProgress:
             self.dirty = False
             return
         text = json.dumps({"requests": self.entries}, indent=1, sort_keys=True) + "\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temp = self.path.with_name(f".{self.path.name}.tmp")
-        temp.write_text(text, encoding="utf-8")
-        os.replace(temp, self.path)
+        atomic.write(self.path, text.encode("utf-8"))
         self.dirty = False
 
 

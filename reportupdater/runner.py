@@ -284,7 +284,7 @@ def run(options: RunOptions) -> RunSummary:
         raise config_stage.ConfigError(f"{options.query_folder}: query folder does not exist")
     summary = RunSummary()
     try:
-        with FolderLock(Path(options.query_folder)):
+        with FolderLock(Path(options.output_folder)):  # one run per output folder
             folder = config_stage.load(options.query_folder, options.config_path)
             summary.folder = folder
             for warning in folder.warnings:
@@ -474,7 +474,7 @@ def read_outputs(report: config_stage.ReportConfig, output_folder: Path
             inputs.append(planning.FileInput(explode, output_folder / report.key, error=str(exc)))
             continue
         try:
-            output = store.OutputFile.load(path)
+            output = store.OutputFile.load(path, root=output_folder)
         except store.StoreError as exc:
             inputs.append(planning.FileInput(explode, path, error=str(exc)))
             continue
@@ -627,7 +627,13 @@ def _reopen_history(report: config_stage.ReportConfig, part: intervals.Interval,
     dates = intervals.DateRange(report.starts, part.start.date())
     if dates.start >= dates.end:
         return
-    reruns.write_request(options.query_folder, dates, [report.key])
+    try:
+        reruns.write_request(options.query_folder, dates, [report.key])
+    except reruns.RerunError as exc:
+        log.error("%s: new columns %s: cannot ask for the history to be recomputed: %s",
+                  report.key, ", ".join(sorted(new_columns)), exc)
+        outcome.file_failed = True
+        return
     log.info("%s: new columns %s: intervals before %s will be computed again", report.key,
              ", ".join(sorted(new_columns)), part.label)
 

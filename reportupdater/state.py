@@ -4,16 +4,21 @@
 # holds, per report, the intervals that failed (error, attempts, when to try
 # again: next run, then 1, 2, 4 ... hours later, capped) and when the report was last
 # started (for `schedule:`). The TSVs stay the source of truth for what is
-# done; losing this file loses only backoff and schedule memory. Written
-# atomically. May touch: that one file.
+# done; losing this file loses only backoff and schedule memory, so a file
+# that cannot be read (or an entry of it) is ignored with one warning. Written
+# by atomic.write. May touch: that one file.
 
 from __future__ import annotations
 
 import json
-import os
+import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+from . import atomic
+
+log = logging.getLogger(__name__)
 
 FILE_NAME = ".reportupdater-state.json"
 BACKOFF_CAP = timedelta(hours=24)
@@ -63,21 +68,40 @@ class State:
 
     @classmethod
     def load(cls, output_folder: Path) -> "State":
+        """The state as the file holds it. Unreadable memory is no reason to
+        stop (the TSVs still say what is done): a file that cannot be read is
+        ignored, an entry that is not valid is dropped and the others kept,
+        with one warning naming the file; the next save writes it afresh."""
         state = cls(output_folder)
         try:
-            raw = json.loads(state.path.read_text(encoding="utf-8"))
-            for key, value in raw.get("reports", {}).items():
-                failures = {name: Failure(**failure) for name, failure in value.get("failures", {}).items()}
-                state.reports[key] = ReportState(value.get("last_started"), failures,
-                                                 dict(value.get("waiting", {})))
+            raw = json.loads(atomic.read(state.path, inside=output_folder).decode("utf-8"))
         except FileNotFoundError:
-            pass
-        except (OSError, ValueError, TypeError, AttributeError):
-            # Unreadable memory is no reason to stop: start afresh (the TSVs
-            # still say what is done), and overwrite it at the end.
-            state.reports = {}
+            return state
+        except OSError as exc:
+            return state._ignore(exc.strerror or str(exc))
+        except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, nested too deep
+            return state._ignore(f"not valid JSON ({_short(exc)})")
+        reports = raw.get("reports") if isinstance(raw, dict) else None
+        if not isinstance(reports, dict):
+            return state._ignore("not an object with 'reports'")
+        dropped: list[str] = []
+        for key, value in reports.items():
+            report = _report_state(value, f"reports.{_name(key)}", dropped)
+            if report is not None:
+                state.reports[key] = report
+        if dropped:
             state.dirty = True
+            more = f" and {len(dropped) - 1} more" if len(dropped) > 1 else ""
+            log.warning("%s: run state entries ignored (not valid): %s%s", state.path,
+                        dropped[0], more)
         return state
+
+    def _ignore(self, reason: str) -> State:
+        log.warning("%s: run state ignored: %s; failed intervals are retried now and "
+                    "schedules start afresh", self.path, reason)
+        self.reports = {}
+        self.dirty = True
+        return self
 
     def report(self, key: str) -> ReportState:
         return self.reports.setdefault(key, ReportState())
@@ -92,7 +116,9 @@ class State:
         attempts = previous.attempts + 1 if previous else 1
         # The next run retries a first failure; one that keeps failing waits
         # 1, 2, 4 ... hours (capped) so a broken source is not hammered.
-        wait = timedelta(0) if attempts == 1 else min(timedelta(hours=2 ** (attempts - 2)), BACKOFF_CAP)
+        # (The exponent is bounded: a state file may hold any count.)
+        wait = timedelta(0) if attempts == 1 else min(timedelta(hours=2 ** min(attempts - 2, 16)),
+                                                      BACKOFF_CAP)
         failure = Failure(error=error, attempts=attempts,
                           first_failed=previous.first_failed if previous else _iso(now),
                           last_failed=_iso(now), retry_after=_iso(now + wait))
@@ -159,11 +185,78 @@ class State:
                                   "failures": {name: asdict(f) for name, f in sorted(value.failures.items())},
                                   **({"waiting": dict(sorted(value.waiting.items()))} if value.waiting else {})}
                             for key, value in sorted(self.reports.items())}}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(temp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, self.path)
+        text = json.dumps(data, indent=1)
+        atomic.write(self.path, text.encode("utf-8"))  # raises OSError
         self.dirty = False
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _name(key: str) -> str:
+    """A key of the file as it goes into the one-line warning."""
+    return _short(key if key.isprintable() else repr(key))
+
+
+def _valid_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        _parse(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _report_state(value: object, where: str, dropped: list[str]) -> ReportState | None:
+    """One report's memory as read from the file: what is valid of it."""
+    if not isinstance(value, dict):
+        dropped.append(f"{where}: not an object")
+        return None
+    report = ReportState()
+    last_started = value.get("last_started")
+    if last_started is None or _valid_time(last_started):
+        report.last_started = last_started
+    else:
+        dropped.append(f"{where}.last_started: {_short(repr(last_started))} is not YYYY-MM-DDTHH:MM:SSZ")
+    for section in ("failures", "waiting"):
+        entries = value.get(section, {})
+        if not isinstance(entries, dict):
+            dropped.append(f"{where}.{section}: not an object")
+            continue
+        for name, entry in entries.items():
+            if section == "waiting":
+                if _valid_time(entry):
+                    report.waiting[name] = entry
+                else:
+                    dropped.append(f"{where}.waiting.{_name(name)}: {_short(repr(entry))} is not "
+                                   "YYYY-MM-DDTHH:MM:SSZ")
+                continue
+            problem = _failure_problem(entry)
+            if problem:
+                dropped.append(f"{where}.failures.{_name(name)}: {problem}")
+            else:
+                report.failures[name] = Failure(**{key: entry[key] for key in _FAILURE_FIELDS})
+    return report
+
+
+_FAILURE_FIELDS = ("error", "attempts", "first_failed", "last_failed", "retry_after")
+
+
+def _failure_problem(entry: object) -> str | None:
+    if not isinstance(entry, dict):
+        return "not an object"
+    for key in _FAILURE_FIELDS:
+        if key not in entry:
+            return f"no {key!r}"
+    if not isinstance(entry["error"], str):
+        return "'error' is not a string"
+    attempts = entry["attempts"]
+    if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
+        return f"'attempts' {_short(repr(attempts))} is not a whole number from 1"
+    for key in ("first_failed", "last_failed", "retry_after"):
+        if not _valid_time(entry[key]):
+            return f"{key!r} {_short(repr(entry[key]))} is not YYYY-MM-DDTHH:MM:SSZ"
+    return None

@@ -3,19 +3,19 @@
 # The output files are the source of truth for what is done. This module
 # reads an output file once, merges results into it in memory (header
 # evolution, replaced dates, max_data_points trimming) and replaces it
-# atomically (write beside, fsync, rename, fsync the folder). May touch: the
-# output folder only. Cells are kept as the exact text of the file, so every
+# through atomic.write (a fresh temp beside it, fsync, rename, fsync the
+# folder; no link followed, none written through). May touch: the output
+# folder only. Cells are kept as the exact text of the file, so every
 # value round-trips byte for byte.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from datetime import date
 from operator import itemgetter
 from pathlib import Path
 
+from . import atomic
 from .engines import Result
 
 
@@ -113,8 +113,11 @@ class OutputFile:
     """
 
     def __init__(self, path: Path, header: list[str] | None = None,
-                 by_date: dict[str, list[list[str]]] | None = None):
+                 by_date: dict[str, list[list[str]]] | None = None, root: Path | None = None):
         self.path = path
+        # The output folder: no folder between it and the file may be a link
+        # (default: the file's own folder; the file itself never may be one).
+        self.root = root if root is not None else path.parent
         self._header = header or []
         self._by_date = by_date or {}
         self._text: str | None = None  # read but not yet split into rows
@@ -142,22 +145,21 @@ class OutputFile:
         """Every row, sorted by date; rows of one date keep their order."""
         return [row for label in sorted(self.by_date) for row in self.by_date[label]]
 
-    @property
-    def temp_path(self) -> Path:
-        return self.path.with_name(f".{self.path.name}.tmp")
-
     @classmethod
-    def load(cls, path: Path) -> "OutputFile":
+    def load(cls, path: Path, root: Path | None = None) -> "OutputFile":
         """Read an output file (a missing one is empty). Raises StoreError when it
-        cannot be parsed: such a file is never overwritten."""
+        cannot be parsed, or is a link or not a regular file: such a file is
+        never overwritten. root: the output folder (see __init__)."""
         try:
-            with open(path, encoding=ENCODING, errors=ERRORS, newline="") as handle:
-                text = handle.read()
+            data = atomic.read(path, inside=root)
         except FileNotFoundError:
-            return cls(path)
-        except OSError as exc:
+            return cls(path, root=root)
+        except OSError as exc:  # also a link (SymlinkRefused), a FIFO, a folder
             raise StoreError(f"{path}: cannot read: {exc.strerror}") from None
-        output = cls(path)
+        except ValueError as exc:  # a path outside root
+            raise StoreError(f"{path}: {exc}") from None
+        text = data.decode(ENCODING, errors=ERRORS)
+        output = cls(path, root=root)
         if not _ONLY_LINE_ENDS.fullmatch(text):  # (strip() would copy the whole text)
             if "\n" not in text:
                 # Not a TSV this tool (or the original) wrote: never overwrite it.
@@ -300,44 +302,16 @@ class OutputFile:
         if not self.dirty:
             return
         data = self.text().encode(ENCODING, errors=ERRORS)
-        temp = self.temp_path
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                mode = self.path.stat().st_mode & 0o7777
-            except FileNotFoundError:
-                umask = os.umask(0)
-                os.umask(umask)
-                mode = 0o666 & ~umask
-            descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-            try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(descriptor, view)
-                    view = view[written:]
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
-            os.chmod(temp, mode)
-            if group:
-                shutil.chown(temp, group=group)
-            os.replace(temp, self.path)
-            _fsync_folder(self.path.parent)
-        except (OSError, LookupError) as exc:  # LookupError: unknown group
-            try:
-                temp.unlink(missing_ok=True)
-            except OSError:
-                pass
+            atomic.write(self.path, data, inside=self.root, group=group)
+        except (OSError, LookupError, ValueError) as exc:  # LookupError: unknown group
             reason = getattr(exc, "strerror", None) or str(exc)
             raise StoreError(f"{self.path}: cannot write: {reason}") from None
         self.dirty = False
 
     def remove_stale_temp(self) -> None:
         """A run killed mid-write leaves its temp file; the lock says it is stale."""
-        try:
-            self.temp_path.unlink(missing_ok=True)
-        except OSError:
-            pass
+        atomic.remove_stale_temps(self.path.parent, self.path.name, inside=self.root)
 
 
 def _named_twice(names: list[str] | tuple[str, ...]) -> str | None:
@@ -356,11 +330,3 @@ def _reordered(rows, old_header: list[str], new_header: list[str], fill: str) ->
     position = {name: index for index, name in enumerate(old_header) if index > 0}
     order = [0] + [position.get(name) for name in new_header[1:]]
     return [[row[i] if i is not None else fill for i in order] for row in rows]
-
-
-def _fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from . import publish, store, templates
+from . import atomic, publish, store, templates
 from .config import ConfigError, FolderConfig, load
 
 _REPORT_ERROR = re.compile(r"^(?P<file>.*?): (?:report '(?P<report>[^']*)'|database '(?P<database>[^']*)')"
@@ -135,8 +135,9 @@ def _output_columns(report, output_folder: Path | None) -> set[str]:
     for explode in report.combinations():
         try:
             path = store.output_path(output_folder, report.key, explode)
-            with open(path, encoding="utf-8", errors="replace") as handle:
-                columns |= set(handle.readline().rstrip("\r\n").split("\t"))
+            # atomic.read: no link followed, no FIFO waited on.
+            header = atomic.read(path).split(b"\n", 1)[0].decode("utf-8", errors="replace")
+            columns |= set(header.rstrip("\r").split("\t"))
         except (OSError, store.StoreError):
             continue
         break  # every file of a report has the same kind of header

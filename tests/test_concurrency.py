@@ -1,6 +1,8 @@
-# One run per query folder at a time, and crash safety: a run killed at any
-# moment leaves every output file absent or complete (atomic replace), never
-# holds the folder's lock after death, and the next run finishes the work.
+# One run per output folder at a time (the lock is OUTPUT/.reportupdater.lock;
+# tests/test_writes.py checks that two output folders of one query folder
+# may run at once), and crash safety: a run killed at any moment leaves every
+# output file absent or complete (atomic replace), never holds the folder's
+# lock after death, and the next run finishes the work.
 
 from __future__ import annotations
 
@@ -68,7 +70,7 @@ reports:
         assert code == 0
         assert elapsed < 2.5, elapsed
         assert stdout == ""
-        assert "another run holds this query folder" in stderr
+        assert f"{out / '.reportupdater.lock'}: another run holds this output folder" in stderr
         assert [line for line in stderr.splitlines() if line.strip()] == [
             line for line in stderr.splitlines() if "WARNING" in line]
         # Nothing touched: no output yet (the first run is still in its first
@@ -163,10 +165,10 @@ def reference_output(tmp_path: Path, folder: Path) -> dict[str, str]:
 
 def assert_complete_prefixes(out: Path, reference: dict[str, str]) -> dict[str, int]:
     """Every visible .tsv is whole: the header and the first rows of the
-    reference, each row well-formed. Temp files are hidden (.name.tmp).
+    reference, each row well-formed. Temp files are hidden (.name.RANDOM.tmp).
     Returns the number of rows of each file."""
     rows: dict[str, int] = {}
-    for name, text in files_under(out).items():  # temp files are hidden: .name.tmp
+    for name, text in files_under(out).items():  # temp files are hidden: .name.RANDOM.tmp
         assert name in reference, name
         assert text.endswith("\n"), f"{name} is cut short: {text[-40:]!r}"
         lines = text.splitlines()
@@ -248,11 +250,14 @@ def test_stale_temp_file_of_a_killed_writer_is_ignored_and_removed(tmp_path):
     reference = reference_output(tmp_path, folder)
     out = tmp_path / "out"
     (out / "beta").mkdir(parents=True)
-    # A checkpoint of alpha, and a half-written replacement beside it.
+    # A checkpoint of alpha, and half-written replacements beside it: under
+    # today's random temp names, and the fixed name older versions used.
     alpha = "".join(reference["alpha.tsv"].splitlines(keepends=True)[:4])
     (out / "alpha.tsv").write_text(alpha)
     (out / ".alpha.tsv.tmp").write_text(reference["alpha.tsv"][:100])
+    (out / ".alpha.tsv.0123456789abcdef.tmp").write_text(reference["alpha.tsv"][:50])
     (out / "beta" / ".enwiki.tsv.tmp").write_text("date\tfr")
+    (out / "beta" / ".enwiki.tsv.fedcba9876543210.tmp").write_text("date")
 
     finish_and_compare(folder, out, reference)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import date
@@ -546,7 +547,8 @@ def test_cli_missing_config_file(tmp_path):
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
     assert f"{tmp_path / 'q' / 'config.yaml'}: cannot read config" in lines[0]
-    assert not (tmp_path / "out").exists()
+    # Nothing but the run's lock (OUTPUT/.reportupdater.lock, taken first).
+    assert os.listdir(tmp_path / "out") == [".reportupdater.lock"]
 
 
 def test_cli_bad_yaml(tmp_path):

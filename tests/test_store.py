@@ -357,11 +357,6 @@ def test_unreadable_path_is_a_store_error(tmp_path):
 # ------------------------------------------------------------------- save
 
 
-def test_temp_file_is_beside_the_output_file(tmp_path):
-    output = OutputFile.load(tmp_path / "out" / "r.tsv")
-    assert output.temp_path == tmp_path / "out" / ".r.tsv.tmp"
-
-
 def test_save_leaves_no_temp_file(tmp_path):
     output = OutputFile.load(tmp_path / "out" / "a" / "r.tsv")
     output.merge(result(["date", "n"], ["2026-01-01", "1"]), {"2026-01-01"})
@@ -369,14 +364,18 @@ def test_save_leaves_no_temp_file(tmp_path):
     assert sorted(os.listdir(tmp_path / "out" / "a")) == ["r.tsv"]
 
 
-def test_save_overwrites_a_stale_temp_file(tmp_path):
+def test_save_is_not_disturbed_by_a_stale_temp_file(tmp_path):
+    # Temp names are fresh and random (tests/test_writes.py): a stale one is
+    # left for remove_stale_temp, which runs under the lock.
     path = write(tmp_path / "r.tsv", tsv("date\tn", "2026-01-01\t1"))
     write(tmp_path / ".r.tsv.tmp", b"half a fi")
     output = OutputFile.load(path)
     output.merge(result(["date", "n"], ["2026-01-02", "2"]), {"2026-01-02"})
     output.save()
-    assert sorted(os.listdir(tmp_path)) == ["r.tsv"]
+    assert sorted(os.listdir(tmp_path)) == [".r.tsv.tmp", "r.tsv"]
     assert path.read_bytes() == tsv("date\tn", "2026-01-01\t1", "2026-01-02\t2")
+    output.remove_stale_temp()
+    assert sorted(os.listdir(tmp_path)) == ["r.tsv"]
 
 
 def test_remove_stale_temp(tmp_path):

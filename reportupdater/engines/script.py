@@ -430,10 +430,13 @@ def run_command(argv: list[str], cwd: Path, timeout: float, describe: str, what:
     """
     try:
         # A session of its own, so a timeout kills the command's children too.
+        # PYTHONDONTWRITEBYTECODE: a Python script importing a module beside
+        # it would write __pycache__/ into the query folder (a checkout).
         with _spawn_lock:
             process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       start_new_session=True)
+                                       start_new_session=True,
+                                       env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     except OSError as exc:
         raise EngineError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
     command = _Command(process)

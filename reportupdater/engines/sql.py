@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import configparser
 import logging
-import os
 import re
 import sqlite3
 import threading
@@ -26,6 +25,7 @@ from typing import Callable
 import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 
+from .. import atomic
 from ..config import DEFAULT_TIMEOUT_SECONDS, DatabaseConfig
 from .base import (Engine, EngineError, Job, Result, SiteDefaults, build_result, render_query,
                    truthy)
@@ -160,24 +160,35 @@ def classic_url(database: DatabaseConfig, host: str | None, port: int | None,
 
 
 def _seed_sqlite(url: URL, seed: Path) -> None:
-    """Build a missing sqlite database from its seed script, atomically."""
+    """Build a missing sqlite database from its seed script: in memory, then
+    put in place by atomic.write (no link followed, an existing file never
+    replaced), so no partial or journal file ever sits beside it."""
     target = Path(url.database or "")
     if url.get_backend_name() != "sqlite" or not url.database or target.exists():
         return
-    partial = target.with_name(f".{target.name}.seeding")
-    partial.unlink(missing_ok=True)
     try:
-        connection = sqlite3.connect(partial)
+        connection = sqlite3.connect(":memory:")
         try:
             connection.executescript(seed.read_text(encoding="utf-8"))
             connection.commit()
+            data = connection.serialize()
         finally:
             connection.close()
-        os.replace(partial, target)
+        atomic.write(target, data, replace=False)
+    except atomic.TargetExists:
+        return  # built meanwhile by another run
     except (OSError, sqlite3.Error) as exc:
-        partial.unlink(missing_ok=True)
         raise EngineError(f"cannot build {target} from {seed}: {exc}") from None
     log.info("built %s from %s", target, seed)
+
+
+def _check_sqlite_exists(url: URL, database: DatabaseConfig) -> None:
+    """sqlite would create a missing database file (an empty one, in the query
+    folder for a relative path) and then fail with "no such table"."""
+    if (url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:"
+            and "uri" not in url.query and not Path(url.database).exists()):
+        raise EngineError(f"database '{database.key}': sqlite database {url.database} does not "
+                          "exist (it is not created; 'seed:' builds a missing one)")
 
 
 class SqlEngine(Engine):
@@ -221,6 +232,7 @@ class SqlEngine(Engine):
         if engine is None:
             if database.seed is not None:
                 _seed_sqlite(target.url, database.seed)
+            _check_sqlite_exists(target.url, database)
             options = {}
             if target.url.get_backend_name() != "sqlite" or target.url.database:
                 # Enough connections for every job that may run at once.

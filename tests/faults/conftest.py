@@ -185,24 +185,28 @@ def kill_library(zygote: Zygote, out: Path, delay: float) -> tuple[int | None, s
 
 # ------------------------------------------------------------- the folder lock
 
-def lock_is_free(query_folder: Path) -> bool:
-    """Whether a run could take the query folder's lock now (the same flock)."""
-    descriptor = os.open(query_folder / ".reportupdater.lock", os.O_RDWR | os.O_CREAT, 0o664)
+def lock_is_free(output_folder: Path) -> bool:
+    """Whether a run could take the output folder's lock now (the same lockf);
+    True when there is no lock file yet."""
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        descriptor = os.open(output_folder / ".reportupdater.lock", os.O_RDWR | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (BlockingIOError, PermissionError):
         return False
     finally:
         os.close(descriptor)  # also releases it
     return True
 
 
-def wait_lock_free(query_folder: Path, timeout: float = 10) -> float:
-    """Seconds waited until the folder lock was free (0.0 when it was)."""
+def wait_lock_free(output_folder: Path, timeout: float = 10) -> float:
+    """Seconds waited until the output folder's lock was free (0.0 when it was)."""
     started = time.monotonic()
-    if lock_is_free(query_folder):
+    if lock_is_free(output_folder):
         return 0.0
-    while not lock_is_free(query_folder):
-        assert time.monotonic() - started < timeout, f"{query_folder}: the lock stays held"
+    while not lock_is_free(output_folder):
+        assert time.monotonic() - started < timeout, f"{output_folder}: the lock stays held"
         time.sleep(0.0005)
     return time.monotonic() - started

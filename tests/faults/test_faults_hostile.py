@@ -83,10 +83,10 @@ def test_the_other_reports_run_and_nothing_lands_outside_the_output_folder(hosti
     assert (out / "fine_last" / "enwiki.tsv").read_text() == DONE
     new = tree(hostile_run["tmp"]) - hostile_run["before"]
     outside = sorted(path for path in new if not path.startswith("deep/er/out")
-                     and path not in ("deep", "deep/er", "query/.reportupdater.lock", "query/ran"))
+                     and path not in ("deep", "deep/er", "query/ran"))
     assert outside == [], outside
-    assert sorted(tree(out)) == ["fine_first", "fine_first/enwiki.tsv", "fine_last",
-                                 "fine_last/enwiki.tsv"]
+    assert sorted(tree(out)) == [".reportupdater.lock", "fine_first", "fine_first/enwiki.tsv",
+                                 "fine_last", "fine_last/enwiki.tsv"]
     assert not Path("/etc/passwd.tsv").exists() and not Path("/etc.tsv").exists()
 
 
@@ -130,9 +130,9 @@ def test_permissive_pattern_still_never_writes_outside(tmp_path):
         assert f"ERROR loose wiki={value}: {path}: a report name or explode value would leave " \
                "the output folder" in stderr, stderr
     assert "ERROR two a=.. b=x: " in stderr
-    assert sorted(tree(out)) == ["loose", "loose/ok.tsv"]
+    assert sorted(tree(out)) == [".reportupdater.lock", "loose", "loose/ok.tsv"]
     new = tree(tmp_path) - before
-    assert sorted(new) == ["out", "out/loose", "out/loose/ok.tsv", "query/.reportupdater.lock",
+    assert sorted(new) == ["out", "out/.reportupdater.lock", "out/loose", "out/loose/ok.tsv",
                            "query/ran"], sorted(new)
     # The read-only views say so too, without a traceback.
     for command in (["status", "--json"], ["run", "--dry-run"]):
@@ -208,7 +208,7 @@ reports:
     assert f"{where}graphite: key 'lookups.wiki': 'lookups.yaml' points outside the query folder" \
         in stderr, stderr
     assert not (tmp_path / "outside-ran").exists()
-    assert sorted(tree(out)) == ["fine.tsv"]
+    assert sorted(tree(out)) == [".reportupdater.lock", "fine.tsv"]
 
 
 def test_explode_values_file_symlinked_outside_is_rejected(tmp_path):
@@ -223,7 +223,7 @@ def test_explode_values_file_symlinked_outside_is_rejected(tmp_path):
 
     code, _, stderr = run_cli("run", folder, out, "--now", NOW)
 
-    assert sorted(tree(out)) == ["fine", "fine/enwiki.tsv"], \
+    assert sorted(tree(out)) == [".reportupdater.lock", "fine", "fine/enwiki.tsv"], \
         f"the linked report ran with the values {sorted(tree(out / 'linked'))}"
     assert code == 2, stderr
     assert f"{folder / 'config.yaml'}: report 'linked': key 'explode_by.wiki': " in stderr, stderr

@@ -153,8 +153,9 @@ def test_lock_is_free_as_soon_as_a_killed_run_is_reaped(tmp_path):
         for n in range(LOCK_KILLS):
             code, log = kill_library(zygote, tmp_path / f"out{n}", rng.uniform(0.1, 0.4))
             assert code is None, f"the run ended before the kill:\n{log}"
-            if not lock_is_free(folder):  # the run is dead and reaped by now
-                held.append(f"kill {n + 1}: held {wait_lock_free(folder) * 1000:.1f} ms more")
+            out = tmp_path / f"out{n}"  # the lock is the output folder's
+            if not lock_is_free(out):  # the run is dead and reaped by now
+                held.append(f"kill {n + 1}: held {wait_lock_free(out) * 1000:.1f} ms more")
     finally:
         zygote.close()
     assert held == [], (f"{len(held)} of {LOCK_KILLS} killed runs still held the folder lock "
