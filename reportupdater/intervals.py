@@ -208,16 +208,20 @@ def batches(todo: list[Interval], batch: int | str | None) -> list[list[Interval
 SCHEDULE_WINDOW = timedelta(hours=1)
 
 
-def schedule_due(expression: str, now: datetime, last_started: datetime | None) -> bool:
+def schedule_due(expression: str, now: datetime, last_started: datetime | None,
+                 first_seen: datetime | None = None) -> bool:
     """Whether a report with this cron schedule may start at `now`: a cron
     time has passed since it last started (so a missed 02:00 is caught up by
-    the next run), or, never started, a cron time lies within the last hour."""
+    the next run), or, never started, since a run first saw it not due, or,
+    never seen, a cron time lies within the last hour."""
     from croniter import croniter  # 40 ms to import; only `schedule:` needs it
     # croniter's previous time of `now` is strictly before it: a run exactly
     # at 02:00:00 must see 02:00 itself.
     previous = croniter(expression, as_utc(now) + timedelta(seconds=1)).get_prev(datetime)
     if last_started is not None:
         return as_utc(last_started) < previous
+    if first_seen is not None and as_utc(first_seen) < previous:
+        return True
     return as_utc(now) - previous < SCHEDULE_WINDOW
 
 

@@ -114,7 +114,8 @@ def plan_report(report: ReportConfig, files: Sequence[FileInput], state: State,
     if not due:
         return ReportPlan(report, Verdict.NOTHING_DUE, due, (), (), limit, next_due, next_schedule)
     if (report.schedule and not limits.forced
-            and not intervals.schedule_due(report.schedule, now, state.last_started(report.key))):
+            and not intervals.schedule_due(report.schedule, now, state.last_started(report.key),
+                                           state.first_seen(report.key))):
         assert next_schedule is not None
         return empty(Verdict.NOT_SCHEDULED, f"not scheduled now (next {next_schedule:%Y-%m-%dT%H:%MZ})")
 

@@ -418,6 +418,7 @@ def _run_report(report: config_stage.ReportConfig, engines: _Engines,
         log.info("%s: not scheduled now (schedule %r, next %s)", report.key, report.schedule,
                  f"{plan.next_schedule:%Y-%m-%dT%H:%MZ}")
         outcome.not_scheduled = True
+        state.seen_not_due(report.key, now)
         return outcome
     if report.schedule:
         state.started(report.key, now)

@@ -56,6 +56,10 @@ def failure_key(explode: tuple[tuple[str, str], ...], label: str) -> str:
 @dataclass
 class ReportState:
     last_started: str | None = None
+    # A scheduled report never started: when a run first saw it not due. Its
+    # next cron time after that starts it, even when no run falls within the
+    # hour after a cron time (a timer firing less often than hourly).
+    first_seen: str | None = None
     failures: dict[str, Failure] = field(default_factory=dict)  # failure_key -> Failure
     waiting: dict[str, str] = field(default_factory=dict)       # failure_key -> waiting since
 
@@ -166,11 +170,22 @@ class State:
     # -- schedules
 
     def started(self, report: str, now: datetime) -> None:
-        self.report(report).last_started = _iso(now)
+        memory = self.report(report)
+        memory.last_started, memory.first_seen = _iso(now), None
         self.dirty = True
 
     def last_started(self, report: str) -> datetime | None:
         value = self.reports.get(report, ReportState()).last_started
+        return _parse(value) if value else None
+
+    def seen_not_due(self, report: str, now: datetime) -> None:
+        memory = self.report(report)
+        if memory.last_started is None and memory.first_seen is None:
+            memory.first_seen = _iso(now)
+            self.dirty = True
+
+    def first_seen(self, report: str) -> datetime | None:
+        value = self.reports.get(report, ReportState()).first_seen
         return _parse(value) if value else None
 
     # -- file
@@ -178,10 +193,11 @@ class State:
     def save(self) -> None:
         """Write the file when something changed (and never an empty new one)."""
         self.reports = {key: value for key, value in self.reports.items()
-                        if value.failures or value.last_started or value.waiting}
+                        if value.failures or value.last_started or value.waiting or value.first_seen}
         if not self.dirty or (not self.reports and not self.path.exists()):
             return
         data = {"reports": {key: {"last_started": value.last_started,
+                                  **({"first_seen": value.first_seen} if value.first_seen else {}),
                                   "failures": {name: asdict(f) for name, f in sorted(value.failures.items())},
                                   **({"waiting": dict(sorted(value.waiting.items()))} if value.waiting else {})}
                             for key, value in sorted(self.reports.items())}}
@@ -221,6 +237,11 @@ def _report_state(value: object, where: str, dropped: list[str]) -> ReportState 
         report.last_started = last_started
     else:
         dropped.append(f"{where}.last_started: {_short(repr(last_started))} is not YYYY-MM-DDTHH:MM:SSZ")
+    first_seen = value.get("first_seen")
+    if first_seen is None or _valid_time(first_seen):
+        report.first_seen = first_seen
+    else:
+        dropped.append(f"{where}.first_seen: {_short(repr(first_seen))} is not YYYY-MM-DDTHH:MM:SSZ")
     for section in ("failures", "waiting"):
         entries = value.get(section, {})
         if not isinstance(entries, dict):

@@ -906,6 +906,19 @@ reports:
 """
 
 
+def test_a_scheduled_report_starts_under_a_timer_that_never_fires_within_its_hour(tmp_path):
+    """A daily timer at 05:00 and `schedule: 0 2 * * *`: no run falls within
+    the hour after 02:00, yet the report must start (it once never did)."""
+    folder = make_folder(tmp_path, SCHEDULE_CONFIG, scripts={"counting": COUNTING_SCRIPT})
+    out = tmp_path / "out"
+    code, _, stderr = run_cli("run", folder, out, "--now", "2026-01-05T05:00")
+    assert code == 0 and "nightly.tsv" not in files_under(out)
+    code, _, stderr = run_cli("run", folder, out, "--now", "2026-01-06T05:00")
+    assert code == 0, stderr
+    assert "nightly.tsv" in files_under(out)
+    assert state_of(out)["reports"]["nightly"]["last_started"] == "2026-01-06T05:00:00Z"
+
+
 def test_schedule_starts_a_report_only_after_its_cron_time_and_catches_up(tmp_path):
     folder = make_folder(tmp_path, SCHEDULE_CONFIG, scripts={"counting": COUNTING_SCRIPT})
     out = tmp_path / "out"
@@ -918,7 +931,8 @@ def test_schedule_starts_a_report_only_after_its_cron_time_and_catches_up(tmp_pa
     assert "INFO report nightly: 0 computed, 0 failed, 0 waiting to retry, 0 waiting for data, 0.0 s " \
            "(not scheduled now)" in info_lines(stderr)
     assert not any(" WARNING " in line or " ERROR " in line for line in stderr.splitlines())
-    assert list(files_under(out, hidden=True)) == [".reportupdater.lock"]  # the run's lock only
+    # The run's lock, and the state remembering when it first saw the report.
+    assert list(files_under(out, hidden=True)) == [".reportupdater-state.json", ".reportupdater.lock"]
     assert calls(folder) == []
 
     # 02:30: due; computes everything missing.
