@@ -33,8 +33,9 @@ def _key_lines(config_path: Path) -> dict[tuple[str, str, str | None], int]:
     """(section, name, key or None) -> 1-based line, from the YAML node marks."""
     lines: dict[tuple[str, str, str | None], int] = {}
     try:
-        root = yaml.compose(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        root = yaml.compose(config_path.read_text(encoding="utf-8"),
+                            Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
         return lines
     if not isinstance(root, yaml.MappingNode):
         return lines
