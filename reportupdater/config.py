@@ -184,7 +184,8 @@ class _Where:
     """Builds error messages that name file, report and key. In a database
     section (`hides_values`) a bad value is described, never shown: any of
     its keys may hold a password by mistake (a URL in `shards`, a mapping
-    in `url`), and config errors reach logs, `validate` and `status --json`."""
+    in `url`, a password in the wrong key), and config errors reach logs,
+    `validate` and `status --json`. The key and its line say where to look."""
 
     def __init__(self, config_path: Path, section: str, hides_values: bool = False):
         self.config_path = config_path
@@ -199,8 +200,7 @@ class _Where:
 
     def show(self, key: str | None, value: Any) -> str:
         """The value as an error message shows it."""
-        if self.hides_values and ((key or "").split(".")[0] not in DATABASE_KEYS_SHOWN
-                                  or not isinstance(value, (str, type(None)))):
+        if self.hides_values:
             return _describe(value)
         return _show(value)
 
@@ -221,7 +221,11 @@ def _show(value: Any) -> str:
     however large or deep the value (aliases can make it huge)."""
     if isinstance(value, str) and value and _yaml11_tag(value) in _YAML11_BARE_TAGS:
         return value if len(value) <= 60 else value[:57] + "..."
-    text = _SHOWN.repr(value)
+    if isinstance(value, dict):  # its keys say what it is; its values stay out of messages
+        keys = [str(key) for key in itertools.islice(value, 4)]
+        text = "{" + ", ".join(f"{key}: ..." for key in keys) + (", ..." if len(value) > 4 else "") + "}"
+    else:
+        text = _SHOWN.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -323,10 +327,15 @@ def _int(where: _Where, key: str, value: Any, minimum: int, maximum: int | None 
         hint = "" if where.hides_values else _yaml11_hint(value, "integer")
         raise where.error(key, f"{where.show(key, value)} is not an integer >= {minimum}{hint}")
     if number < minimum:
-        raise where.error(key, f"{number} is not an integer >= {minimum}")
+        raise where.error(key, f"{_number_shown(where, key, value, number)} is not an integer >= {minimum}")
     if maximum is not None and number > maximum:
-        raise where.error(key, f"{number} is more than {maximum}, the most this key allows")
+        raise where.error(key, f"{_number_shown(where, key, value, number)} is more than {maximum}, "
+                               "the most this key allows")
     return number
+
+
+def _number_shown(where: _Where, key: str, value: Any, number: Any) -> str:
+    return where.show(key, value) if where.hides_values else str(number)
 
 
 def _bool(where: _Where, key: str, value: Any) -> bool:
@@ -355,7 +364,8 @@ def _seconds(where: _Where, key: str, value: Any) -> float:
         hint = "" if number is not None or where.hides_values else _yaml11_hint(value, "number")
         raise where.error(key, f"{shown} is not a number of seconds > 0{hint}")
     if number > MAX_SECONDS:
-        raise where.error(key, f"{value} seconds is more than {MAX_SECONDS} (366 days)")
+        raise where.error(key, f"{_number_shown(where, key, value, value)} seconds is more than "
+                               f"{MAX_SECONDS} (366 days)")
     return number
 
 
@@ -385,10 +395,6 @@ DATABASE_KEYS = frozenset({
     "engine", "username", "database", "auth", "password_env", "kerberos_service_name",
     "configuration", "command", "max_connections",
 })
-# Keys of a database entry whose bad values an error may show: numbers,
-# booleans and names from a fixed list, never where a password could be.
-DATABASE_KEYS_SHOWN = frozenset({"port", "timeout", "max_connections", "engine", "auth",
-                                 "auto_find_db_shard", "use_x1"})
 DATABASE_ENGINES = ("sql", "hive", "hive-cli")
 HIVE_AUTH_MODES = ("NONE", "NOSASL", "LDAP", "KERBEROS", "CUSTOM")
 # Where the original found MediaWiki's configuration and each shard's replica.
@@ -515,7 +521,7 @@ def _parse_database(config_path: Path, query_folder: Path, key: str, raw: Any,
     if "seed" in raw:
         seed = _inside(query_folder, _str(where, "seed", raw["seed"]))
         if seed is None or not seed.is_file():
-            raise where.error("seed", f"{raw['seed']!r} is not a file inside the query folder")
+            raise where.error("seed", f"{where.show('seed', raw['seed'])} is not a file inside the query folder")
         values["seed"] = seed
     if values.get("auto_find_db_shard"):
         if "creds_file" not in values:
@@ -1208,7 +1214,7 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
 
     defaults = raw.get("defaults") or {}
     if not isinstance(defaults, dict):
-        raise ConfigError(f"{config_path}: key 'defaults': {_show(defaults)} is not a mapping")
+        raise ConfigError(_clean(f"{config_path}: key 'defaults': {_show(defaults)} is not a mapping"))
     known_report_keys = REPORT_KEYS | LEGACY_REPORT_KEYS
     for name in defaults:
         if name not in known_report_keys:
@@ -1219,7 +1225,7 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
     database_errors: dict[str, ConfigError] = {}
     raw_databases = raw.get("databases") or {}
     if not isinstance(raw_databases, dict):
-        raise ConfigError(f"{config_path}: key 'databases': {_show(raw_databases)} is not a mapping")
+        raise ConfigError(f"{config_path}: key 'databases': {_describe(raw_databases)} is not a mapping")
     for key, raw_db in raw_databases.items():
         if key in database_duplicates:
             database_errors[key] = database_duplicates[key][0]

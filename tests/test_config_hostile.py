@@ -165,7 +165,9 @@ reports:
   good:
 {SCRIPT_REPORT}""", scripts={"good": GOOD})
     [message] = messages(loaded)
-    assert message.startswith(f"{tmp_path / 'query' / 'config.yaml'}: database 'db': key 'port': {value}")
+    assert message.startswith(f"{tmp_path / 'query' / 'config.yaml'}: database 'db': key 'port': "
+                              "a text (not shown: it may hold a password) is ")
+    assert value not in message
     assert list(loaded.reports) == ["good"]
 
 
@@ -665,3 +667,29 @@ def test_a_hive_url_may_take_its_password_from_a_creds_file(tmp_path):
                             f"creds_file: my.cnf, auth: LDAP}}\nreports:\n  good:\n{SCRIPT_REPORT}",
                   scripts={"good": GOOD})
     assert messages(loaded) == []
+
+
+# Every key of a database entry, with values of every shape a mistake gives.
+SHAPES = [None, "", [], [None], {}, {"a": None}, [[]], "0x1F", "yes", "-1", "9" * 30, "1:30", ".inf",
+          f"mysql://u:{SECRET}@h/db", [f"mysql://u:{SECRET}@h/db"], {"password": SECRET}, [{"pw": SECRET}],
+          SECRET, f"{SECRET}@h:1", "{x.y}"]
+
+
+@pytest.mark.parametrize("engine", ["sql", "hive", "hive-cli"])
+def test_every_database_key_with_every_shape_gives_one_line_without_the_password(tmp_path, engine):
+    folder = make_folder(tmp_path, "reports: {}\n", files={"r.sql": "SELECT 1"})
+    import yaml  # the test writes YAML; reportupdater reads it
+    for key in sorted(config.DATABASE_KEYS):
+        for value in SHAPES:
+            entry = {"engine": engine, key: value} if key != "engine" else {key: value}
+            (folder / "config.yaml").write_text(yaml.safe_dump(
+                {"databases": {"d": entry}, "reports": {"r": {"db": "d", "granularity": "days",
+                                                               "starts": "2026-01-01"}}}))
+            try:
+                loaded = config.load(folder)
+            except ConfigError as exc:
+                found = [str(exc)]
+            else:
+                found = [str(error) for error in loaded.errors] + loaded.warnings
+            for message in found:
+                assert "\n" not in message and SECRET not in message, (key, value, message)
