@@ -691,6 +691,15 @@ def _parse_report_graphite(where: _Where, raw: Any) -> ReportGraphite:
     metrics = raw["metrics"]
     if not isinstance(metrics, dict) or not metrics:
         raise where.error("graphite.metrics", f"{_show(metrics)} is not a mapping metric -> column")
+    try:
+        names = templates.fields(path)
+    except templates.TemplateError:
+        names = {"_metric"}  # validate names the broken path; the run fails its Graphite step
+    if len(metrics) > 1 and "_metric" not in names:
+        # Every metric of a row would go to the same path, each point
+        # overwriting the one before it in Graphite.
+        raise where.error("graphite.path", f"{path!r} has no {{_metric}}: its {len(metrics)} metrics "
+                                           "would all be sent to the same path")
     return ReportGraphite(path=path, metrics={name: _str(where, f"graphite.metrics.{name}", column)
                                               for name, column in metrics.items()})
 

@@ -528,6 +528,8 @@ LEAKY_DATABASES = {
     "url with an @ in the password": f"url: 'mysql+pymysql://u:Pw-Head@{AT_TAIL}@127.0.0.1:1/db'",
     "url with an unknown option": f"url: 'mysql+pymysql://u:{SECRET}@127.0.0.1:1/db?charset={SECRET}'",
     "url from a variable, bad port": "url: 'mysql+pymysql://u:${CFG_SECRET}@h:port/db'",
+    # PyMySQL's own ValueError quotes the option's value: here the password.
+    "url quoted by the driver": "url: 'mysql+pymysql://u:${CFG_SECRET}@127.0.0.1:1/db?connect_timeout=${CFG_SECRET}'",
     "shards holding a URL": (f"{{auto_find_db_shard: true, creds_file: my.cnf, wiki_db_placeholder: wiki,"
                              f" shards: {{s1: 'mysql://u:{SECRET}@h:3306'}}}}"),
     "shards a list": f"{{auto_find_db_shard: true, creds_file: my.cnf, shards: ['u:{SECRET}@h:1']}}",
@@ -693,3 +695,39 @@ def test_every_database_key_with_every_shape_gives_one_line_without_the_password
                 found = [str(error) for error in loaded.errors] + loaded.warnings
             for message in found:
                 assert "\n" not in message and SECRET not in message, (key, value, message)
+
+
+def test_metrics_that_would_share_one_graphite_path_are_refused(tmp_path):
+    # Without {_metric} every metric of a row goes to the same path: Graphite
+    # keeps only the last point sent.
+    loaded = load(tmp_path, f"""\
+graphite: {{host: h}}
+reports:
+  bad:
+{SCRIPT_REPORT}    graphite:
+      path: "analytics.edits"
+      metrics: {{edits: edits, editors: editors}}
+  good:
+{SCRIPT_REPORT}    graphite:
+      path: "analytics.edits"
+      metrics: {{edits: edits}}
+""", scripts={"bad": GOOD, "good": GOOD})
+    assert messages(loaded) == [f"{tmp_path / 'query' / 'config.yaml'}: report 'bad': key 'graphite.path': "
+                                "'analytics.edits' has no {_metric}: its 2 metrics would all be sent to "
+                                "the same path"]
+    assert list(loaded.reports) == ["good"]
+
+
+def test_validate_warns_of_two_reports_sending_to_the_same_graphite_path(tmp_path):
+    folder = make_folder(tmp_path, f"""\
+graphite: {{host: h}}
+reports:
+  first:
+{SCRIPT_REPORT}    graphite: {{path: "analytics.{{_metric}}", metrics: {{edits: value}}}}
+  second:
+{SCRIPT_REPORT}    graphite: {{path: "analytics.{{_metric}}", metrics: {{edits: value}}}}
+""", scripts={"first": GOOD, "second": GOOD})
+    code, stdout, stderr = run_cli("validate", folder)
+    assert code == 0, stdout
+    assert ("report 'second': key 'graphite.path': metric 'edits' goes to the same path as in report "
+            "'first'") in stdout + stderr
