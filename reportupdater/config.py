@@ -19,11 +19,12 @@ import re
 import reprlib
 import shlex
 import urllib.parse
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -355,9 +356,8 @@ def _str(where: _Where, key: str, value: Any) -> str:
 
 def _seconds(where: _Where, key: str, value: Any) -> float:
     number: float | None = None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str) and _DECIMAL_NUMBER.fullmatch(value.strip()):
+    if ((isinstance(value, (int, float)) and not isinstance(value, bool))
+            or (isinstance(value, str) and _DECIMAL_NUMBER.fullmatch(value.strip()))):
         number = float(value)
     if number is None or not number > 0:
         shown = where.show(key, value)
@@ -1041,7 +1041,7 @@ class TextLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml: 5x 
     (see `typed values` above), mapping keys included: `no:` stays 'no',
     `1:` stays '1'. Merge keys (`<<: *defaults`) work as in YAML."""
 
-    def construct_mapping(self, node, deep=False):
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[str, Any]:
         if isinstance(node, yaml.MappingNode):
             self.flatten_mapping(node)
         mapping = {}

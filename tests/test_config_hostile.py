@@ -16,10 +16,11 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+import yaml
+from testkit import NOW, make_folder, run_cli, tsv
 
 from reportupdater import config, publish
 from reportupdater.config import ConfigError, GraphiteConfig
-from testkit import NOW, make_folder, run_cli, tsv
 
 # Prints the interval's start and its arguments: what the script was given.
 ECHO_ARGS = """\
@@ -680,7 +681,6 @@ SHAPES = [None, "", [], [None], {}, {"a": None}, [[]], "0x1F", "yes", "-1", "9" 
 @pytest.mark.parametrize("engine", ["sql", "hive", "hive-cli"])
 def test_every_database_key_with_every_shape_gives_one_line_without_the_password(tmp_path, engine):
     folder = make_folder(tmp_path, "reports: {}\n", files={"r.sql": "SELECT 1"})
-    import yaml  # the test writes YAML; reportupdater reads it
     for key in sorted(config.DATABASE_KEYS):
         for value in SHAPES:
             entry = {"engine": engine, key: value} if key != "engine" else {key: value}

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -175,10 +176,8 @@ class HiveEngine(Engine):
                 except Exception:  # not a URL: the whole text is unknown ground
                     secrets.append(url_text)
         if database is not None:
-            try:
+            with contextlib.suppress(EngineError):  # its own error says why
                 secrets.append(_password(database))
-            except EngineError:
-                pass
         return [secret for secret in secrets if secret]
 
     def _rows_unmasked(self, job: Job, database: DatabaseConfig | None,
