@@ -5,6 +5,9 @@
 # scripts (to check they exist and know their placeholders). Writes nothing,
 # connects to nothing. A broken report becomes a ConfigError in
 # FolderConfig.errors; it never stops the other reports from loading.
+# YAML scalars are read as the text written (not YAML 1.1's booleans, octals,
+# sexagesimals), keys given twice are errors, and no message shows a value
+# that may hold a password (hide_secrets is also what the engines mask with).
 
 from __future__ import annotations
 
@@ -13,13 +16,15 @@ import enum
 import itertools
 import os
 import re
+import reprlib
 import shlex
 import urllib.parse
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -177,17 +182,28 @@ class FolderConfig:
 
 
 class _Where:
-    """Builds error messages that name file, report and key."""
+    """Builds error messages that name file, report and key. In a database
+    section (`hides_values`) a bad value is described, never shown: any of
+    its keys may hold a password by mistake (a URL in `shards`, a mapping
+    in `url`, a password in the wrong key), and config errors reach logs,
+    `validate` and `status --json`. The key and its line say where to look."""
 
-    def __init__(self, config_path: Path, section: str):
+    def __init__(self, config_path: Path, section: str, hides_values: bool = False):
         self.config_path = config_path
         self.section = section
+        self.hides_values = hides_values
 
     def error(self, key: str | None, message: str) -> ConfigError:
         where = f"{self.config_path}: {self.section}"
         if key is not None:
             where += f": key '{key}'"
-        return ConfigError(f"{where}: {message}")
+        return ConfigError(_clean(f"{where}: {message}"))
+
+    def show(self, key: str | None, value: Any) -> str:
+        """The value as an error message shows it."""
+        if self.hides_values:
+            return _describe(value)
+        return _show(value)
 
 
 def _nearest(name: str, known: set[str] | frozenset[str]) -> str:
@@ -195,26 +211,169 @@ def _nearest(name: str, known: set[str] | frozenset[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 60
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict = 2, 4, 4
+
+
 def _show(value: Any) -> str:
-    text = repr(value)
+    """A value as written: bare when YAML 1.1 would have read it as a number,
+    a boolean or null (`1.5`, `true`, `07`), quoted when it is text; bounded,
+    however large or deep the value (aliases can make it huge)."""
+    if isinstance(value, str) and value and _yaml11_tag(value) in _YAML11_BARE_TAGS:
+        return value if len(value) <= 60 else value[:57] + "..."
+    if isinstance(value, dict):  # its keys say what it is; its values stay out of messages
+        keys = [str(key) for key in itertools.islice(value, 4)]
+        text = "{" + ", ".join(f"{key}: ..." for key in keys) + (", ..." if len(value) > 4 else "") + "}"
+    else:
+        text = _SHOWN.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _int(where: _Where, key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise where.error(key, f"{_show(value)} is not an integer >= {minimum}")
-    return value
+def _describe(value: Any) -> str:
+    kinds = {str: "a text", dict: "a mapping", list: "a list"}
+    if value is None:
+        return "null"
+    return f"{kinds.get(type(value), 'a value')} (not shown: it may hold a password)"
+
+
+# Secrets in text headed for a log, a file or the screen. A URL's password
+# is masked wherever it shows (`scheme://user:***@host`); known passwords
+# (a creds file's, a ${VAR} expanded into a URL) are masked wherever they
+# show, whole or percent-encoded.
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]*):[^\s'\"]*@")
+SECRET_MASK = "***"
+
+
+def _clean(message: str) -> str:
+    """A config message as shown: one line (names with control characters
+    escaped), URL passwords masked."""
+    one_line = re.sub(r"[\x00-\x1f\x7f\u2028\u2029]", lambda match: repr(match.group())[1:-1], message)
+    return hide_secrets(one_line)
+
+
+def hide_secrets(text: str, secrets: Iterable[str | None] = ()) -> str:
+    for secret in sorted((secret for secret in secrets if secret), key=len, reverse=True):
+        # One- and two-character passwords are left: masking them would
+        # garble every message and hide nothing worth hiding.
+        if secret and len(secret) >= 3:
+            for form in {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}:
+                text = text.replace(form, SECRET_MASK)
+    return _URL_PASSWORD.sub(lambda match: f"{match.group('head')}:{SECRET_MASK}@", text)
+
+
+# ------------------------------------------------------------ typed values
+#
+# The YAML loader below keeps every scalar as the text written (null
+# aside); each key reads that text as the type it needs. Only unambiguous
+# text is accepted as a number or a boolean: YAML 1.1, which PyYAML
+# implements, reads `010` as 8, `0x1F` as 31, `1:30` as 90 and `yes`/`off`
+# as booleans, and a config where that matters is refused, naming the key,
+# rather than read in a way the analyst may not mean.
+
+_DECIMAL = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+_DECIMAL_NUMBER = re.compile(r"[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
+_TRUE = frozenset({"true", "True", "TRUE"})
+_FALSE = frozenset({"false", "False", "FALSE"})
+_YAML11_RESOLVER = yaml.resolver.Resolver()
+
+
+_YAML11_BARE_TAGS = frozenset(f"tag:yaml.org,2002:{name}" for name in ("int", "float", "bool", "null"))
+
+
+def _yaml11_tag(text: str) -> str:
+    return _YAML11_RESOLVER.resolve(yaml.ScalarNode, text, (True, False))
+
+
+def _yaml11_value(text: str) -> Any:
+    """What PyYAML's YAML 1.1 rules make of `text` written unquoted; `text`
+    itself (the same object) when they leave it a string."""
+    if _yaml11_tag(text) == "tag:yaml.org,2002:str":
+        return text
+    try:
+        return yaml.load(text, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, ValueError):  # an impossible date: 2026-02-30
+        return None
+
+
+def _yaml11_hint(value: Any, kind: str) -> str:
+    """` (YAML 1.1 would read 010 as 8; ...)` for text that YAML 1.1 reads as
+    the kind of value the key wants ('integer', 'number' or 'boolean'), but
+    that is not written unambiguously."""
+    if not isinstance(value, str):
+        return ""
+    typed = _yaml11_value(value)
+    if isinstance(typed, bool):
+        matches, wanted = kind == "boolean", "true or false"
+    elif isinstance(typed, int):
+        matches, wanted = kind in ("integer", "number"), "plain decimal digits"
+    elif isinstance(typed, float):
+        matches, wanted = kind == "number", "plain decimal digits"
+    else:
+        return ""
+    return f" (YAML 1.1 would read {value} as {typed!r}; write {wanted})" if matches else ""
+
+
+MAX_YEARS = 1000  # the longest span lag, max_data_points (and starts) may cover
+MAX_SECONDS = 366 * 86400  # the longest timeout
+
+
+def _int(where: _Where, key: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+        number = int(value)
+    if number is None:
+        hint = "" if where.hides_values else _yaml11_hint(value, "integer")
+        raise where.error(key, f"{where.show(key, value)} is not an integer >= {minimum}{hint}")
+    if number < minimum:
+        raise where.error(key, f"{_number_shown(where, key, value, number)} is not an integer >= {minimum}")
+    if maximum is not None and number > maximum:
+        raise where.error(key, f"{_number_shown(where, key, value, number)} is more than {maximum}, "
+                               "the most this key allows")
+    return number
+
+
+def _number_shown(where: _Where, key: str, value: Any, number: Any) -> str:
+    return where.show(key, value) if where.hides_values else str(number)
 
 
 def _bool(where: _Where, key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise where.error(key, f"{_show(value)} is not true or false")
-    return value
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip() in _TRUE | _FALSE:
+        return value.strip() in _TRUE
+    hint = "" if where.hides_values else _yaml11_hint(value, "boolean")
+    raise where.error(key, f"{where.show(key, value)} is not true or false{hint}")
 
 
 def _str(where: _Where, key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise where.error(key, f"{_show(value)} is not a non-empty string")
+        raise where.error(key, f"{where.show(key, value)} is not a non-empty string")
+    return value
+
+
+def _seconds(where: _Where, key: str, value: Any) -> float:
+    number: float | None = None
+    if ((isinstance(value, (int, float)) and not isinstance(value, bool))
+            or (isinstance(value, str) and _DECIMAL_NUMBER.fullmatch(value.strip()))):
+        number = float(value)
+    if number is None or not number > 0:
+        shown = where.show(key, value)
+        hint = "" if number is not None or where.hides_values else _yaml11_hint(value, "number")
+        raise where.error(key, f"{shown} is not a number of seconds > 0{hint}")
+    if number > MAX_SECONDS:
+        raise where.error(key, f"{_number_shown(where, key, value, value)} seconds is more than "
+                               f"{MAX_SECONDS} (366 days)")
+    return number
+
+
+def _scalar(where: _Where, key: str, value: Any) -> str:
+    """A value that must be one piece of text (an explode value, a metric's
+    column, a Hive setting), not a list, a mapping or null."""
+    if not isinstance(value, str):
+        raise where.error(key, f"{where.show(key, value)} is not a single value")
     return value
 
 
@@ -241,6 +400,7 @@ HIVE_AUTH_MODES = ("NONE", "NOSASL", "LDAP", "KERBEROS", "CUSTOM")
 # Where the original found MediaWiki's configuration and each shard's replica.
 DEFAULT_MW_CONFIG_PATH = "/srv/mediawiki-config"
 DEFAULT_SRV_TEMPLATE = "_{shard}-analytics._tcp.eqiad.wmnet"
+MAX_PORT = 65535
 
 
 def _expand_env(where: _Where, key: str, text: str) -> str:
@@ -260,48 +420,97 @@ def _expand_env(where: _Where, key: str, text: str) -> str:
     return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", replace, text)
 
 
+def is_memory_sqlite(url: str) -> bool:
+    """`sqlite://`, `sqlite:///:memory:` or a `mode=memory` URI: a database
+    that lives in the process, not in a file."""
+    match = re.match(r"^sqlite(?:\+\w+)?://(?:/(?P<path>[^?]*))?(?:\?(?P<query>.*))?$", url)
+    if not match:
+        return False
+    path, query = match.group("path") or "", match.group("query") or ""
+    return path in ("", ":memory:") or bool(re.search(r"(?:^|&)mode=memory(?:&|$)", query)) or (
+        path.startswith("file::memory:"))
+
+
 def _resolve_sqlite_url(url: str, query_folder: Path) -> str:
     # sqlite:///relative.db is relative to the query folder, not the cwd;
-    # sqlite:////abs.db and sqlite:// (memory) are left alone.
+    # sqlite:////abs.db and the in-memory forms are left alone.
     match = re.match(r"^(sqlite(?:\+\w+)?:///)([^/].*)$", url)
-    if not match:
+    if not match or is_memory_sqlite(url):
         return url
     prefix, rest = match.groups()
     path_part, sep, query = rest.partition("?")
     return f"{prefix}{(query_folder / path_part).resolve()}{sep}{query}"
 
 
+_URL_EXAMPLE = "such as postgresql://reports@pg.example.org/analytics"
+
+
+def _parse_url(where: _Where, raw: Any, query_folder: Path) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise where.error("url", f"{where.show('url', raw)} is not a URL ({_URL_EXAMPLE})")
+    authority = raw.strip().partition("://")[2].split("/", 1)[0]
+    if authority.count("@") > 1:
+        # make_url would cut the password at its first @ and take the rest
+        # for the host name, which then shows in every connection error.
+        raise where.error("url", "the password holds an @: percent-encode it (%40) or put it in "
+                                 "an environment variable, ${NAME}")
+    url = _resolve_sqlite_url(_expand_env(where, "url", raw.strip()), query_folder)
+    from sqlalchemy.engine import make_url  # 0.1 s to import; only `url:` needs it here
+    try:
+        make_url(url)
+    except Exception:  # ArgumentError, ValueError (a bad port): their texts quote the URL
+        raise where.error("url", f"is not a SQLAlchemy URL ({_URL_EXAMPLE}; the value is not shown: "
+                                 "it may hold a password)") from None
+    return url
+
+
+def _parse_shards(where: _Where, raw: Any) -> dict[str, str]:
+    if not isinstance(raw, dict):
+        raise where.error("shards", f"{where.show('shards', raw)} is not a mapping shard -> 'host:port'")
+    shards: dict[str, str] = {}
+    for shard, server in raw.items():
+        if not isinstance(server, str) or not re.fullmatch(r"[^\s:/@]+:\d+", server):
+            # Never the value: it is where a URL with its password lands by mistake.
+            raise where.error(f"shards.{shard}", f"{_describe(server)} is not 'host:port' "
+                                                 "(credentials belong in creds_file)")
+        shards[shard] = server
+    return shards
+
+
 def _parse_database(config_path: Path, query_folder: Path, key: str, raw: Any,
                     warnings: list[str]) -> DatabaseConfig:
-    where = _Where(config_path, f"database '{key}'")
+    where = _Where(config_path, f"database '{key}'", hides_values=True)
     if not isinstance(raw, dict):
-        raise where.error(None, f"{_show(raw)} is not a mapping of keys")
+        raise where.error(None, f"{where.show(None, raw)} is not a mapping of keys")
     for name in raw:
         if name not in DATABASE_KEYS:
             warnings.append(f"{config_path}: database '{key}': unknown key '{name}'"
                             f"{_nearest(name, DATABASE_KEYS)}; ignored")
     values: dict[str, Any] = {"key": key}
     if "url" in raw:
-        url = _expand_env(where, "url", _str(where, "url", raw["url"]))
-        values["url"] = _resolve_sqlite_url(url, query_folder)
+        # Two descriptions of one server: which is meant is not ours to guess
+        # (the URL would silently win). A hive URL may take its password from
+        # a creds_file.
+        other = [name for name in ("host", "port", "db", "database", "auto_find_db_shard", "creds_file")
+                 if name in raw and not (name == "creds_file" and raw.get("engine") in ("hive", "hive-cli"))]
+        if other:
+            raise where.error(other[0], "cannot be given with 'url' (the URL names the server and "
+                                        "database): give one or the other")
+        values["url"] = _parse_url(where, raw["url"], query_folder)
     for name in ("host", "db", "wiki_db_placeholder", "shard_host_template", "srv_template"):
         if name in raw:
             values[name] = _str(where, name, raw[name])
     for name in ("shard_host_template", "srv_template"):
         if name in values and _template_fields(where, name, values[name]) - {"shard"}:
-            raise where.error(name, f"{values[name]!r} may only use the {{shard}} placeholder")
+            raise where.error(name, "may only use the {shard} placeholder")
     if "shards" in raw:
-        shards = raw["shards"]
-        if not isinstance(shards, dict) or not all(
-                isinstance(v, str) and re.fullmatch(r"[^\s:]+:\d+", v) for v in shards.values()):
-            raise where.error("shards", f"{_show(shards)} is not a mapping shard -> 'host:port'")
-        values["shards"] = {str(k): v for k, v in shards.items()}
+        values["shards"] = _parse_shards(where, raw["shards"])
     if "timeout" in raw:
         values["timeout"] = _seconds(where, "timeout", raw["timeout"])
     if "max_connections" in raw:
         values["max_connections"] = _int(where, "max_connections", raw["max_connections"], 1)
     if "port" in raw:
-        values["port"] = _int(where, "port", raw["port"], 1)
+        values["port"] = _int(where, "port", raw["port"], 1, MAX_PORT)
     for name in ("auto_find_db_shard", "use_x1"):
         if name in raw:
             values[name] = _bool(where, name, raw[name])
@@ -312,7 +521,7 @@ def _parse_database(config_path: Path, query_folder: Path, key: str, raw: Any,
     if "seed" in raw:
         seed = _inside(query_folder, _str(where, "seed", raw["seed"]))
         if seed is None or not seed.is_file():
-            raise where.error("seed", f"{raw['seed']!r} is not a file inside the query folder")
+            raise where.error("seed", f"{where.show('seed', raw['seed'])} is not a file inside the query folder")
         values["seed"] = seed
     if values.get("auto_find_db_shard"):
         if "creds_file" not in values:
@@ -332,24 +541,32 @@ def _parse_database(config_path: Path, query_folder: Path, key: str, raw: Any,
     return database
 
 
+# Command-line parts that put a password in `ps` for every user of the machine
+# (beeline -p / --password=, a JDBC URL's ;password=): refused; beeline -w
+# FILE reads it from a file.
+_PASSWORD_OPTIONS = re.compile(r"^(?:-p|--password)(?:=.*)?$|password=", re.IGNORECASE)
+
+
 def _parse_hive_keys(where: _Where, raw: dict, values: dict[str, Any]) -> None:
     engine = raw.get("engine", "sql")
     if engine not in DATABASE_ENGINES:
-        raise where.error("engine", f"{_show(engine)} is not one of {', '.join(DATABASE_ENGINES)}")
+        raise where.error("engine", f"{where.show('engine', engine)} is not one of {', '.join(DATABASE_ENGINES)}")
     values["engine"] = engine
     for name in ("username", "password_env", "kerberos_service_name"):
         if name in raw:
             values[name] = _str(where, name, raw[name])
     if "database" in raw:
+        if "db" in raw:
+            raise where.error("database", "and 'db' are the same key: give one")
         values["db"] = _str(where, "database", raw["database"])
     if "auth" in raw:
-        auth = str(raw["auth"]).upper()
+        auth = raw["auth"].upper() if isinstance(raw["auth"], str) else None
         if auth not in HIVE_AUTH_MODES:
-            raise where.error("auth", f"{_show(raw['auth'])} is not one of {', '.join(HIVE_AUTH_MODES)}")
+            raise where.error("auth", f"{where.show('auth', raw['auth'])} is not one of {', '.join(HIVE_AUTH_MODES)}")
         values["auth"] = auth
     # What PyHive accepts: a password only with LDAP or CUSTOM, a Kerberos
     # service name only with KERBEROS.
-    url_auth = re.search(r"[?&]auth=(\w+)", str(raw.get("url", "")))
+    url_auth = re.search(r"[?&]auth=(\w+)", values.get("url") or "")
     if url_auth and "auth" not in values:
         values["auth"] = url_auth.group(1).upper()
     if "password_env" in raw and values.get("auth") not in ("LDAP", "CUSTOM"):
@@ -359,15 +576,22 @@ def _parse_hive_keys(where: _Where, raw: dict, values: dict[str, Any]) -> None:
     if "configuration" in raw:
         settings = raw["configuration"]
         if not isinstance(settings, dict):
-            raise where.error("configuration", f"{_show(settings)} is not a mapping setting -> value")
-        values["configuration"] = {str(k): str(v).lower() if isinstance(v, bool) else str(v)
-                                   for k, v in settings.items()}
+            raise where.error("configuration", f"{where.show('configuration', settings)} is not a "
+                                               "mapping setting -> value")
+        values["configuration"] = {name: _scalar(where, f"configuration.{name}", value)
+                                   for name, value in settings.items()}
     if "command" in raw:
         command = raw["command"]
         if isinstance(command, str):
-            command = shlex.split(command)
+            try:
+                command = shlex.split(command)
+            except ValueError:  # an unclosed quote
+                command = None
         if not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command):
-            raise where.error("command", f"{_show(raw['command'])} is not a command line")
+            raise where.error("command", f"{where.show('command', raw['command'])} is not a command line")
+        if any(_PASSWORD_OPTIONS.search(part) for part in command):
+            raise where.error("command", "holds a password option (-p, --password): every user of the "
+                                         "machine sees it in `ps`; use beeline -w PASSWORD_FILE")
         values["command"] = tuple(command)
 
 
@@ -375,39 +599,48 @@ def _template_fields(where: _Where, key: str, text: str) -> set[str]:
     try:
         return templates.fields(text)
     except templates.TemplateError as exc:
-        raise where.error(key, f"{text!r}: {exc}")
-
-
-def _seconds(where: _Where, key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise where.error(key, f"{_show(value)} is not a number of seconds > 0")
-    return float(value)
+        raise where.error(key, f"{where.show(key, text)}: {exc}")
 
 
 # ---------------------------------------------------------------- reports
 
 
+# The dates `starts` may name: labels, file rows and the interval arithmetic
+# all assume four-digit years well inside the calendar (strftime('%Y')
+# gives '1' for year 1, which the tool's own date check then rejects).
+EARLIEST_STARTS = date(1900, 1, 1)
+LATEST_STARTS = date(9000, 1, 1)
+
+
 def _parse_starts(where: _Where, value: Any) -> date:
+    day: date | None = None
     if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
+        day = value.date()
+    elif isinstance(value, date):
+        day = value
+    elif isinstance(value, str):
         match = re.fullmatch(r"\s*(\d{4}-\d{1,2}-\d{1,2})(?:[ Tt].*)?", value)
         try:
             if match:
-                return datetime.strptime(match.group(1), "%Y-%m-%d").date()
+                day = datetime.strptime(match.group(1), "%Y-%m-%d").date()
         except ValueError:
             pass
-    raise where.error("starts", f"{_show(value)} is not a date YYYY-MM-DD")
+    if day is None:
+        raise where.error("starts", f"{_show(value)} is not a date YYYY-MM-DD")
+    if not EARLIEST_STARTS <= day <= LATEST_STARTS:
+        raise where.error("starts", f"{day.isoformat()} is not between {EARLIEST_STARTS} and {LATEST_STARTS}")
+    return day
 
 
 def _read_explode_values(where: _Where, query_folder: Path, placeholder: str,
                          raw: Any) -> list[str]:
     if isinstance(raw, list):
-        return [str(value).strip() for value in raw]
-    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        return [str(raw)]
+        for value in raw:
+            if not isinstance(value, str):  # null, or a list or mapping inside the list
+                raise where.error(f"explode_by.{placeholder}",
+                                  f"{_show(value)} in {_show(raw)} is not a value "
+                                  "(quote it, e.g. 'null', to mean the text)")
+        return [value.strip() for value in raw]
     if not isinstance(raw, str):
         raise where.error(f"explode_by.{placeholder}", f"{_show(raw)} is not a list or file name")
     if "," in raw:
@@ -458,7 +691,17 @@ def _parse_report_graphite(where: _Where, raw: Any) -> ReportGraphite:
     metrics = raw["metrics"]
     if not isinstance(metrics, dict) or not metrics:
         raise where.error("graphite.metrics", f"{_show(metrics)} is not a mapping metric -> column")
-    return ReportGraphite(path=path, metrics={str(k): str(v) for k, v in metrics.items()})
+    try:
+        names = templates.fields(path)
+    except templates.TemplateError:
+        names = {"_metric"}  # validate names the broken path; the run fails its Graphite step
+    if len(metrics) > 1 and "_metric" not in names:
+        # Every metric of a row would go to the same path, each point
+        # overwriting the one before it in Graphite.
+        raise where.error("graphite.path", f"{path!r} has no {{_metric}}: its {len(metrics)} metrics "
+                                           "would all be sent to the same path")
+    return ReportGraphite(path=path, metrics={name: _str(where, f"graphite.metrics.{name}", column)
+                                              for name, column in metrics.items()})
 
 
 def _load_template(where: _Where, query_folder: Path, execute: str, suffix: str,
@@ -489,6 +732,8 @@ def _hive_database(where: _Where, db: Any, databases: dict[str, DatabaseConfig],
     naming a non-hive database (a defaults value meant for sql reports) is
     ignored, as the original tool ignored `db` for hive reports; one naming
     nothing, a broken entry, or leaving a choice of several is an error."""
+    if db is not None and not isinstance(db, str):
+        raise where.error("db", f"{_show(db)} is not a key of 'databases'")
     if db is not None and db in database_errors:
         raise where.error("db", f"database {db!r} is broken (see its own error)")
     if db is not None and db not in databases:
@@ -547,8 +792,8 @@ def _parse_pivot(where: _Where, value: Any) -> "Pivot":
     if unknown:
         raise where.error("pivot", f"unknown key {sorted(unknown)[0]!r} (index, columns, values, fill)")
     names = {key: _str(where, f"pivot.{key}", value[key]) for key in ("index", "columns", "values")}
-    fill = value.get("fill", "")
-    return Pivot(fill="" if fill is None else str(fill), **names)
+    fill = value.get("fill")
+    return Pivot(fill="" if fill is None else _scalar(where, "pivot.fill", fill), **names)
 
 
 def _parse_ready(where: _Where, query_folder: Path, value: Any, report_type: str,
@@ -574,12 +819,32 @@ def _parse_ready(where: _Where, query_folder: Path, value: Any, report_type: str
     return ReadyCheck(**{kind: text})
 
 
+# Intervals of each granularity in a year, to bound max_data_points.
+_PER_YEAR = {Granularity.HOURS: 365.2425 * 24, Granularity.DAYS: 365.2425,
+             Granularity.WEEKS: 365.2425 / 7, Granularity.MONTHS: 12, Granularity.QUARTERS: 4,
+             Granularity.YEARS: 1}
+MAX_LAG_SECONDS = int(MAX_YEARS * 365.2425 * 86400)
+
+
+def _parse_max_data_points(where: _Where, value: Any, granularity: Granularity | None) -> int:
+    """At most MAX_YEARS of intervals: more reaches back past any date a
+    report can start on, towards the calendar's start."""
+    count = _int(where, "max_data_points", value, 1)
+    granularity = granularity or Granularity.HOURS  # unknown: its own error; allow the most
+    limit = int(MAX_YEARS * _PER_YEAR[granularity])
+    if count > limit:
+        raise where.error("max_data_points", f"{count} {granularity.value} span more than {MAX_YEARS} "
+                                             f"years; at most {limit}")
+    return count
+
+
 def _parse_batch(where: _Where, value: Any) -> int | str:
     if value == "month":
         return value
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise where.error("batch", f"{_show(value)} is not a number of intervals >= 1 or 'month'")
-    return value
+    try:
+        return _int(where, "batch", value, 1)
+    except ConfigError:
+        raise where.error("batch", f"{_show(value)} is not a number of intervals >= 1 or 'month'") from None
 
 
 def _parse_schedule(where: _Where, value: Any) -> str:
@@ -640,9 +905,10 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
     check("granularity", granularity)
     check("starts", lambda: _parse_starts(where, required("starts", "YYYY-MM-DD")))
     if "lag" in raw:
-        check("lag", lambda: _int(where, "lag", raw["lag"], 0))
+        check("lag", lambda: _int(where, "lag", raw["lag"], 0, MAX_LAG_SECONDS))
     if raw.get("max_data_points") is not None:
-        check("max_data_points", lambda: _int(where, "max_data_points", raw["max_data_points"], 1))
+        check("max_data_points", lambda: _parse_max_data_points(where, raw["max_data_points"],
+                                                                values.get("granularity")))
     if raw.get("timeout") is not None:
         check("timeout", lambda: _seconds(where, "timeout", raw["timeout"]))
     if raw.get("group") is not None:
@@ -698,6 +964,8 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
                 db = raw.get("db")
                 if db is None:
                     raise where.error("db", "is required for sql reports (a key of 'databases')")
+                if not isinstance(db, str):
+                    raise where.error("db", f"{_show(db)} is not a key of 'databases'")
                 if db in database_errors:
                     raise where.error("db", f"database {db!r} is broken (see its own error)")
                 if db not in databases:
@@ -744,7 +1012,7 @@ def _parse_graphite(config_path: Path, query_folder: Path, raw: Any,
     if not raw.get("host"):
         raise where.error("host", "is required (the Graphite server's name)")
     host = _str(where, "host", raw["host"])
-    port = _int(where, "port", raw.get("port", 2003), 1)
+    port = _int(where, "port", raw.get("port", 2003), 1, MAX_PORT)
     prefix = raw.get("prefix") or ""
     if not isinstance(prefix, str):
         raise where.error("prefix", f"{_show(prefix)} is not a string")
@@ -760,15 +1028,150 @@ def _parse_graphite(config_path: Path, query_folder: Path, raw: Any,
     return GraphiteConfig(host=host, port=port, prefix=prefix, lookups=lookups)
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml: 5x faster on big folders
-    """SafeLoader that leaves dates as text: `starts: 2026-02-30` then fails as
-    that report's error naming the key, not as a crash of the whole file."""
+# ------------------------------------------------------------------- YAML
+
+# Aliases share nodes, so a short file can stand for a huge one ("billion
+# laughs"); the values below are at most this many nodes once expanded.
+MAX_YAML_NODES = 1_000_000
+_TEXT_TAGS = ("str", "int", "float", "bool", "timestamp", "value", "binary")
 
 
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
+class TextLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml: 5x faster on big folders
+    """SafeLoader that keeps every scalar as the text written, null aside
+    (see `typed values` above), mapping keys included: `no:` stays 'no',
+    `1:` stays '1'. Merge keys (`<<: *defaults`) work as in YAML."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[str, Any]:
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+        mapping = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key must be a name, not a list or a mapping", key_node.start_mark)
+            mapping[key_node.value] = self.construct_object(value_node, deep=deep)
+        return mapping
+
+
+TextLoader.yaml_implicit_resolvers = {}
+TextLoader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"),
+                              ["~", "n", "N", ""])
+TextLoader.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^(?:<<)$"), ["<"])
+for _tag in _TEXT_TAGS:  # also what an explicit !!int 07 or !!bool yes says: the text
+    TextLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", lambda loader, node: loader.construct_scalar(node))
+
+
+@dataclass(frozen=True)
+class _Duplicate:
+    """A key given twice in one mapping: YAML would silently keep the last."""
+
+    path: tuple[str, ...]  # the keys leading to the mapping
+    key: str
+    first_line: int
+    second_line: int
+
+
+def _expanded_size(root: yaml.Node, config_path: Path) -> int:
+    """Nodes in the document once aliases are expanded (memoized, so linear
+    in the file); a recursive alias is an error."""
+    sizes: dict[int, int] = {}
+    entered: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = ([child for pair in node.value for child in pair] if isinstance(node, yaml.MappingNode)
+                    else list(node.value) if isinstance(node, yaml.SequenceNode) else [])
+        if children_done:
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+            continue
+        if id(node) in entered:
+            raise ConfigError(f"{config_path}: line {node.start_mark.line + 1}: invalid YAML: "
+                              "an alias refers to the value that holds it")
+        entered.add(id(node))
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in sizes)
+    return sizes[id(root)]
+
+
+def _duplicates(root: yaml.Node) -> list[_Duplicate]:
+    """Keys given twice in any mapping, at any depth, under every path an
+    alias reaches them by (merged keys, `<<`, may be overridden: not duplicates)."""
+    found: list[_Duplicate] = []
+    stack: list[tuple[yaml.Node, tuple[str, ...]]] = [(root, ())]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, (*path, f"[{index}]")) for index, child in enumerate(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+                line = key_node.start_mark.line + 1
+                if name in seen:
+                    found.append(_Duplicate(path, name, seen[name], line))
+                else:
+                    seen[name] = line
+                stack.append((value_node, (*path, name)))
+    return sorted(found, key=lambda duplicate: (duplicate.second_line, duplicate.path))
+
+
+def _yaml_error(config_path: Path, text: str, exc: yaml.YAMLError) -> ConfigError:
+    """One line, file and line number first."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    number = mark.line + 1 if mark is not None else None
+    if number is None and isinstance(exc, yaml.reader.ReaderError):
+        number = text.count("\n", 0, exc.position) + 1
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    lines = text.split("\n")
+    if number is not None:
+        tabbed = [index + 1 for index, line in enumerate(lines[:number])
+                  if "\t" in line[:len(line) - len(line.lstrip(" \t"))]]
+        if tabbed and ("tab" in problem or tabbed[-1] == number or "cannot start any token" in problem):
+            number = number if number in tabbed else tabbed[-1]
+            problem = "a tab in the indentation: tabs are not allowed in YAML indentation, use spaces"
+    where = f" line {number}" if number is not None else ""
+    return ConfigError(_clean(f"{config_path}:{where}: invalid YAML: {problem}"))
+
+
+def _read_yaml(config_path: Path, text: str) -> tuple[Any, list[_Duplicate]]:
+    loader = TextLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None, []
+        if _expanded_size(root, config_path) > MAX_YAML_NODES:
+            raise ConfigError(f"{config_path}: invalid YAML: its aliases expand to more than "
+                              f"{MAX_YAML_NODES} values")
+        duplicates = _duplicates(root)  # before construction: merging rewrites the nodes
+        return loader.construct_document(root), duplicates
+    except yaml.YAMLError as exc:
+        raise _yaml_error(config_path, text, exc) from None
+    except RecursionError:  # nesting deeper than the pure-Python parser can follow
+        raise ConfigError(f"{config_path}: invalid YAML: nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _duplicate_error(config_path: Path, duplicate: _Duplicate) -> tuple[str | None, str | None, ConfigError]:
+    """(report or None, database or None, the error) for a key given twice."""
+    path, key = duplicate.path, duplicate.key
+    lines = f"lines {duplicate.first_line} and {duplicate.second_line}"
+    for section, kind in (("reports", "report"), ("databases", "database")):
+        if path[:1] != (section,):
+            continue
+        if len(path) == 1:
+            where = _Where(config_path, f"{kind} '{key}'")
+            error = where.error(None, f"is defined twice in '{section}' ({lines}); keep one")
+            return (key, None, error) if kind == "report" else (None, key, error)
+        where = _Where(config_path, f"{kind} '{path[1]}'")
+        error = where.error(".".join((*path[2:], key)), f"is given twice ({lines}); keep one")
+        return (path[1], None, error) if kind == "report" else (None, path[1], error)
+    dotted = ".".join((*path, key))
+    return None, None, ConfigError(_clean(f"{config_path}: line {duplicate.second_line}: key '{dotted}' "
+                                          f"is given twice ({lines}); keep one"))
+
 
 # Report keys become file and folder names under the output folder.
 REPORT_KEY_PATTERN = re.compile(DEFAULT_EXPLODE_VALUE_PATTERN)
@@ -789,13 +1192,7 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
         text = config_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{config_path}: cannot read config: {getattr(exc, 'strerror', None) or exc}")
-    try:
-        raw = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{config_path}:{line}: invalid YAML: {problem}")
+    raw, duplicates = _read_yaml(config_path, text)
     if not isinstance(raw, dict):
         raise ConfigError(f"{config_path}: expected a mapping with a 'reports' key")
     if not isinstance(raw.get("reports"), dict) or not raw["reports"]:
@@ -803,6 +1200,22 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
 
     warnings: list[str] = []
     errors: list[ConfigError] = []
+    # A key given twice breaks what holds it: its report, its database, the
+    # graphite section, else the whole folder (which definition was meant
+    # is not ours to guess).
+    report_duplicates: dict[str, list[ConfigError]] = {}
+    database_duplicates: dict[str, list[ConfigError]] = {}
+    graphite_duplicate: ConfigError | None = None
+    for duplicate in duplicates:
+        report, database, error = _duplicate_error(config_path, duplicate)
+        if report is not None:
+            report_duplicates.setdefault(report, []).append(error)
+        elif database is not None:
+            database_duplicates.setdefault(database, []).append(error)
+        elif duplicate.path[:1] == ("graphite",):
+            graphite_duplicate = graphite_duplicate or error
+        else:
+            raise error
     for name in raw:
         if name not in TOP_LEVEL_KEYS:
             warnings.append(f"{config_path}: unknown top-level key '{name}'"
@@ -810,7 +1223,7 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
 
     defaults = raw.get("defaults") or {}
     if not isinstance(defaults, dict):
-        raise ConfigError(f"{config_path}: key 'defaults': {_show(defaults)} is not a mapping")
+        raise ConfigError(_clean(f"{config_path}: key 'defaults': {_show(defaults)} is not a mapping"))
     known_report_keys = REPORT_KEYS | LEGACY_REPORT_KEYS
     for name in defaults:
         if name not in known_report_keys:
@@ -821,16 +1234,22 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
     database_errors: dict[str, ConfigError] = {}
     raw_databases = raw.get("databases") or {}
     if not isinstance(raw_databases, dict):
-        raise ConfigError(f"{config_path}: key 'databases': {_show(raw_databases)} is not a mapping")
+        raise ConfigError(f"{config_path}: key 'databases': {_describe(raw_databases)} is not a mapping")
     for key, raw_db in raw_databases.items():
+        if key in database_duplicates:
+            database_errors[key] = database_duplicates[key][0]
+            errors.extend(database_duplicates[key])
+            continue
         try:
-            databases[str(key)] = _parse_database(config_path, query_folder, str(key), raw_db, warnings)
+            databases[key] = _parse_database(config_path, query_folder, key, raw_db, warnings)
         except ConfigError as exc:
-            database_errors[str(key)] = exc
+            database_errors[key] = exc
             errors.append(exc)
 
     graphite = None
-    if raw.get("graphite") is not None:
+    if graphite_duplicate is not None:
+        errors.append(graphite_duplicate)
+    elif raw.get("graphite") is not None:
         try:
             graphite = _parse_graphite(config_path, query_folder, raw["graphite"], warnings)
         except ConfigError as exc:  # the reports still run; nothing is sent
@@ -839,7 +1258,10 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
     reports: dict[str, ReportConfig] = {}
     broken: set[str] = set()
     for key, raw_report in raw["reports"].items():
-        key = str(key)
+        if key in report_duplicates:
+            errors.extend(report_duplicates[key])
+            broken.add(key)
+            continue
         if not isinstance(raw_report, dict):
             errors.append(_Where(config_path, f"report '{key}'").error(
                 None, f"{_show(raw_report)} is not a mapping of keys"))
@@ -860,6 +1282,8 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
             errors.extend(exc.errors)
             broken.add(key)
 
+    # Key names are shown as written: mask any URL password, keep each on one line.
+    warnings = [_clean(warning) for warning in warnings]
     return FolderConfig(config_path=config_path, query_folder=query_folder, reports=reports,
                         databases=databases, graphite=graphite, errors=errors, warnings=warnings,
                         broken_reports=broken)

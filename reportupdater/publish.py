@@ -26,7 +26,7 @@ from typing import Iterable, Sequence
 import yaml
 
 from . import atomic, intervals, store, templates
-from .config import ConfigError, FolderConfig, GraphiteConfig, ReportConfig
+from .config import ConfigError, FolderConfig, GraphiteConfig, ReportConfig, TextLoader
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,8 @@ def load_lookups(graphite: GraphiteConfig) -> dict[str, dict[str, str]]:
     lookups: dict[str, dict[str, str]] = {}
     for placeholder, path in graphite.lookups.items():
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            # Text as written: YAML 1.1 would make the raw value `no` False, `07` 7.
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=TextLoader)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark else str(path)

@@ -33,8 +33,9 @@ def _key_lines(config_path: Path) -> dict[tuple[str, str, str | None], int]:
     """(section, name, key or None) -> 1-based line, from the YAML node marks."""
     lines: dict[tuple[str, str, str | None], int] = {}
     try:
-        root = yaml.compose(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        root = yaml.compose(config_path.read_text(encoding="utf-8"),
+                            Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
         return lines
     if not isinstance(root, yaml.MappingNode):
         return lines
@@ -97,11 +98,18 @@ def _check_graphite(folder: FolderConfig, lines, output_folder: Path | None, fin
             publish.load_lookups(folder.graphite)
         except publish.PublishError as exc:
             findings.problems.append(str(exc))  # names the lookups file and line
+    senders: dict[tuple[str, str], str] = {}  # (path template, metric) -> first report
     for report in folder.reports.values():
         if report.graphite is None:
             continue
         where = (f"{folder.config_path}:{lines.get(('report', report.key, 'graphite'), '')}: "
                  f"report '{report.key}': key 'graphite.path'")
+        for metric in report.graphite.metrics:
+            other = senders.setdefault((report.graphite.path, metric), report.key)
+            if other != report.key:
+                findings.warnings.append(
+                    f"{where}: metric {metric!r} goes to the same path as in report '{other}' "
+                    f"({report.graphite.path!r}): where their values overlap, Graphite keeps the last sent")
         if folder.graphite is None:
             findings.problems.append(f"{where}: the report has a graphite section but the config "
                                      "has no top-level 'graphite' (host, port)")

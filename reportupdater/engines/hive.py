@@ -7,9 +7,11 @@
 # `beeline ... --outputformat=tsv2 -e`) whose TSV stdout is parsed. May
 # touch: the Hive server (one connection per database for the run; a query
 # over its timeout is cancelled on the server) or the command's process group.
+# Every error leaving this engine has the database's password masked.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -20,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from ..config import DEFAULT_TIMEOUT_SECONDS, DatabaseConfig
+from ..config import DEFAULT_TIMEOUT_SECONDS, DatabaseConfig, hide_secrets
 from .base import (Engine, EngineError, Job, Result, SiteDefaults, build_result, cell_text,
                    render_query, truthy)
 from .script import parse_tsv, run_command
@@ -89,8 +91,8 @@ class HiveServer:
 def _server_from_url(url_text: str, where: str) -> HiveServer:
     try:
         url = make_url(url_text)
-    except Exception:
-        raise EngineError(f"{where}: {url_text.split('@')[-1]!r} is not a hive:// URL") from None
+    except Exception:  # never the text: it may hold a password
+        raise EngineError(f"{where}: the URL is not a hive:// URL") from None
     if not url.get_backend_name().startswith("hive"):
         raise EngineError(f"{where}: expected a hive:// URL")
     query = dict(url.query)
@@ -193,8 +195,29 @@ class HiveEngine(Engine):
 
     def _rows(self, job: Job, query: str) -> tuple[list[str], list]:
         """Header and rows (as text) of the last statement of `query`."""
-        log.debug("%s: query:\n%s", job.describe(), query)
         database = self.folder.databases.get(job.report.db or "")
+        try:
+            return self._rows_unmasked(job, database, query)
+        except EngineError as exc:
+            raise EngineError(hide_secrets(str(exc), self._secrets(database))) from None
+
+    def _secrets(self, database: DatabaseConfig | None) -> list[str]:
+        """The passwords this database's (or the site's) errors must never show."""
+        secrets: list[str | None] = []
+        for url_text in (database.url if database else None, self.site.hive_url):
+            if url_text:
+                try:
+                    secrets.append(make_url(url_text).password)
+                except Exception:  # not a URL: the whole text is unknown ground
+                    secrets.append(url_text)
+        if database is not None:
+            with contextlib.suppress(EngineError):  # its own error says why
+                secrets.append(_password(database))
+        return [secret for secret in secrets if secret]
+
+    def _rows_unmasked(self, job: Job, database: DatabaseConfig | None,
+                       query: str) -> tuple[list[str], list]:
+        log.debug("%s: query:\n%s", job.describe(), query)
         if database is not None and database.engine == "hive-cli":
             return self._run_command(job, query, database.command or DEFAULT_COMMAND,
                                      job.report.timeout or database.timeout)

@@ -6,9 +6,12 @@
 # `auto_find_db_shard` finds each wiki database's shard (dblists) and the
 # shard's replica (shards map, host template, or DNS SRV). One pooled engine
 # per server (host:port), the database selected per query, so 900 wikis on
-# 8 shards open 8 pools. May touch: those databases, the creds files, the
-# MediaWiki dblists, a sqlite `seed:` (to create a missing demo database).
-# Passwords never reach a log line or an error message.
+# 8 shards open 8 pools. An in-memory SQLite database (`sqlite://`) is one
+# connection shared by the run's jobs, one query at a time, built from its
+# `seed:` when the run first uses it. May touch: those databases, the creds
+# files, the MediaWiki dblists, a sqlite `seed:` (to create a missing demo
+# database). Passwords never reach a log line or an error message: every
+# error leaving this engine has its database's passwords masked.
 
 from __future__ import annotations
 
@@ -18,15 +21,17 @@ import re
 import sqlite3
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import sqlalchemy
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import StaticPool
 
 from .. import atomic
-from ..config import DEFAULT_TIMEOUT_SECONDS, DatabaseConfig
+from ..config import DEFAULT_TIMEOUT_SECONDS, DatabaseConfig, hide_secrets
 from .base import (Engine, EngineError, Job, Result, SiteDefaults, build_result, render_query,
                    truthy)
 from .deadlines import watchdog
@@ -46,10 +51,17 @@ def read_creds_file(path: Path) -> dict[str, str]:
     try:
         with open(path, encoding="utf-8") as handle:
             parser.read_file(handle)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EngineError(f"cannot read creds file {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    except configparser.Error as exc:
-        raise EngineError(f"creds file {path} is not a my.cnf file: {exc.message.splitlines()[0]}") from None
+    except OSError as exc:
+        raise EngineError(f"cannot read creds file {path}: {exc.strerror or type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        raise EngineError(f"cannot read creds file {path}: it is not UTF-8 text") from None
+    except Exception as exc:  # configparser.Error; AttributeError for an indented line after a bare key
+        # Never configparser's own text: it quotes the offending line, which
+        # may be the password's.
+        line = getattr(exc, "lineno", None) or next(iter(getattr(exc, "errors", ())), (None,))[0]
+        at = f" (line {line})" if line else ""
+        raise EngineError(f"creds file {path} is not a my.cnf file{at}: "
+                          "expected [client] and key = value lines") from None
     if not parser.has_section("client"):
         raise EngineError(f"creds file {path} has no [client] section")
     creds: dict[str, str] = {}
@@ -164,7 +176,7 @@ def _seed_sqlite(url: URL, seed: Path) -> None:
     put in place by atomic.write (no link followed, an existing file never
     replaced), so no partial or journal file ever sits beside it."""
     target = Path(url.database or "")
-    if url.get_backend_name() != "sqlite" or not url.database or target.exists():
+    if url.get_backend_name() != "sqlite" or _is_memory(url) or target.exists():
         return
     try:
         connection = sqlite3.connect(":memory:")
@@ -185,10 +197,36 @@ def _seed_sqlite(url: URL, seed: Path) -> None:
 def _check_sqlite_exists(url: URL, database: DatabaseConfig) -> None:
     """sqlite would create a missing database file (an empty one, in the query
     folder for a relative path) and then fail with "no such table"."""
-    if (url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:"
+    if (url.get_backend_name() == "sqlite" and url.database and not _is_memory(url)
             and "uri" not in url.query and not Path(url.database).exists()):
         raise EngineError(f"database '{database.key}': sqlite database {url.database} does not "
                           "exist (it is not created; 'seed:' builds a missing one)")
+
+
+def _is_memory(url: URL) -> bool:
+    """The same test as config.is_memory_sqlite, on a parsed URL."""
+    if url.get_backend_name() != "sqlite":
+        return False
+    database = url.database or ""
+    return (database in ("", ":memory:") or database.startswith("file::memory:")
+            or url.query.get("mode") == "memory")
+
+
+def _seed_memory(engine: sqlalchemy.Engine, seed: Path) -> None:
+    """Run the seed script on the shared connection of an in-memory database."""
+    try:
+        script = seed.read_text(encoding="utf-8")
+        with engine.connect() as connection:
+            raw = connection.connection.dbapi_connection
+            raw.executescript(script)
+            raw.commit()
+    except (OSError, UnicodeDecodeError, sqlite3.Error) as exc:
+        raise EngineError(f"cannot build the in-memory database from {seed}: {exc}") from None
+    log.info("built the in-memory database from %s", seed)
+
+
+def _password_forms(url: URL | None) -> list[str]:
+    return [url.password] if url is not None and url.password else []
 
 
 class SqlEngine(Engine):
@@ -200,6 +238,8 @@ class SqlEngine(Engine):
         self._shard_finders: dict[str, ShardFinder] = {}
         self._classic_urls: dict[str, URL] = {}
         self._lock = threading.Lock()  # jobs run in threads; engines are created once
+        # In-memory SQLite: one connection for all the run's jobs, one query at a time.
+        self._serial: dict[tuple, threading.Lock] = {}
 
     # -- where a job goes
 
@@ -230,20 +270,45 @@ class SqlEngine(Engine):
     def _engine_locked(self, target: Target, database: DatabaseConfig) -> sqlalchemy.Engine:
         engine = self._engines.get(target.engine_key)
         if engine is None:
-            if database.seed is not None:
+            memory = _is_memory(target.url)
+            if database.seed is not None and not memory:
                 _seed_sqlite(target.url, database.seed)
-            _check_sqlite_exists(target.url, database)
-            options = {}
-            if target.url.get_backend_name() != "sqlite" or target.url.database:
+            if not memory:
+                _check_sqlite_exists(target.url, database)
+            if memory:
+                # Each connection to sqlite:// is a database of its own: the
+                # jobs share one (StaticPool) so that they see the same
+                # tables, and take turns on it (self._serial).
+                options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+            else:
                 # Enough connections for every job that may run at once.
                 options = {"pool_size": max(1, self.site.jobs), "max_overflow": 0, "pool_timeout": 3600}
             try:
                 engine = sqlalchemy.create_engine(target.url, pool_pre_ping=True, **options)
             except Exception as exc:  # unknown dialect, missing driver
                 raise EngineError(f"database '{database.key}' "
-                                  f"({target.url.render_as_string(hide_password=True)}): {exc}") from None
+                                  f"({target.url.render_as_string(hide_password=True)}): "
+                                  f"{type(exc).__name__}: {_first_line(exc)}") from None
+            if memory:
+                if database.seed is not None:
+                    try:
+                        _seed_memory(engine, database.seed)
+                    except EngineError:
+                        engine.dispose()
+                        raise
+                self._serial[target.engine_key] = threading.Lock()
             self._engines[target.engine_key] = engine
         return engine
+
+    def _secrets(self, database: DatabaseConfig) -> list[str]:
+        """The passwords this database's errors must never show."""
+        urls: list[URL | None] = [self._classic_urls.get(database.key)]
+        if database.url is not None:
+            try:
+                urls.append(make_url(database.url))
+            except Exception:  # not a URL: the whole text is unknown ground
+                return [database.url]
+        return [password for url in urls for password in _password_forms(url)]
 
     # -- running
 
@@ -259,15 +324,25 @@ class SqlEngine(Engine):
         return build_result(header, rows, job.interval)
 
     def _query(self, job: Job, query: str) -> tuple[list[str], list]:
-        log.debug("%s: query:\n%s", job.describe(), query)
         database = self.folder.databases[job.report.db or ""]
+        try:
+            return self._query_unmasked(job, database, query)
+        except EngineError as exc:
+            raise EngineError(hide_secrets(str(exc), self._secrets(database))) from None
+        except Exception as exc:  # a driver's own exception (TypeError for an unknown URL option, ...)
+            raise EngineError(hide_secrets(f"database '{database.key}': {type(exc).__name__}: "
+                                           f"{_first_line(exc)}", self._secrets(database))) from None
+
+    def _query_unmasked(self, job: Job, database: DatabaseConfig, query: str) -> tuple[list[str], list]:
+        log.debug("%s: query:\n%s", job.describe(), query)
         timeout = job.report.timeout or database.timeout or DEFAULT_TIMEOUT_SECONDS
         target = self.target(job)
         engine = self._engine(target, database)
         for attempt in (1, 2):
             started = time.monotonic()
             try:
-                return self._execute(engine, target, query, timeout)
+                with self._serial.get(target.engine_key) or nullcontext():
+                    return self._execute(engine, target, query, timeout)
             except sqlalchemy.exc.DBAPIError as exc:
                 code = _error_code(exc)
                 elapsed = time.monotonic() - started
@@ -276,12 +351,13 @@ class SqlEngine(Engine):
                                       f"{timeout:g} s and was stopped") from None
                 if attempt == 1 and (exc.connection_invalidated or code in _LOST_CONNECTION):
                     log.warning("%s: lost the connection (%s); retrying once with a new one",
-                                job.describe(), _dbapi_message(database, exc))
+                                job.describe(), hide_secrets(_dbapi_message(database, exc),
+                                                             self._secrets(database)))
                     continue
                 raise EngineError(_dbapi_message(database, exc)) from None
             except sqlalchemy.exc.SQLAlchemyError as exc:
                 raise EngineError(f"database '{database.key}': {type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0]}") from None
+                                  f"{_first_line(exc)}") from None
         raise AssertionError("unreachable")
 
     def _execute(self, engine: sqlalchemy.Engine, target: Target, query: str,
@@ -340,6 +416,11 @@ def _interrupt_after(connection: sqlalchemy.Connection,
 def _error_code(exc: sqlalchemy.exc.DBAPIError) -> int | None:
     args = getattr(exc.orig, "args", ())
     return args[0] if args and isinstance(args[0], int) else None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _dbapi_message(database: DatabaseConfig, exc: sqlalchemy.exc.DBAPIError) -> str:
