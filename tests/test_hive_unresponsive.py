@@ -165,6 +165,29 @@ def test_a_server_that_hangs_up_at_once_fails_with_one_line(tmp_path, auth):
     assert files_under(out) == {"fine.tsv": tsv("date\tvalue", "2026-01-04\t1")}
 
 
+def test_a_server_whose_tcp_connect_never_completes_fails_at_the_connect_timeout(tmp_path):
+    # A listener whose accept queue is full (backlog 0, one connection
+    # waiting, never accepted): Linux drops the next SYNs. Before: the
+    # connect waited for the kernel's SYN retries (about 2 minutes).
+    backlog_full = socket.socket()
+    backlog_full.bind(("127.0.0.1", 0))
+    backlog_full.listen(0)
+    port = backlog_full.getsockname()[1]
+    waiting = socket.create_connection(("127.0.0.1", port))
+    try:
+        folder = query_folder(tmp_path, URLS["NONE"].format(port=port))
+        out = tmp_path / "out"
+        code, stderr, _ = run(folder, out)
+    finally:
+        waiting.close()
+        backlog_full.close()
+    assert code == 1, stderr
+    assert_failed(stderr, "toggles 2026-01-04",
+                  f"Hive server at 127.0.0.1:{port} did not answer within 3 s")
+    assert_one_line_failure(stderr)
+    assert files_under(out) == {"fine.tsv": tsv("date\tvalue", "2026-01-04\t1")}
+
+
 def test_a_port_nobody_listens_on_fails_with_one_line(tmp_path):
     # Before: thrift's own "Could not connect to any of [...]" was printed
     # bare on stderr beside the ERROR line.
