@@ -22,7 +22,6 @@ reports:
     type: script
     granularity: days
     starts: 2026-01-01
-    max_data_points: 1000000
 """
 
 # Two shapes of a ragged file: one the quick date scan rejects, one it lets
@@ -63,10 +62,14 @@ def test_status_and_dry_run_on_a_ragged_output_file(tmp_path):
 
 def test_more_data_points_than_the_calendar_holds(tmp_path):
     folder, out = folder_with(tmp_path, tsv("date\tv"))
-    for command in (["status"], ["run", "--dry-run"], ["run"]):
+    config = (folder / "config.yaml").read_text()
+    (folder / "config.yaml").write_text(config + "    max_data_points: 1000000\n")
+    for command in (["status"], ["run", "--dry-run"], ["run"], ["validate"]):
         code, stdout, stderr = run_cli(*command, folder, out, "--now", NOW)
         assert "internal error" not in stderr and "Traceback" not in stderr, (command, stderr)
-    assert (out / "fine.tsv").read_text().count("\n") == 5
+        assert "max_data_points" in stdout + stderr, (command, stdout, stderr)
+    # The broken report is refused at load; the other one ran.
+    assert (out / "ragged.tsv").read_text().count("\n") == 5
 
 
 def test_a_now_outside_the_calendar_is_one_line(tmp_path):

@@ -6,7 +6,8 @@
 # configured, through a command line (`hive -e QUERY` by default, or
 # `beeline ... --outputformat=tsv2 -e`) whose TSV stdout is parsed. May
 # touch: the Hive server (one connection per database for the run; a query
-# over its timeout is cancelled on the server) or the command's process group.
+# over its timeout is cancelled on the server; a server that stops answering
+# has its socket shut down by the watchdog) or the command's process group.
 # Every error leaving this engine has the database's password masked.
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,14 +27,24 @@ from sqlalchemy.engine import make_url
 from ..config import DEFAULT_TIMEOUT_SECONDS, DatabaseConfig, hide_secrets
 from .base import (Engine, EngineError, Job, Result, SiteDefaults, build_result, cell_text,
                    render_query, truthy)
+from .deadlines import watchdog
 from .script import parse_tsv, run_command
 from .sql import read_creds_file
 
 log = logging.getLogger(__name__)
+# thrift logs a refused connection itself, and with no handler configured
+# for it Python prints that bare on stderr beside our one-line error.
+logging.getLogger("thrift").addHandler(logging.NullHandler())
 
 DEFAULT_COMMAND = ("hive", "-e")
 POLL_SECONDS = 0.5
 PROGRESS_EVERY_SECONDS = 30.0
+# Opening a connection (TCP, SASL, OpenSession, USE) may take this long at
+# most, or the query's timeout when that is shorter.
+CONNECT_TIMEOUT_SECONDS = 30.0
+# How much longer than its timeout a query's exchange with the server may
+# last (the cancel, the fetch) before the server counts as not answering.
+ANSWER_MARGIN_SECONDS = 5.0
 
 
 def split_statements(text: str) -> list[str]:
@@ -165,12 +177,134 @@ def _importable(module: str) -> bool:
     return True
 
 
+@dataclass
+class _Link:
+    """A HiveServer2 connection and the socket under it (which PyHive does
+    not expose: its timeout is ours to set)."""
+    connection: Any
+    socket: Any  # thrift.transport.TSocket.TSocket
+
+
+class _SilenceGuard:
+    """Shuts the socket down if the exchange with the server is not over in
+    `seconds`: a blocked read then returns at once, whatever the server does
+    (a socket timeout alone does not end a read of a server that trickles a
+    byte now and then). disarm() says whether it fired."""
+
+    def __init__(self, tsocket, seconds: float) -> None:
+        self._socket = tsocket
+        self._lock = threading.Lock()
+        self._armed = True
+        self.fired = False
+        self._cancel = watchdog.call_after(seconds, self._fire)
+
+    def _fire(self) -> None:
+        with self._lock:
+            if not self._armed:
+                return
+            self.fired = True
+            handle = self._socket.handle
+            if handle is not None:
+                # shutdown, not close: close() does not wake a thread blocked in recv()
+                handle.shutdown(socket.SHUT_RDWR)
+
+    def disarm(self) -> bool:
+        self._cancel()
+        with self._lock:
+            self._armed = False
+            return self.fired
+
+
+def _transport(server: HiveServer, username: str, tsocket):
+    """The transport PyHive's hive.connect builds for `server.auth` (PyHive
+    0.7, hive.Connection.__init__), around our socket. Same checks, same
+    messages."""
+    from pyhive.hive import get_installed_sasl
+    from thrift.transport.TTransport import TBufferedTransport
+
+    auth = (server.auth or "NONE").upper()
+    password = server.password
+    if (password is not None) != (auth in ("LDAP", "CUSTOM")):
+        raise ValueError("Password should be set if and only if in LDAP or CUSTOM mode; "
+                         "Remove password or use one of those modes")
+    if (server.kerberos_service_name is not None) != (auth == "KERBEROS"):
+        raise ValueError("kerberos_service_name should be set if and only if in KERBEROS mode")
+    if auth == "NOSASL":
+        return TBufferedTransport(tsocket)
+    if auth not in ("LDAP", "KERBEROS", "NONE", "CUSTOM"):
+        raise NotImplementedError("Only NONE, NOSASL, LDAP, KERBEROS, CUSTOM "
+                                  f"authentication are supported, got {server.auth}")
+    import thrift_sasl
+
+    sasl_auth = "GSSAPI" if auth == "KERBEROS" else "PLAIN"
+    if password is None:
+        password = "x"  # as PyHive: NONE needs a password, any non-empty one
+
+    def sasl_client():
+        return get_installed_sasl(host=server.host, sasl_auth=sasl_auth,
+                                  service=server.kerberos_service_name, username=username,
+                                  password=password)
+    return thrift_sasl.TSaslClientTransport(sasl_client, sasl_auth, tsocket)
+
+
+def _open(hive, server: HiveServer, connect_timeout: float) -> _Link:
+    """A session on the server, within `connect_timeout` (each read; the
+    whole opening within it plus the margin)."""
+    import getpass
+
+    from thrift.transport.TSocket import TSocket
+
+    tsocket = TSocket(server.host, server.port)
+    tsocket.setTimeout(connect_timeout * 1000)
+    guard = None
+    try:
+        username = server.username or getpass.getuser()
+        transport = _transport(server, username, tsocket)
+        guard = _SilenceGuard(tsocket, connect_timeout + ANSWER_MARGIN_SECONDS)
+        connection = hive.connect(thrift_transport=transport, username=username,
+                                  database=server.database,
+                                  configuration=server.configuration or None)
+    except Exception as exc:
+        fired = guard is not None and guard.disarm()
+        _close_quietly(tsocket)
+        if fired or _timed_out(exc):
+            raise _unanswered(server, connect_timeout) from None
+        raise EngineError(f"cannot connect to Hive at {server.host}:{server.port}: "
+                          f"{_one_line(exc)}") from None
+    if guard.disarm():  # fired just as the session opened: the socket is shut
+        _close_quietly(tsocket)
+        raise _unanswered(server, connect_timeout)
+    return _Link(connection, tsocket)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a read or the TCP connect timed out (thrift wraps the
+    socket's error, PyHive may wrap thrift's)."""
+    from thrift.transport.TTransport import TTransportException
+
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, TimeoutError):
+            return True
+        if isinstance(seen, TTransportException) and seen.type == TTransportException.TIMED_OUT:
+            return True
+        seen = getattr(seen, "inner", None) or seen.__cause__ or seen.__context__
+    return False
+
+
+def _unanswered(server: HiveServer, seconds: float) -> EngineError:
+    return EngineError(f"Hive server at {server.host}:{server.port} did not answer "
+                       f"within {seconds:g} s")
+
+
 class HiveEngine(Engine):
     type = "hive"
 
     def __init__(self, folder, site: SiteDefaults = SiteDefaults()):
         super().__init__(folder, site)
-        self._connections: dict[str, Any] = {}
+        self._connections: dict[str, _Link] = {}
 
     def run(self, job: Job) -> Result:
         header, rows = self._rows(job, render_query(job))
@@ -233,20 +367,12 @@ class HiveEngine(Engine):
 
     # -- HiveServer2
 
-    def _connection(self, key: str, server: HiveServer):
+    def _connection(self, key: str, server: HiveServer, timeout: float) -> _Link:
         # A PyHive connection is not shared between threads: one per job thread.
         key = f"{key}@{threading.get_ident()}"
         if key not in self._connections:
-            hive = _pyhive(server)
-            try:
-                self._connections[key] = hive.connect(
-                    host=server.host, port=server.port, username=server.username,
-                    database=server.database, auth=server.auth, password=server.password,
-                    kerberos_service_name=server.kerberos_service_name,
-                    configuration=server.configuration or None)
-            except Exception as exc:
-                raise EngineError(f"cannot connect to Hive at {server.host}:{server.port}: "
-                                  f"{_one_line(exc)}") from None
+            self._connections[key] = _open(_pyhive(server), server,
+                                           min(timeout, CONNECT_TIMEOUT_SECONDS))
         return self._connections[key]
 
     def _run_server(self, job: Job, key: str, server: HiveServer, query: str,
@@ -254,24 +380,39 @@ class HiveEngine(Engine):
         statements = split_statements(query)
         if not statements:
             raise EngineError("the template holds no statement")
-        connection = self._connection(key, server)
+        link = self._connection(key, server, timeout)
         key = f"{key}@{threading.get_ident()}"
-        cursor = connection.cursor()
+        # Each blocking read is bounded by the socket timeout, the whole
+        # exchange (a server trickling bytes too) by the guard.
+        answer_within = timeout + ANSWER_MARGIN_SECONDS
+        link.socket.setTimeout(answer_within * 1000)
+        guard = _SilenceGuard(link.socket, answer_within)
         deadline = time.monotonic() + timeout
+        cursor = link.connection.cursor()  # no request yet
         try:
-            for statement in statements:
-                self._execute(job, cursor, statement, deadline, timeout)
-            if not cursor.description:
-                raise EngineError("the last statement returned no result set (is it a SELECT?)")
-            header = [column[0].rsplit(".", 1)[-1] for column in cursor.description]
-            rows = [[hive_cell(value) for value in row] for row in cursor.fetchall()]
+            try:
+                for statement in statements:
+                    self._execute(job, cursor, statement, deadline, timeout)
+                if not cursor.description:
+                    raise EngineError("the last statement returned no result set "
+                                      "(is it a SELECT?)")
+                header = [column[0].rsplit(".", 1)[-1] for column in cursor.description]
+                rows = [[hive_cell(value) for value in row] for row in cursor.fetchall()]
+            finally:
+                _close_quietly(cursor)  # a request too: still under the guard
         except EngineError:
+            if guard.disarm():  # the cancel or the close went unanswered
+                self._forget(key)
+                raise _unanswered(server, answer_within) from None
             raise
         except Exception as exc:
+            fired = guard.disarm()
             self._forget(key)  # the connection may be broken: open a new one next time
+            if fired or _timed_out(exc):
+                raise _unanswered(server, answer_within) from None
             raise EngineError(f"Hive: {_one_line(exc)}") from None
-        finally:
-            _close_quietly(cursor)
+        if guard.disarm():  # fired after the last answer came: the socket is shut
+            self._forget(key)
         return header, rows
 
     def _execute(self, job: Job, cursor, statement: str, deadline: float, timeout: float) -> None:
@@ -288,11 +429,9 @@ class HiveEngine(Engine):
                 break
             now = time.monotonic()
             if now >= deadline:
-                try:
-                    cursor.cancel()
-                finally:
-                    raise EngineError(f"Hive query exceeded its timeout of {timeout:g} s "
-                                      "and was cancelled on the server")
+                cursor.cancel()  # a failure here is the connection's, handled by the caller
+                raise EngineError(f"Hive query exceeded its timeout of {timeout:g} s "
+                                  "and was cancelled on the server")
             if now - last_progress >= PROGRESS_EVERY_SECONDS:
                 log.info("%s: Hive query running for %.0f s", job.describe(), now - started)
                 last_progress = now
@@ -302,9 +441,11 @@ class HiveEngine(Engine):
             raise EngineError(f"Hive: {_one_line(message)}")
 
     def _forget(self, key: str) -> None:
-        connection = self._connections.pop(key, None)
-        if connection is not None:
-            _close_quietly(connection)
+        """Drop a connection that may be broken, without a word to the server
+        (which may not answer): its socket is closed."""
+        link = self._connections.pop(key, None)
+        if link is not None:
+            _close_quietly(link.socket)
 
     # -- command line
 
@@ -322,8 +463,15 @@ class HiveEngine(Engine):
         return [name.rsplit(".", 1)[-1] for name in header], rows
 
     def close(self) -> None:
-        for key in list(self._connections):
-            self._forget(key)
+        """Close the sessions on the server; one that does not answer within
+        the connect timeout is left to expire there."""
+        for link in self._connections.values():
+            link.socket.setTimeout(CONNECT_TIMEOUT_SECONDS * 1000)
+            guard = _SilenceGuard(link.socket, CONNECT_TIMEOUT_SECONDS + ANSWER_MARGIN_SECONDS)
+            _close_quietly(link.connection)
+            guard.disarm()
+            _close_quietly(link.socket)
+        self._connections.clear()
 
 
 _SET = re.compile(r"^SET\s+([^=\s]+)\s*=", re.IGNORECASE)
