@@ -108,7 +108,9 @@ def plan_report(report: ReportConfig, files: Sequence[FileInput], state: State,
     limit = min(limit_values) if limit_values else None
 
     def empty(verdict: Verdict, why: str) -> ReportPlan:
-        shown = tuple(_file_plan(report, file, due, state, reruns, now, limits, why) for file in files)
+        labels = [interval.label for interval in due]
+        shown = tuple(_file_plan(report, file, due, labels, state, reruns, now, limits, why)
+                      for file in files)
         return ReportPlan(report, verdict, due, shown, (), limit, next_due, next_schedule)
 
     if not due:
@@ -119,7 +121,8 @@ def plan_report(report: ReportConfig, files: Sequence[FileInput], state: State,
         assert next_schedule is not None
         return empty(Verdict.NOT_SCHEDULED, f"not scheduled now (next {next_schedule:%Y-%m-%dT%H:%MZ})")
 
-    drafts = [_file_plan(report, file, due, state, reruns, now, limits) for file in files]
+    labels = [interval.label for interval in due]  # once: a folder has thousands of files
+    drafts = [_file_plan(report, file, due, labels, state, reruns, now, limits) for file in files]
     # Missing intervals go before lookback's recomputations: were it the other
     # way round, a limit smaller than lookback x files would leave the
     # history missing for ever while every run said ok.
@@ -165,7 +168,8 @@ def _within(jobs: list[Job], budget: int, newest: bool) -> list[Job]:
     return kept
 
 
-def _file_plan(report: ReportConfig, file: FileInput, due: tuple[Interval, ...], state: State,
+def _file_plan(report: ReportConfig, file: FileInput, due: tuple[Interval, ...], labels: list[str],
+               state: State,
                reruns: Sequence[PendingRerun], now: datetime, limits: Limits,
                blocked: str | None = None) -> FilePlan:
     """A file's plan before the per-run limit: todo is everything it would compute.
@@ -179,7 +183,7 @@ def _file_plan(report: ReportConfig, file: FileInput, due: tuple[Interval, ...],
                       if any(request.covers(report.key, key, interval) for request in covering)) \
         if covering else frozenset()
     dates = file.dates
-    if not rerun and len(dates) >= len(due) and dates.issuperset(interval.label for interval in due):
+    if not rerun and len(dates) >= len(due) and dates.issuperset(labels):
         missing: tuple[Interval, ...] = ()  # the hourly common case: a complete file
     else:
         missing = tuple(interval for interval in due if interval.label not in dates or interval in rerun)
