@@ -1,10 +1,10 @@
 # The runner: composes the stages in one place.
 #
-#   config.load -> intervals.plan -> engines (execute) -> store (merge, save)
+#   config.load -> plan.plan_report -> engines (execute) -> store (merge, save)
 #   -> publish (Graphite points queued before each save, sent after)
 #
-# No stage calls the next; this module does. It holds the folder lock for the
-# whole run, reads each output file once, writes it at checkpoints and at the
+# No stage calls the next; this module does. It holds the output folder's
+# lock for the whole run, reads each output file once, writes it at checkpoints and at the
 # end, and turns every failure into a log line and a count: one report,
 # combination or interval failing never stops the others.
 
