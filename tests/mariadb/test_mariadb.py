@@ -173,12 +173,20 @@ def test_connection_lost_mid_query_is_retried_once(events_db, tmp_path):
     out = tmp_path / "out"
 
     def kill_running_query():
-        for (conn_id,) in events_db.execute(
+        # Wait for the query to be running (a cold interpreter in a fresh
+        # checkout takes a while to start), then kill its connection once.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            running = events_db.execute(
                 "SELECT id FROM information_schema.processlist "
-                f"WHERE user = '{USER}' AND info LIKE 'SELECT %SLEEP%'"):
-            events_db.execute(f"KILL CONNECTION {conn_id}")
+                f"WHERE user = '{USER}' AND info LIKE 'SELECT %SLEEP%'")
+            if running:
+                for (conn_id,) in running:
+                    events_db.execute(f"KILL CONNECTION {conn_id}")
+                return
+            time.sleep(0.05)
 
-    killer = threading.Timer(0.8, kill_running_query)
+    killer = threading.Thread(target=kill_running_query)
     killer.start()
     try:
         done = run_cli("run", str(folder), str(out), "--now", "2026-01-02T00:00")
