@@ -23,7 +23,7 @@ from typing import NoReturn
 
 from . import __version__
 from . import config as config_stage
-from . import dashboard, intervals, metrics, overview, publish, reruns, runner
+from . import dashboard, metrics, overview, publish, reruns, runner
 from . import plan as planning
 from . import smoke as smoke_stage
 from . import validate as validate_stage

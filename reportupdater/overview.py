@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import intervals, reruns, store
+from . import intervals, reruns
 from . import plan as planning
 from .config import FolderConfig, ReportConfig
 from .runner import read_outputs
