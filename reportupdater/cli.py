@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-r", "--report", action="append", default=[], metavar="REPORT",
                      help="only this report (repeatable)")
     run.add_argument("-j", "--jobs", type=_positive_int, action=_Once, default=0, metavar="N",
-                     help=f"intervals computed at the same time (default: {runner.DEFAULT_JOBS}); "
+                     help="intervals computed at the same time (default: twice the CPUs, at most 8); "
                           "1 runs them one by one")
     run.add_argument("--max-intervals", type=_positive_int, action=_Once, metavar="N",
                      help="compute at most N intervals per report in this run (newest first by default)")

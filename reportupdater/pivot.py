@@ -15,7 +15,7 @@ from .engines import EngineError, Result
 from .store import OutputFile
 
 # The column of rows whose category is NULL or empty (documented in the
-# user guide's pivot section and config.example.yaml).
+# pivot section of docs/reference.md and in config.example.yaml).
 NULL_CATEGORY = "(null)"
 
 
