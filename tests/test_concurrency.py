@@ -18,8 +18,10 @@ import pytest
 from reportupdater.cli import parse_now
 from reportupdater.runner import RunOptions, run
 
+# The CLI in a subprocess (run_cli_process): runs race other processes for the
+# output folder's lock, and lockf locks do not conflict within one process.
 from testkit import (DAILY_EDITS_SQL, NOW, SQLITE_DB, files_under, make_edits_db, make_folder,
-                     process_alive, run_cli, start_cli, tsv, unspent, wait_for)
+                     process_alive, run_cli_process, start_cli, tsv, unspent, wait_for)
 
 # ------------------------------------------------------ two runs at once
 
@@ -64,7 +66,7 @@ reports:
         before = snapshot(tmp_path)
 
         started = time.monotonic()
-        code, stdout, stderr = run_cli("run", folder, out, "--now", NOW)
+        code, stdout, stderr = run_cli_process("run", folder, out, "--now", NOW)
         elapsed = time.monotonic() - started
 
         assert code == 0
@@ -83,7 +85,7 @@ reports:
 
         # A rerun requested meanwhile waits for the next run: the running
         # one only consumes the requests it read when it started.
-        code, _, stderr = run_cli("rerun", folder, "2026-01-03", "2026-01-04", "-r", "daily_edits",
+        code, _, stderr = run_cli_process("rerun", folder, "2026-01-03", "2026-01-04", "-r", "daily_edits",
                                   "--now", NOW)
         assert code == 0, stderr
         late_request = {name: text for name, text in files_under(folder / ".reruns").items()
@@ -104,7 +106,7 @@ reports:
     assert unspent(folder, out) == late_request
 
     # And the folder is free again; the late request is honoured now.
-    code, _, stderr = run_cli("run", folder, out, "--now", NOW, "-l", "info")
+    code, _, stderr = run_cli_process("run", folder, out, "--now", NOW, "-l", "info")
     assert code == 0, stderr
     assert "another run" not in stderr
     assert "daily_edits: 1 computed, 0 failed" in stderr
@@ -153,7 +155,7 @@ def progress(folder: Path) -> int:
 def reference_output(tmp_path: Path, folder: Path) -> dict[str, str]:
     """What an uninterrupted run produces, in an output folder of its own."""
     reference = tmp_path / "reference"
-    code, _, stderr = run_cli("run", folder, reference, "--now", NOW)
+    code, _, stderr = run_cli_process("run", folder, reference, "--now", NOW)
     assert code == 0, stderr
     files = files_under(reference)
     assert sorted(files) == ["alpha.tsv", "beta/dewiki.tsv", "beta/enwiki.tsv"]
@@ -181,7 +183,7 @@ def assert_complete_prefixes(out: Path, reference: dict[str, str]) -> dict[str, 
 
 
 def finish_and_compare(folder: Path, out: Path, reference: dict[str, str]) -> None:
-    code, _, stderr = run_cli("run", folder, out, "--now", NOW, "-l", "info")
+    code, _, stderr = run_cli_process("run", folder, out, "--now", NOW, "-l", "info")
     assert code == 0, stderr
     assert "another run" not in stderr  # the dead run's lock is gone
     assert files_under(out) == reference
@@ -329,7 +331,7 @@ reports:
         script_pid = int((folder / "script.pid").read_text())
 
         started = time.monotonic()
-        code, _, stderr = run_cli("run", folder, out, "--now", NOW)
+        code, _, stderr = run_cli_process("run", folder, out, "--now", NOW)
 
         assert code == 0, stderr
         assert "another run" not in stderr
@@ -417,7 +419,7 @@ reports:
 """
     folder = make_folder(tmp_path, config, scripts={"mask": SIGNAL_MASK})
     out = tmp_path / "out"
-    code, _, stderr = run_cli("run", folder, out, "--now", NOW, "--jobs", jobs)
+    code, _, stderr = run_cli_process("run", folder, out, "--now", NOW, "--jobs", jobs)
     assert code == 0, stderr
     lines = (out / "mask.tsv").read_text().splitlines()
     assert len(lines) > 2

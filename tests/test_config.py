@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 import pytest
 import yaml
+
+import testkit
+from testkit import run_cli
 
 from reportupdater import config
 from reportupdater.config import ConfigError, Granularity
@@ -21,21 +23,8 @@ SQL_TEMPLATE = "SELECT '{from_date}' AS date, COUNT(*) AS n FROM t WHERE ts < '{
 # ---------------------------------------------------------------- helpers
 
 
-def make_folder(root: Path, config_text: str, files: dict[str, str] | None = None,
-                scripts: dict[str, str] | None = None, name: str = "queries") -> Path:
-    """A query folder: config.yaml, plain files (templates, value lists) and
-    executable scripts (mode 0o755). Names may contain subfolders."""
-    folder = root / name
-    folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text(config_text, encoding="utf-8")
-    for file_name, text in (files or {}).items():
-        (folder / file_name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / file_name).write_text(text, encoding="utf-8")
-    for file_name, text in (scripts or {}).items():
-        (folder / file_name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / file_name).write_text(text, encoding="utf-8")
-        (folder / file_name).chmod(0o755)
-    return folder
+# Texts written exactly as given: messages name their lines.
+make_folder = partial(testkit.make_folder, name="queries", dedent_text=False)
 
 
 def config_yaml(reports: dict, **top) -> str:
@@ -511,11 +500,6 @@ def test_one_broken_report_does_not_stop_the_others(tmp_path):
 
 
 # ------------------------------------------------------------------- CLI
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reportupdater", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
 
 
 def error_lines(stderr: str) -> list[str]:

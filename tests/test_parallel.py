@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import datetime
+from functools import partial
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+import testkit
 
-def run_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reportupdater", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+
+run_cli = partial(testkit.run_cli, timeout=300)  # backfills of many intervals
 
 
 def tree(folder: Path) -> dict[str, bytes]:

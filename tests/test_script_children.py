@@ -19,7 +19,9 @@ import pytest
 from reportupdater.engines import script as script_engine
 from reportupdater.engines.base import EngineError
 
-from testkit import (NOW, assert_failed, files_under, make_folder, process_alive, run_cli,
+# The CLI in a subprocess (run_cli_process): what a run leaves of the processes
+# its scripts start is seen only once the run's own process is gone.
+from testkit import (NOW, assert_failed, files_under, make_folder, process_alive, run_cli_process,
                      start_cli, tsv, wait_for, write_script)
 
 # The shell command a background child runs: it records its PID (atomically,
@@ -94,7 +96,7 @@ def test_script_leaving_a_background_child_is_done_when_it_exits(tmp_path, kind)
     try:
         # Before the fix: the run waited for the child's `sleep 999` (the
         # 20 s timeout killed only the script's group), so this timed out.
-        code, _, stderr = run_cli("run", folder, out, "--now", NOW, timeout=60)
+        code, _, stderr = run_cli_process("run", folder, out, "--now", NOW, timeout=60)
         assert code == 0, stderr
         assert files_under(out) == {"bg.tsv": tsv("date\tvalue", "2026-01-04\t1")}
         assert "script exited, leaving a process running that held its" in stderr, stderr
@@ -112,7 +114,7 @@ def test_output_printed_before_the_exit_is_used_in_full(tmp_path):
                          scripts={"bg": leaves_child(LAUNCHES["setsid"], then=many_rows)})
     out = tmp_path / "out"
     try:
-        code, _, stderr = run_cli("run", folder, out, "--now", NOW, timeout=60)
+        code, _, stderr = run_cli_process("run", folder, out, "--now", NOW, timeout=60)
         assert code == 0, stderr
         assert (out / "bg.tsv").read_text() == tsv("date\tn", *[f"2026-01-04\t{n}"
                                                                  for n in range(1, rows + 1)])
@@ -145,7 +147,7 @@ def test_output_still_arriving_after_the_exit_fails_the_interval(tmp_path, launc
                                                     "fine": FINE})
     out = tmp_path / "out"
     try:
-        code, _, stderr = run_cli("run", folder, out, "--now", NOW, timeout=60)
+        code, _, stderr = run_cli_process("run", folder, out, "--now", NOW, timeout=60)
         assert code == 1, stderr
         assert_failed(stderr, "bg 2026-01-04", "script exited while a process it left running "
                       "was still writing to its stdout")
@@ -177,7 +179,7 @@ def test_script_killed_at_its_timeout_does_not_wait_for_children_that_escaped(tm
     folder = make_folder(tmp_path, TWO_REPORTS, scripts={"stuck": stuck, "fine": FINE})
     out = tmp_path / "out"
     try:
-        code, _, stderr = run_cli("run", folder, out, "--now", NOW, timeout=60)
+        code, _, stderr = run_cli_process("run", folder, out, "--now", NOW, timeout=60)
         assert code == 1, stderr
         assert_failed(stderr, "stuck 2026-01-04", "script timed out after 2 s and was killed")
         assert files_under(out) == {"fine.tsv": tsv("date\tvalue", "2026-01-04\t1")}
@@ -198,7 +200,7 @@ sleep 999
     folder = make_folder(tmp_path, TWO_REPORTS, scripts={"stuck": stuck, "fine": FINE})
     out = tmp_path / "out"
     try:
-        code, _, stderr = run_cli("run", folder, out, "--now", NOW, timeout=60)
+        code, _, stderr = run_cli_process("run", folder, out, "--now", NOW, timeout=60)
         assert code == 1, stderr
         assert_failed(stderr, "stuck 2026-01-04", "script timed out after 2 s and was killed")
         assert files_under(out) == {"fine.tsv": tsv("date\tvalue", "2026-01-04\t1")}
@@ -221,7 +223,7 @@ reports:
     folder = make_folder(tmp_path, config, scripts={"bg": FINE, "ready": ready})
     out = tmp_path / "out"
     try:
-        code, _, stderr = run_cli("run", folder, out, "--now", NOW, "-l", "info", timeout=60)
+        code, _, stderr = run_cli_process("run", folder, out, "--now", NOW, "-l", "info", timeout=60)
         assert code == 0, stderr
         assert "not ready" not in stderr
         assert files_under(out) == {"bg.tsv": tsv("date\tvalue", "2026-01-04\t1")}
@@ -255,7 +257,7 @@ reports:
                          scripts={"fakehive": fake_hive})
     out = tmp_path / "out"
     try:
-        code, _, stderr = run_cli("run", folder, out, "--now", NOW, timeout=60)
+        code, _, stderr = run_cli_process("run", folder, out, "--now", NOW, timeout=60)
         assert code == 0, stderr
         assert files_under(out) == {"bg.tsv": tsv("date\tvalue", "2026-01-04\t1")}
         assert_all_dead(folder, 1)
@@ -278,7 +280,7 @@ reports:
     folder = make_folder(tmp_path, config, scripts={"bg": script})
     out = tmp_path / "out"
     try:
-        code, _, stderr = run_cli("run", folder, out, "--now", NOW, "--jobs", "4", timeout=60)
+        code, _, stderr = run_cli_process("run", folder, out, "--now", NOW, "--jobs", "4", timeout=60)
         assert code == 0, stderr
         rows = [f"2026-01-0{day}\t1" for day in range(1, 5)]
         assert files_under(out) == {f"bg/w{n}.tsv": tsv("date\tvalue", *rows) for n in (1, 2, 3)}
@@ -334,7 +336,7 @@ reports:
 """
     folder = make_folder(tmp_path, config, scripts={"short": FINE})
     out = tmp_path / "out"
-    code, _, stderr = run_cli("run", folder, out, "--now", NOW, "--jobs", "4", timeout=300)
+    code, _, stderr = run_cli_process("run", folder, out, "--now", NOW, "--jobs", "4", timeout=300)
     assert code == 0, stderr
     assert stderr == ""
     assert sorted(files_under(out)) == ["short/w1.tsv", "short/w2.tsv"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-import subprocess
-import sys
 from datetime import date, datetime, timezone
+from functools import partial
 from pathlib import Path
 
+import testkit
 from reportupdater import config, intervals, publish
 from reportupdater.config import Granularity, ReportConfig, ReportGraphite
 
@@ -17,9 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 UTC = timezone.utc
 
 
-def run_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reportupdater", *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+run_cli = partial(testkit.run_cli, timeout=120)
 
 
 def folder_with(tmp_path: Path, config_text: str, files: dict[str, str] = {},

@@ -33,7 +33,8 @@ from pathlib import Path
 
 from reportupdater import store
 
-from testkit import NOW, files_under, make_db, run_cli, start_cli, wait_for
+# The CLI in a subprocess (run_cli_process): runs here are killed and crash.
+from testkit import NOW, files_under, make_db, run_cli_process, start_cli, wait_for
 
 from faultkit import Zygote, kill_library, wait_lock_free
 
@@ -227,7 +228,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path, mariadb, carbon):
     run_prefix = f"crash{os.getpid()}x{rng.randrange(10**6)}"
 
     write_config(folder, mariadb, carbon, creds, f"{run_prefix}ref")
-    code, _, stderr = run_cli("run", folder, tmp_path / "reference", "--now", NOW, "--no-graphite")
+    code, _, stderr = run_cli_process("run", folder, tmp_path / "reference", "--now", NOW, "--no-graphite")
     assert code == 0, stderr
     reference = files_under(tmp_path / "reference")
     assert sorted(reference) == ["graph/dewiki.tsv", "graph/enwiki.tsv", "lite/dewiki.tsv",
@@ -265,7 +266,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path, mariadb, carbon):
             where = f"seed {SEED} episode {episodes}"
             lock_waits += wait_lock_free(out) > 0
             if not finished and rng.random() < 0.3:
-                code, _, log = run_cli("run", folder, out, "--now", NOW, "-l", "info")
+                code, _, log = run_cli_process("run", folder, out, "--now", NOW, "-l", "info")
             elif not finished:
                 code, log = kill_library(zygote, out, 600)
             assert code == 0 and "another run" not in log, f"{where}: exit {code}:\n{log}"

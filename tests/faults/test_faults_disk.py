@@ -22,7 +22,7 @@ import pytest
 
 from testkit import NOW, files_under, make_folder, run_cli, tsv
 
-from faultkit import remount_read_only  # tests/faults/conftest.py
+from faultkit import remount_read_only
 
 REPO = Path(__file__).resolve().parents[2]
 

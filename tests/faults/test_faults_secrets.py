@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from testkit import NOW, run_cli
+# Against a live MariaDB, as cron runs it: a subprocess (live tests stay there).
+from testkit import NOW, run_cli_process
 
 SECRET = "Fault-S3cret-q7Zx9"        # the right password, in a creds file and in ${FAULT_DB_PW}
 WRONG = "Wr0ng-Fault-Pw-k2Lm"        # a wrong one, in a creds file and in ${FAULT_WRONG_PW}
@@ -135,7 +136,7 @@ def test_passwords_never_appear_in_output_logs_or_files(tmp_path, secret_db):
     outputs: list[tuple[str, str]] = []
 
     def cli(*args) -> tuple[int, str, str]:
-        code, stdout, stderr = run_cli(*args, env=env)
+        code, stdout, stderr = run_cli_process(*args, env=env)
         name = " ".join(map(str, args))
         outputs.extend([(f"stdout of {name}", stdout), (f"stderr of {name}", stderr)])
         return code, stdout, stderr
@@ -193,7 +194,7 @@ reports:
     for args in (("run", folder, out, "--now", NOW, "-l", "debug"),
                  ("status", folder, out, "--json", "--now", NOW),
                  ("smoke", folder, "events", "2026-01-02", "--show-query", "-l", "debug")):
-        code, stdout, stderr = run_cli(*args, env={"FAULT_SPECIAL_PW": SPECIAL})
+        code, stdout, stderr = run_cli_process(*args, env={"FAULT_SPECIAL_PW": SPECIAL})
         outputs += [(f"stdout of {args[0]}", stdout), (f"stderr of {args[0]}", stderr)]
         if args[0] == "run":
             run_code, run_stderr = code, stderr

@@ -13,7 +13,8 @@ import signal
 import time
 from pathlib import Path
 
-from testkit import NOW, files_under, make_folder, process_alive, run_cli, start_cli, tsv, wait_for
+# The CLI in a subprocess (run_cli_process): stuck runs are signalled and killed.
+from testkit import NOW, files_under, make_folder, process_alive, run_cli_process, start_cli, tsv, wait_for
 
 from faultkit import Zygote, kill_library, lock_is_free, wait_lock_free
 
@@ -69,7 +70,7 @@ reports:
     out = tmp_path / "out"
     try:
         started = time.monotonic()
-        code, _, stderr = run_cli("run", folder, out, "--now", NOW, env={"HANG": "1"})
+        code, _, stderr = run_cli_process("run", folder, out, "--now", NOW, env={"HANG": "1"})
         elapsed = time.monotonic() - started
 
         assert code == 1, stderr
@@ -113,7 +114,7 @@ reports:
         reaped_after = time.monotonic() - killed
 
         # The dead run's lock is no obstacle: the next run starts and finishes at once.
-        code, _, stderr = run_cli("run", folder, out, "--now", NOW, "-l", "info")
+        code, _, stderr = run_cli_process("run", folder, out, "--now", NOW, "-l", "info")
         assert code == 0, stderr
         assert "another run" not in stderr
         assert time.monotonic() - killed < 10

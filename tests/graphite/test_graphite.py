@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import uuid
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import pytest
+from testkit import run_cli_process
 
 DAY = 86400
 JAN1 = int(datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp())
@@ -27,9 +27,8 @@ printf '%s\\tlarge\\t%d\\t\\n' "$1" $((day * factor * 10))
 """
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reportupdater", *args], capture_output=True,
-                          text=True, timeout=120)
+# Against a live carbon, as cron runs it: a subprocess.
+run_cli = partial(run_cli_process, timeout=120)
 
 
 @pytest.fixture

@@ -7,11 +7,12 @@ from __future__ import annotations
 import re
 import socket
 import sqlite3
-import subprocess
-import sys
 import uuid
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
+
+from testkit import run_cli_process
 
 DAY = 86400
 JAN1 = int(datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp())
@@ -33,9 +34,8 @@ WHERE ts >= '{from_timestamp}' AND ts < '{to_timestamp}'
 """
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reportupdater", *args], capture_output=True,
-                          text=True, timeout=120)
+# Against a live carbon, as cron runs it: a subprocess.
+run_cli = partial(run_cli_process, timeout=120)
 
 
 def execute(folder: Path, statements: str) -> None:

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
+from functools import partial
 
 import pytest
+import testkit
+from testkit import run_cli_process
 
 from reportupdater.engines.hive import split_statements
 
-
-def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reportupdater", *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+# Against a live server, as cron runs it: a subprocess; queries may take minutes.
+run_cli = partial(run_cli_process, timeout=300)
 
 
-def make_folder(root: Path, config: str, files: dict[str, str]) -> Path:
-    folder = root / "queries"
-    folder.mkdir()
-    (folder / "config.yaml").write_text(config)
-    for name, text in files.items():
-        (folder / name).write_text(text)
-    return folder
+make_folder = partial(testkit.make_folder, name="queries", dedent_text=False)
 
 
 def hive_config(server, report: str = "", extra_databases: str = "", defaults: str = "") -> str:

@@ -5,20 +5,18 @@ partition has not landed waits, is not stored, and is computed once it lands."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
+from functools import partial
 from pathlib import Path
 
 import pytest
+from testkit import run_cli_process
 
 NOW = "2026-01-05T03:00"  # due: 2026-01-03 and 2026-01-04
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reportupdater", *args], capture_output=True,
-                          text=True, timeout=timeout, env=dict(os.environ))
+# Against a live server, as cron runs it: a subprocess; queries may take minutes.
+run_cli = partial(run_cli_process, timeout=300)
 
 
 @pytest.fixture

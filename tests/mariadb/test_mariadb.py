@@ -6,27 +6,22 @@ import subprocess
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
-
+import testkit
 from live_servers import USER
+from testkit import run_cli_process
 
 NOW = "2026-01-11T05:00"
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reportupdater", *args],
-                          capture_output=True, text=True, timeout=timeout)
+# Against a live server, as cron runs it: a subprocess; queries may take minutes.
+run_cli = partial(run_cli_process, timeout=300)
 
 
-def make_folder(root: Path, config: str, files: dict[str, str]) -> Path:
-    folder = root / "queries"
-    folder.mkdir()
-    (folder / "config.yaml").write_text(config)
-    for name, text in files.items():
-        (folder / name).write_text(text)
-    return folder
+make_folder = partial(testkit.make_folder, name="queries", dedent_text=False)
 
 
 @pytest.fixture

@@ -4,18 +4,17 @@ holds a day back until the database says its data is complete."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
+from testkit import run_cli_process
 
 NOW = "2026-01-05T05:00"  # due: 2026-01-01 .. 2026-01-04
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reportupdater", *args],
-                          capture_output=True, text=True, timeout=timeout)
+# Against a live server, as cron runs it: a subprocess; queries may take minutes.
+run_cli = partial(run_cli_process, timeout=300)
 
 
 @pytest.fixture
