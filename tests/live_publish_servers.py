@@ -212,15 +212,18 @@ class MetricsStore:
         stop_process(self.process)
         self.process = None
 
-    def query_range(self, query: str, start: int, end: int,
-                    step: str = "1h") -> dict[tuple, dict[int, float]]:
-        """{sorted label pairs: {timestamp s: value}} of the series `query` selects."""
+    def raw_samples(self, metric: str, first: int, last: int) -> dict[tuple, dict[int, float]]:
+        """{sorted label pairs: {timestamp s: value}}: the samples stored for
+        `metric` from `first` to `last` (epoch seconds, inclusive), as stored
+        (a range selector in an instant query: no step, no interpolation)."""
         if self.kind == "victoria-metrics":
-            # Without flushing its in-memory buffers VictoriaMetrics answers
-            # queries a few seconds late; /internal/force_flush makes them visible.
+            # VictoriaMetrics answers from in-memory buffers a few seconds
+            # late; /internal/force_flush makes what it took visible now.
             urllib.request.urlopen(self.url + "/internal/force_flush", timeout=30).read()
-        parameters = urllib.parse.urlencode({"query": query, "start": start, "end": end, "step": step})
-        with urllib.request.urlopen(f"{self.url}/api/v1/query_range?{parameters}", timeout=30) as response:
+        # (first - 1, last + 1]: VictoriaMetrics leaves out a sample exactly at `time`.
+        window = last - first + 2
+        parameters = urllib.parse.urlencode({"query": f"{metric}[{window}s]", "time": last + 1})
+        with urllib.request.urlopen(f"{self.url}/api/v1/query?{parameters}", timeout=30) as response:
             answer = json.loads(response.read())
         assert answer["status"] == "success", answer
         found: dict[tuple, dict[int, float]] = {}

@@ -69,6 +69,9 @@ class FlushResult:
     delivered: int = 0          # items (rows, samples) the store took
     waiting: int = 0            # items left in the queue
     error: str | None = None    # why something is left (one line), None when all went
+    # The store refused a batch for good (a type conflict, a 4xx): the run
+    # must fail loudly; False with an error: an outage, the next run retries.
+    refused: bool = False
 
     @property
     def ok(self) -> bool:

@@ -185,8 +185,10 @@ class TablesPublisher:
                 continue
             self.queue.done(path)
             result.delivered += int(document.get("count") or 0)
-        if result.error is None and blocked:
-            result.error = "; ".join(blocked.values())
+        if blocked:
+            result.refused = True
+            if result.error is None:
+                result.error = "; ".join(blocked.values())
         if result.error is not None:
             result.waiting = self.queue.size()
             log.warning("tables: %s: %d rows delivered, %d kept in %s for the next run",

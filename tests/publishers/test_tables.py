@@ -144,7 +144,7 @@ def test_type_conflict_is_an_error_and_stays_queued(database, tmp_path, caplog):
     pub.enqueue([stored("2020-01-02", ["date", "edits"], [["n/a"]])])
     pub.enqueue([stored("2020-01-03", ["date", "edits"], [["3"]])])  # behind it: waits too
     result = pub.flush()
-    assert not result.ok
+    assert not result.ok and result.refused
     assert "report 'daily_edits'" in result.error and "'daily_edits'" in result.error
     assert "column 'edits' is integer" in result.error and "text" in result.error
     assert len(pub.queue.files()) == 2 and result.waiting == 2
@@ -164,7 +164,7 @@ def test_outage_queues_then_delivers(request, tmp_path):
     down.enqueue([stored("2020-01-01", ["date", "edits"], [["1"]])])
     down.enqueue([stored("2020-01-01", ["date", "edits"], [["2"]])])
     result = down.flush()
-    assert not result.ok and result.waiting == 2 and result.delivered == 0
+    assert not result.ok and not result.refused and result.waiting == 2 and result.delivered == 0
     assert len(down.queue.files()) == 2
     down.close()
     # A later run, with the server reachable, delivers the queue in order.
