@@ -114,6 +114,24 @@ def test_prometheus_refuses_samples_older_than_its_window(prometheus, tmp_path):
     assert len(pub.queue.files()) == 1
 
 
+def test_prometheus_without_a_window_takes_only_the_last_hour(tmp_path):
+    from live_publish_servers import prometheus_missing, start_prometheus
+    reason = prometheus_missing()
+    if reason:
+        pytest.skip(reason)
+    (tmp_path / "server").mkdir()
+    server = start_prometheus(tmp_path / "server", out_of_order_window=None)
+    try:
+        pub = publisher(server.remote_write_url, tmp_path / "client", "ru_window")
+        pub.enqueue([stored(DAYS[1], [["1", "1", "x"]])])
+        assert pub.flush().ok  # an empty head takes any first sample
+        pub.enqueue([stored(DAYS[0], [["2", "1", "x"]])])  # a day older than the newest
+        result = pub.flush()
+        assert result.refused and "HTTP 400 out of bounds" in result.error
+    finally:
+        server.stop()
+
+
 def test_outage_queues_then_delivers(store, tmp_path):
     pub = publisher(store.remote_write_url, tmp_path, "ru_outage")
     store.stop()
