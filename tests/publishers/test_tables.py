@@ -11,8 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from reportupdater.intervals import Interval
-from reportupdater.publishers import StoredInterval
-from reportupdater.publishers.tables import TablesPublisher, TablesSettings, TableTarget
+from reportupdater.publishers import PublishError, StoredInterval
+from reportupdater.publishers.tables import (TablesPublisher, TablesSettings, TableTarget,
+                                             column_kind)
 
 
 def day(label: str) -> Interval:
@@ -191,3 +192,56 @@ def test_server_stopped_mid_run_then_restarted(request, tmp_path):
     rows = server.execute("SELECT date, edits FROM restart ORDER BY date")
     assert rows == [(date(2020, 1, 1), 1), (date(2020, 1, 2), 2)]
     pub.close()
+
+
+def test_conflict_resolved_by_the_operator_then_delivered(request, tmp_path):
+    server = request.getfixturevalue("postgres")
+    server.execute("DROP TABLE IF EXISTS resolved")
+    pub = publisher(server.url, tmp_path, table="resolved")
+    deliver(pub, [stored("2020-01-01", ["date", "edits"], [["1"]])])
+    pub.enqueue([stored("2020-01-02", ["date", "edits"], [["1.5"]])])
+    assert pub.flush().refused
+    server.execute("ALTER TABLE resolved ALTER COLUMN edits TYPE DOUBLE PRECISION")
+    assert pub.flush().ok and pub.queue.files() == []
+    assert server.execute("SELECT edits FROM resolved ORDER BY date") == [(1.0,), (1.5,)]
+    pub.close()
+
+
+def test_schema_setting(request, tmp_path):
+    server = request.getfixturevalue("postgres")
+    server.execute("DROP SCHEMA IF EXISTS reportupdater CASCADE")
+    server.execute("CREATE SCHEMA reportupdater")
+    output, queries = tmp_path / "output", tmp_path / "queries"
+    output.mkdir()
+    queries.mkdir()
+    pub = TablesPublisher(TablesSettings(server.url, schema="reportupdater"),
+                          {"daily_edits": TableTarget("In Schema")}, output, queries)
+    deliver(pub, [stored("2020-01-01", ["date", "edits"], [["3"]])])
+    deliver(pub, [stored("2020-01-01", ["date", "edits", "new one"], [["4", "x"]])])
+    assert server.execute('SELECT edits, "new one" FROM reportupdater."In Schema"') == [(4, "x")]
+    pub.close()
+
+
+def test_names_that_would_share_a_column(tmp_path):
+    pub = publisher(f"sqlite:///{tmp_path / 'm.db'}", tmp_path)
+    with pytest.raises(PublishError, match=r"report 'daily_edits': table 'daily_edits': column "
+                                           r"'Date' is named twice"):
+        pub.enqueue([stored("2020-01-01", ["day", "Date"], [["1"]])])
+    with pytest.raises(PublishError, match="column 'wiki' is named twice"):
+        pub.enqueue([stored("2020-01-01", ["date", "wiki"], [["1"]])])
+    assert pub.queue.files() == []
+
+
+def test_reports_without_a_table_are_not_queued(tmp_path):
+    pub = publisher(f"sqlite:///{tmp_path / 'm.db'}", tmp_path)
+    assert pub.enqueue([stored("2020-01-01", ["date", "edits"], [["1"]], report="other")]) == 0
+    assert pub.queue.files() == []
+
+
+def test_cell_kinds():
+    assert column_kind(["1", "-2", "+3", ""]) == "integer"
+    assert column_kind(["1", "2.5", "1e3"]) == "float"
+    assert column_kind(["1", "nan"]) == "text"          # not finite: text, never NaN
+    assert column_kind(["1_000"]) == "text"             # Python's int() would take it
+    assert column_kind([str(2 ** 63)]) == "float"       # beyond BIGINT
+    assert column_kind(["", " "]) is None
