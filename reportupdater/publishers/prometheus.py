@@ -256,7 +256,11 @@ class PrometheusPublisher:
                 result.refused = True
                 log.error("prometheus: %s; the batch %s stays queued", result.error, path)
                 break
-            except (OSError, ValueError) as exc:
+            except ValueError as exc:  # not an http(s) URL: a setting to fix, not an outage
+                result.error = f"{self.settings.remote_write_url}: {exc}"
+                result.refused = True
+                break
+            except OSError as exc:
                 result.error = f"{self.settings.remote_write_url}: {getattr(exc, 'reason', exc)}"
                 break
             self.queue.done(path)

@@ -178,6 +178,10 @@ class TablesPublisher:
             except sa.exc.OperationalError as exc:
                 result.error = f"{self._where()}: {_first_line(exc)}"
                 break
+            except ImportError as exc:  # the URL's driver is not installed: no table can go
+                result.error = f"{self._where()}: driver not installed: {exc}"
+                result.refused = True
+                break
             except sa.exc.SQLAlchemyError as exc:
                 blocked[table] = f"table {table!r}: {_first_line(exc)}"
                 log.error("tables: report '%s': table %r refused a batch: %s; it stays in %s",

@@ -159,6 +159,13 @@ def test_wrong_port_queues(tmp_path):
     assert "refused" in result.error.lower()  # "Connection refused": an outage
 
 
+def test_not_an_http_url_is_refused(tmp_path):
+    pub = publisher("ftp//nowhere", tmp_path, "ru_url")
+    pub.enqueue([stored(DAYS[0], [["1", "2", "x"]])])
+    result = pub.flush()
+    assert result.refused and "ftp//nowhere" in result.error and len(pub.queue.files()) == 1
+
+
 def test_a_4xx_keeps_the_batch_queued(store, tmp_path):
     pub = publisher(store.url + "/no/such/endpoint", tmp_path, "ru_notfound")
     pub.enqueue([stored(DAYS[0], [["1", "2", "x"]])])

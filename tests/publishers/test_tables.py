@@ -245,3 +245,11 @@ def test_cell_kinds():
     assert column_kind(["1_000"]) == "text"             # Python's int() would take it
     assert column_kind([str(2 ** 63)]) == "float"       # beyond BIGINT
     assert column_kind(["", " "]) is None
+
+
+def test_driver_not_installed_is_refused(tmp_path):
+    pub = publisher("postgresql+nosuchdriver://u:secret@127.0.0.1/m", tmp_path)
+    pub.enqueue([stored("2020-01-01", ["date", "edits"], [["1"]])])
+    result = pub.flush()
+    assert result.refused and len(pub.queue.files()) == 1
+    assert "secret" not in result.error
