@@ -22,10 +22,11 @@ import testkit
 
 HERE = Path(__file__).resolve().parent
 LIVE_FOLDERS = tuple(HERE / name for name in ("hive", "mariadb", "graphite"))
+LIVE_MODULES = (HERE / "live_servers.py", HERE / "live_publish_servers.py")
 
 
 def _in_live_folder(path: Path) -> bool:
-    return any(path.is_relative_to(folder) for folder in LIVE_FOLDERS)
+    return path in LIVE_MODULES or any(path.is_relative_to(folder) for folder in LIVE_FOLDERS)
 
 
 def _uses_live_fixture(item: pytest.Item) -> bool:
