@@ -26,8 +26,9 @@ from . import config as config_stage
 from . import intervals, publish, reruns, store
 from . import plan as planning
 from .state import State, failure_key
-from .engines import Engine, EngineError, Job, Result, SiteDefaults, engine_class, split_result
-from .engines.script import allow_commands, kill_running_commands
+from .datatypes import EngineError, Interval, Job, Result
+from .engines import Engine, SiteDefaults, engine_class, split_result
+from .processes import allow_commands, kill_running_commands
 from .lock import FolderBusy, FolderLock, LockError
 from .pivot import merge_shaped
 
@@ -87,7 +88,7 @@ class ReportOutcome:
 class PartOutcome:
     """What became of one interval of a job: a result, an error, or its data not there yet."""
 
-    part: intervals.Interval
+    part: Interval
     result: Result | None = None
     error: Exception | None = None
     waiting: bool = False
@@ -500,7 +501,7 @@ def _record_reruns(plan: planning.ReportPlan, files: dict, pending: list[reruns.
         return  # a file that could not be read was not recomputed: all of it stays
     key = plan.report.key
     for rerun in pending:
-        left: dict[str, list[intervals.Interval]] = {}
+        left: dict[str, list[Interval]] = {}
         for file_plan in plan.files:
             covered = [interval for interval in plan.due
                        if rerun.covers(key, reruns.file_key(file_plan.explode), interval)]
@@ -517,7 +518,7 @@ class _File:
     plan: planning.FilePlan
     output: store.OutputFile
     fresh: set[str] = field(default_factory=set)  # dates to publish since the last save
-    computed: set[intervals.Interval] = field(default_factory=set)  # merged this run
+    computed: set[Interval] = field(default_factory=set)  # merged this run
 
     @property
     def explode(self) -> tuple[tuple[str, str], ...]:
@@ -597,7 +598,7 @@ def _take_result(job: Job, parts: list[PartOutcome], seconds: float, target: _Fi
         log.info("%s: computed %d rows in %.2f s", job.describe(), rows, seconds)
 
 
-def _report_changes(target: _File, part: intervals.Interval,
+def _report_changes(target: _File, part: Interval,
                     changes: dict[str, tuple[list[list[str]], list[list[str]]]],
                     options: RunOptions) -> None:
     """A recomputation (rerun, lookback) that changed stored rows: say how much."""
@@ -618,7 +619,7 @@ def _report_changes(target: _File, part: intervals.Interval,
             options.diff("\n".join(lines))
 
 
-def _reopen_history(report: config_stage.ReportConfig, part: intervals.Interval, new_columns: set[str],
+def _reopen_history(report: config_stage.ReportConfig, part: Interval, new_columns: set[str],
                     options: RunOptions, outcome: ReportOutcome) -> None:
     """backfill_new_columns: a column appeared; older intervals are computed
     again (through a rerun request, bounded like any backfill)."""
