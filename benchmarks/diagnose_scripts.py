@@ -50,7 +50,7 @@ def child(variant: str, folder: Path, out: Path, days: int) -> None:
         computed = days
     else:
         from reportupdater import runner
-        from reportupdater.engines import script as script_engine
+        from reportupdater import processes
         if variant in ("no-timeout", "all-three"):
             communicate = subprocess.Popen.communicate
 
@@ -58,7 +58,7 @@ def child(variant: str, folder: Path, out: Path, days: int) -> None:
                 return communicate(self, input)
             subprocess.Popen.communicate = without_timeout
         if variant in ("no-reaper", "all-three"):
-            script_engine._tell_reaper = lambda message: None
+            processes._tell_reaper = lambda message: None
         if variant in ("no-pool", "all-three"):
             def inline(self, jobs):
                 for job in jobs:

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import difflib
-import enum
 import itertools
 import os
 import re
@@ -29,19 +28,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from . import templates
+from .datatypes import Granularity
 
 
 class ConfigError(Exception):
     """A one-line, user-facing configuration problem."""
-
-
-class Granularity(enum.Enum):
-    HOURS = "hours"
-    DAYS = "days"
-    WEEKS = "weeks"
-    MONTHS = "months"
-    QUARTERS = "quarters"
-    YEARS = "years"
 
 
 REPORT_TYPES = ("sql", "script", "hive")

@@ -11,38 +11,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from functools import cached_property
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Iterable
 
 
-from .config import Granularity, ReportConfig
-
-
-HOUR_LABEL = "%Y-%m-%dT%H:00:00"
-DAY_LABEL = "%Y-%m-%d"
-
-
-@dataclass(frozen=True, order=True)
-class Interval:
-    """One data point of a report: [start, end), timezone-aware (in the
-    report's time zone, so that the label is the local date)."""
-
-    start: datetime
-    end: datetime
-    hourly: bool = False
-
-    @cached_property
-    def label(self) -> str:
-        """The value of the first column of the rows of this interval."""
-        return self.start.strftime(HOUR_LABEL if self.hourly else DAY_LABEL)
-
-    def __str__(self) -> str:
-        return self.label
-
-    def span(self, last: "Interval") -> "Interval":
-        """[this start, last end): what a batch of intervals covers."""
-        return Interval(self.start, last.end, self.hourly)
+from .config import ReportConfig
+from .datatypes import DAY_LABEL, Granularity, Interval
 
 
 @dataclass(frozen=True)

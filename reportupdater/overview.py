@@ -10,9 +10,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import intervals, reruns
+from . import reruns
 from . import plan as planning
 from .config import FolderConfig, ReportConfig
+from .datatypes import Interval
 from .runner import read_outputs
 from .state import Failure, State, failure_key
 
@@ -38,7 +39,7 @@ class CombinationView:
         return self.plan.error
 
     @property
-    def missing(self) -> tuple[intervals.Interval, ...]:
+    def missing(self) -> tuple[Interval, ...]:
         return self.plan.missing
 
     @property

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from .config import Pivot, ReportConfig
-from .engines import EngineError, Result
+from .datatypes import EngineError, Result
 from .store import OutputFile
 
 # The column of rows whose category is NULL or empty (documented in the

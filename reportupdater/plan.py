@@ -20,13 +20,9 @@ from pathlib import Path
 
 from . import intervals
 from .config import ReportConfig
-from .engines.base import Job
-from .intervals import Interval
+from .datatypes import Explode, Interval, Job
 from .reruns import PendingRerun, file_key
 from .state import State, failure_key
-
-Explode = tuple[tuple[str, str], ...]
-
 
 class Verdict(Enum):
     DUE = "due"

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from . import atomic
 from . import config as config_stage
-from .intervals import DateRange, Interval
+from .datatypes import Interval
+from .intervals import DateRange
 
 log = logging.getLogger(__name__)
 

@@ -17,17 +17,19 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from collections.abc import Set
 from typing import Callable, Iterator
 
 from . import config as config_stage
 from . import intervals, publish, reruns, store
 from . import plan as planning
 from .state import State, failure_key
-from .engines import Engine, EngineError, Job, Result, SiteDefaults, engine_class, split_result
-from .engines.script import allow_commands, kill_running_commands
+from .datatypes import EngineError, Explode, Interval, Job, Result
+from .engines import Engine, SiteDefaults, engine_class, split_result
+from .processes import allow_commands, kill_running_commands
 from .lock import FolderBusy, FolderLock, LockError
 from .pivot import merge_shaped
 
@@ -60,7 +62,18 @@ class RunOptions:
     checkpoint_intervals: int = CHECKPOINT_INTERVALS
 
 
-@dataclass
+@dataclass(frozen=True)
+class _Run:
+    """What every report of one run shares."""
+
+    options: RunOptions
+    now: datetime
+    state: State
+    progress: reruns.RerunProgress
+    engines: _Engines
+
+
+@dataclass(frozen=True)
 class ReportOutcome:
     computed: int = 0
     failed: int = 0
@@ -82,12 +95,41 @@ class ReportOutcome:
         return (self.failed == 0 and self.backing_off == 0 and not self.file_failed
                 and not self.publish_failed and not self.crashed)
 
+    def plus(self, tally: Tally) -> ReportOutcome:
+        """This outcome with one job's or one save's tally added."""
+        return replace(self, computed=self.computed + tally.computed, failed=self.failed + tally.failed,
+                       waiting=self.waiting + tally.waiting, queries=self.queries + tally.queries,
+                       engine_seconds=self.engine_seconds + tally.engine_seconds,
+                       reopened=self.reopened or tally.reopened,
+                       file_failed=self.file_failed or tally.file_failed,
+                       publish_failed=self.publish_failed or tally.publish_failed)
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What one job, or one save of a file, adds to its report's outcome."""
+
+    computed: int = 0
+    failed: int = 0
+    waiting: int = 0
+    queries: int = 0
+    engine_seconds: float = 0.0
+    reopened: bool = False
+    file_failed: bool = False
+    publish_failed: bool = False
+
+    def plus(self, other: Tally) -> Tally:
+        return Tally(self.computed + other.computed, self.failed + other.failed,
+                     self.waiting + other.waiting, self.queries + other.queries,
+                     self.engine_seconds + other.engine_seconds, self.reopened or other.reopened,
+                     self.file_failed or other.file_failed, self.publish_failed or other.publish_failed)
+
 
 @dataclass
 class PartOutcome:
     """What became of one interval of a job: a result, an error, or its data not there yet."""
 
-    part: intervals.Interval
+    part: Interval
     result: Result | None = None
     error: Exception | None = None
     waiting: bool = False
@@ -327,19 +369,18 @@ def _run_locked(folder: config_stage.FolderConfig, selected: list[config_stage.R
         publisher = publish.Publisher(folder.graphite, options.output_folder, folder.query_folder)
         publisher.queue.remove_stale_temp()
         publisher.flush()  # what earlier runs could not deliver goes first
+    run_context = _Run(options, now, state, progress, engines)
     try:
         for report in selected:
             started = time.monotonic()
             try:
-                outcome = _run_report(report, engines, publisher, state, options, now,
-                                      [rerun for rerun in pending if rerun.names(report.key)],
-                                      progress)
+                outcome = _run_report(report, run_context, publisher,
+                                      [rerun for rerun in pending if rerun.names(report.key)])
             except Exception as exc:  # a bug, or input nothing checked: this report only
                 log.error("report %s: internal error: %s: %s", report.key, type(exc).__name__, exc,
                           exc_info=log.isEnabledFor(logging.DEBUG))
                 outcome = ReportOutcome(crashed=True)
-            outcome.seconds = time.monotonic() - started
-            summary.reports[report.key] = outcome
+            summary.reports[report.key] = replace(outcome, seconds=time.monotonic() - started)
             _save_state(state)
     finally:
         engines.close()
@@ -395,72 +436,107 @@ def _log_summary(summary: RunSummary) -> None:
              sum(o.engine_seconds for o in outcomes), sum(o.seconds for o in outcomes))
 
 
-def _run_report(report: config_stage.ReportConfig, engines: _Engines,
-                publisher: publish.Publisher | None, state: State, options: RunOptions,
-                now: datetime, pending: list[reruns.PendingRerun],
-                progress: reruns.RerunProgress) -> ReportOutcome:
+def _run_report(report: config_stage.ReportConfig, run: _Run, publisher: publish.Publisher | None,
+                pending: list[reruns.PendingRerun]) -> ReportOutcome:
     """Plan the report, execute the plan, store and publish what it computed."""
-    outcome = ReportOutcome()
-    inputs, outputs = read_outputs(report, options.output_folder)
+    inputs, outputs = read_outputs(report, run.options.output_folder)
     for output in outputs.values():
         output.remove_stale_temp()
-    limits = planning.Limits(max_intervals=options.max_intervals,
-                             retry_failed_now=options.retry_failed_now,
-                             forced=report.key in options.only_reports)
-    plan = planning.plan_report(report, inputs, state, pending, now, limits)
-    if plan.verdict is planning.Verdict.NOTHING_DUE:
-        log.warning("%s: starts %s, after its last due interval; skipped", report.key, report.starts)
-        outcome.skipped = True
-        for rerun in pending:  # nothing is due, so nothing is left to recompute
-            progress.record(rerun, report.key, None)
-        return outcome
-    if plan.verdict is planning.Verdict.NOT_SCHEDULED:
-        log.info("%s: not scheduled now (schedule %r, next %s)", report.key, report.schedule,
-                 f"{plan.next_schedule:%Y-%m-%dT%H:%MZ}")
-        outcome.not_scheduled = True
-        state.seen_not_due(report.key, now)
-        return outcome
+    limits = planning.Limits(max_intervals=run.options.max_intervals,
+                             retry_failed_now=run.options.retry_failed_now,
+                             forced=report.key in run.options.only_reports)
+    plan = planning.plan_report(report, inputs, run.state, pending, run.now, limits)
+    if plan.verdict is not planning.Verdict.DUE:
+        return _not_due(plan, run, pending)
     if report.schedule:
-        state.started(report.key, now)
+        run.state.started(report.key, run.now)
     if report.graphite is None:
         publisher = None
-    files: dict[tuple[tuple[str, str], ...], _File] = {}
-    for file_plan in plan.files:
-        if file_plan.error is not None:
-            log.error("%s: %s", file_plan.name, file_plan.error)
-            outcome.file_failed = True
-            continue
-        files[file_plan.explode] = _File(report, file_plan, outputs[file_plan.explode])
-        _log_file_plan(file_plan, len(plan.due))
-    outcome.backing_off = sum(len(file.backing_off) for file in plan.files)
+    files, unreadable = _open_files(plan, outputs)
+    outcome = ReportOutcome(file_failed=unreadable,
+                            backing_off=sum(len(file.backing_off) for file in plan.files))
     if plan.later:
         log.info("%s: %d intervals left for later runs (max %d per run)", report.key, plan.later,
                  plan.limit)
-    checkpoint = _Checkpoint(options)
-    done, total = 0, plan.todo
-    for job, parts, seconds in engines.execute(list(plan.jobs)):
-        target = files[job.explode]
+    outcome = _execute(plan, files, publisher, run, outcome)
+    outcome = _finish_files(plan, files, publisher, outcome)
+    _record_reruns(plan, files, pending, run.progress)
+    return outcome
+
+
+def _not_due(plan: planning.ReportPlan, run: _Run, pending: list[reruns.PendingRerun]) -> ReportOutcome:
+    """A report that starts in the future, or whose schedule says not now."""
+    report = plan.report
+    if plan.verdict is planning.Verdict.NOTHING_DUE:
+        log.warning("%s: starts %s, after its last due interval; skipped", report.key, report.starts)
+        for rerun in pending:  # nothing is due, so nothing is left to recompute
+            run.progress.record(rerun, report.key, None)
+        return ReportOutcome(skipped=True)
+    log.info("%s: not scheduled now (schedule %r, next %s)", report.key, report.schedule,
+             f"{plan.next_schedule:%Y-%m-%dT%H:%MZ}")
+    run.state.seen_not_due(report.key, run.now)
+    return ReportOutcome(not_scheduled=True)
+
+
+def _open_files(plan: planning.ReportPlan, outputs: dict[Explode, store.OutputFile]
+                ) -> tuple[dict[Explode, _File], bool]:
+    """The plan's output files that could be read, and whether one could not."""
+    files: dict[Explode, _File] = {}
+    unreadable = False
+    for file_plan in plan.files:
+        if file_plan.error is not None:
+            log.error("%s: %s", file_plan.name, file_plan.error)
+            unreadable = True
+            continue
+        files[file_plan.explode] = _File(plan.report, file_plan, outputs[file_plan.explode])
+        _log_file_plan(file_plan, len(plan.due))
+    return files, unreadable
+
+
+def _execute(plan: planning.ReportPlan, files: dict[Explode, _File],
+             publisher: publish.Publisher | None, run: _Run, outcome: ReportOutcome) -> ReportOutcome:
+    """Run the plan's jobs, merging each result as it comes; save at checkpoints."""
+    checkpoint = _Checkpoint(run.options)
+    done = 0
+    for job, parts, seconds in run.engines.execute(list(plan.jobs)):
         done += len(job.parts)
-        _take_result(job, parts, seconds, target, state, options, now, outcome)
-        if options.progress:
-            options.progress(report.key, done, total)
+        outcome = outcome.plus(_take_result(job, parts, seconds, files[job.explode], run,
+                                            outcome.reopened))
+        if run.options.progress:
+            run.options.progress(plan.report.key, done, plan.todo)
         if checkpoint.due(len(job.parts)):
-            for each in files.values():
-                _save(each, publisher, outcome)
+            outcome = outcome.plus(_save_all(files, publisher))
+    return outcome
+
+
+def _save_all(files: dict[Explode, _File], publisher: publish.Publisher | None) -> Tally:
+    tally = Tally()
+    for each in files.values():
+        tally = tally.plus(_save(each, publisher))
+    return tally
+
+
+def _finish_files(plan: planning.ReportPlan, files: dict[Explode, _File],
+                  publisher: publish.Publisher | None, outcome: ReportOutcome) -> ReportOutcome:
+    """Trim to the window, save every file, and note the newest date they hold."""
     due_labels = [interval.label for interval in plan.due]
     for each in files.values():
-        if report.max_data_points and each.plan.window_start:
+        if plan.report.max_data_points and each.plan.window_start:
             each.output.trim_before(each.plan.window_start)
-        _save(each, publisher, outcome)
-        dates = each.output.dates
-        if dates:
-            # Most files hold exactly the due dates (a C-level check, where
-            # max() would compare them all).
-            complete = len(dates) == len(due_labels) and dates.issuperset(due_labels)
-            newest = due_labels[-1] if complete else max(dates)
-            outcome.newest = max(outcome.newest or newest, newest)
-    _record_reruns(plan, files, pending, progress)
+        outcome = outcome.plus(_save(each, publisher))
+        newest = _newest_date(each.output.dates, due_labels)
+        if newest is not None:
+            outcome = replace(outcome, newest=max(outcome.newest or newest, newest))
     return outcome
+
+
+def _newest_date(dates: Set[str], due_labels: list[str]) -> str | None:
+    if not dates:
+        return None
+    # Most files hold exactly the due dates (a C-level check, where max()
+    # would compare them all).
+    complete = len(dates) == len(due_labels) and dates.issuperset(due_labels)
+    return due_labels[-1] if complete else max(dates)
 
 
 def read_outputs(report: config_stage.ReportConfig, output_folder: Path
@@ -492,7 +568,7 @@ def _log_file_plan(file_plan: planning.FilePlan, due: int) -> None:
         log.info("%s: %d of %d intervals to compute", file_plan.name, len(file_plan.todo), due)
 
 
-def _record_reruns(plan: planning.ReportPlan, files: dict, pending: list[reruns.PendingRerun],
+def _record_reruns(plan: planning.ReportPlan, files: dict[Explode, _File], pending: list[reruns.PendingRerun],
                    progress: reruns.RerunProgress) -> None:
     """What each pending rerun still needs of this report in this output
     folder: its covered intervals that were not computed this run."""
@@ -500,7 +576,7 @@ def _record_reruns(plan: planning.ReportPlan, files: dict, pending: list[reruns.
         return  # a file that could not be read was not recomputed: all of it stays
     key = plan.report.key
     for rerun in pending:
-        left: dict[str, list[intervals.Interval]] = {}
+        left: dict[str, list[Interval]] = {}
         for file_plan in plan.files:
             covered = [interval for interval in plan.due
                        if rerun.covers(key, reruns.file_key(file_plan.explode), interval)]
@@ -517,7 +593,7 @@ class _File:
     plan: planning.FilePlan
     output: store.OutputFile
     fresh: set[str] = field(default_factory=set)  # dates to publish since the last save
-    computed: set[intervals.Interval] = field(default_factory=set)  # merged this run
+    computed: set[Interval] = field(default_factory=set)  # merged this run
 
     @property
     def explode(self) -> tuple[tuple[str, str], ...]:
@@ -545,59 +621,84 @@ class _Checkpoint:
         return False
 
 
-def _take_result(job: Job, parts: list[PartOutcome], seconds: float, target: _File, state: State,
-                 options: RunOptions, now: datetime, outcome: ReportOutcome) -> None:
+def _take_result(job: Job, parts: list[PartOutcome], seconds: float, target: _File, run: _Run,
+                 reopened: bool) -> Tally:
     """Merge one job's results into its file (or record failures and
-    waiting), in the main thread."""
-    report, explode = job.report, job.explode
-    outcome.queries += 1
-    outcome.engine_seconds += seconds
-    rows = 0
+    waiting), in the main thread. `reopened`: whether the report already
+    asked for its history again this run (backfill_new_columns)."""
+    report = job.report
+    computed = failed = waiting = rows = 0
+    reopened_now = file_failed = False
     for item in parts:
-        key = failure_key(explode, item.part.label)
+        key = failure_key(job.explode, item.part.label)
+        error = item.error
         if item.waiting:
-            since = state.record_waiting(report.key, key, now)
-            if report.ready_timeout and (now - since).total_seconds() > report.ready_timeout:
-                item.error = EngineError(f"data not ready since {since:%Y-%m-%dT%H:%MZ} "
-                                         f"(ready_timeout {report.ready_timeout:g} s)")
-            else:
-                outcome.waiting += 1
-                log.info("%s %s: waiting for its data (since %s)", target.name, item.part.label,
-                         f"{since:%Y-%m-%dT%H:%MZ}")
+            error = _waited_too_long(report, item.part, key, target, run)
+            if error is None:
+                waiting += 1
                 continue
         if item.result is not None:
             try:
-                columns_before = set(target.output.header)
-                item.result, changes = merge_shaped(target.output, item.result, item.part.label, report)
+                merged, new_columns = _merge(report, item.part, item.result, key, target, run)
             except (EngineError, store.StoreError) as exc:
-                item.error = exc
+                error = exc
             else:
-                state.clear_failure(report.key, key)
-                outcome.computed += 1
-                target.computed.add(item.part)
-                rows += len(item.result.rows)
-                target.fresh |= set(changes)  # lookback: only changed rows go to Graphite again
-                if item.part in target.plan.rerun:
-                    # An explicit rerun re-sends, changed or not: the operator
-                    # reruns because a graph is wrong or a whisper file was lost.
-                    target.fresh.add(item.part.label)
-                _report_changes(target, item.part, changes, options)
-                new_columns = set(item.result.header) - columns_before
-                if columns_before and new_columns and report.backfill_new_columns:
-                    _reopen_history(report, item.part, new_columns, options, outcome)
+                computed += 1
+                rows += len(merged.rows)
+                if new_columns and not (reopened or reopened_now):
+                    reopened_now = True
+                    file_failed = not _reopen_history(report, item.part, new_columns, run.options)
                 continue
-        failure = state.record_failure(report.key, key, str(item.error), now)
-        log.error("%s %s: failed: %s", target.name, item.part.label, item.error)
-        if failure.attempts > 1:
-            log.info("%s %s: failed %d times in a row; next try after %s", target.name,
-                     item.part.label, failure.attempts, failure.retry_after)
-        outcome.failed += 1
-    if log.isEnabledFor(logging.INFO) and any(item.result is not None and item.error is None
-                                              for item in parts):
+        _record_failure(report, item.part, key, error, target, run)
+        failed += 1
+    if computed and log.isEnabledFor(logging.INFO):
         log.info("%s: computed %d rows in %.2f s", job.describe(), rows, seconds)
+    return Tally(computed=computed, failed=failed, waiting=waiting, queries=1, engine_seconds=seconds,
+                 reopened=reopened_now, file_failed=file_failed)
 
 
-def _report_changes(target: _File, part: intervals.Interval,
+def _waited_too_long(report: config_stage.ReportConfig, part: Interval, key: str, target: _File,
+                     run: _Run) -> EngineError | None:
+    """An interval whose data is not ready: still waiting (None, logged), or
+    waiting longer than its ready_timeout (the error it fails with)."""
+    since = run.state.record_waiting(report.key, key, run.now)
+    if report.ready_timeout and (run.now - since).total_seconds() > report.ready_timeout:
+        return EngineError(f"data not ready since {since:%Y-%m-%dT%H:%MZ} "
+                           f"(ready_timeout {report.ready_timeout:g} s)")
+    log.info("%s %s: waiting for its data (since %s)", target.name, part.label,
+             f"{since:%Y-%m-%dT%H:%MZ}")
+    return None
+
+
+def _merge(report: config_stage.ReportConfig, part: Interval, result: Result, key: str, target: _File,
+           run: _Run) -> tuple[Result, set[str]]:
+    """Merge one interval's result into its file: the rows merged, and the
+    columns it added that backfill_new_columns asks history for (else none).
+    Raises EngineError or StoreError when the result does not fit."""
+    columns_before = set(target.output.header)
+    merged, changes = merge_shaped(target.output, result, part.label, report)
+    run.state.clear_failure(report.key, key)
+    target.computed.add(part)
+    target.fresh |= set(changes)  # lookback: only changed rows go to Graphite again
+    if part in target.plan.rerun:
+        # An explicit rerun re-sends, changed or not: the operator
+        # reruns because a graph is wrong or a whisper file was lost.
+        target.fresh.add(part.label)
+    _report_changes(target, part, changes, run.options)
+    new_columns = set(merged.header) - columns_before
+    return merged, (new_columns if columns_before and report.backfill_new_columns else set())
+
+
+def _record_failure(report: config_stage.ReportConfig, part: Interval, key: str,
+                    error: Exception | None, target: _File, run: _Run) -> None:
+    failure = run.state.record_failure(report.key, key, str(error), run.now)
+    log.error("%s %s: failed: %s", target.name, part.label, error)
+    if failure.attempts > 1:
+        log.info("%s %s: failed %d times in a row; next try after %s", target.name,
+                 part.label, failure.attempts, failure.retry_after)
+
+
+def _report_changes(target: _File, part: Interval,
                     changes: dict[str, tuple[list[list[str]], list[list[str]]]],
                     options: RunOptions) -> None:
     """A recomputation (rerun, lookback) that changed stored rows: say how much."""
@@ -618,50 +719,49 @@ def _report_changes(target: _File, part: intervals.Interval,
             options.diff("\n".join(lines))
 
 
-def _reopen_history(report: config_stage.ReportConfig, part: intervals.Interval, new_columns: set[str],
-                    options: RunOptions, outcome: ReportOutcome) -> None:
+def _reopen_history(report: config_stage.ReportConfig, part: Interval, new_columns: set[str],
+                    options: RunOptions) -> bool:
     """backfill_new_columns: a column appeared; older intervals are computed
-    again (through a rerun request, bounded like any backfill)."""
-    if outcome.reopened:
-        return
-    outcome.reopened = True
+    again (through a rerun request, bounded like any backfill). False when
+    the request could not be written."""
     dates = intervals.DateRange(report.starts, part.start.date())
     if dates.start >= dates.end:
-        return
+        return True
     try:
         reruns.write_request(options.query_folder, dates, [report.key])
     except reruns.RerunError as exc:
         log.error("%s: new columns %s: cannot ask for the history to be recomputed: %s",
                   report.key, ", ".join(sorted(new_columns)), exc)
-        outcome.file_failed = True
-        return
+        return False
     log.info("%s: new columns %s: intervals before %s will be computed again", report.key,
              ", ".join(sorted(new_columns)), part.label)
+    return True
 
 
-def _save(target: _File, publisher: publish.Publisher | None, outcome: ReportOutcome) -> None:
+def _save(target: _File, publisher: publish.Publisher | None) -> Tally:
     """Queue the points of the fresh rows, then write the file: a crash in
     between sends points for rows not stored yet (harmless), never the reverse."""
     output = target.output
     if not output.dirty:
-        return
+        return Tally()
+    publish_failed = False
     if publisher is not None and target.fresh:
         rows = [row for label in sorted(target.fresh & output.dates) for row in output.by_date[label]]
         try:
             publisher.enqueue(target.report, target.explode, output.header, rows)
         except publish.PublishError as exc:
             log.error("%s: Graphite: %s", target.name, exc)
-            outcome.publish_failed = True
+            publish_failed = True
         except OSError as exc:
             # The points cannot be recorded: writing the rows now would lose
             # them for good; keep the file as it was, the next run redoes it.
             log.error("%s: Graphite queue %s: %s; %s left as it was", target.name,
                       publisher.queue.folder, exc.strerror, output.path)
-            outcome.file_failed = True
-            return
+            return Tally(file_failed=True)
     try:
         output.save(group=target.report.group)
         target.fresh = set()
     except store.StoreError as exc:
         log.error("%s: %s", target.name, exc)
-        outcome.file_failed = True
+        return Tally(file_failed=True, publish_failed=publish_failed)
+    return Tally(publish_failed=publish_failed)

@@ -14,8 +14,9 @@ from datetime import date
 from pathlib import Path
 
 from . import intervals, publish, store
-from .config import ConfigError, FolderConfig, Granularity, ReportConfig
-from .engines import EngineError, Job, SiteDefaults, engine_class
+from .config import ConfigError, FolderConfig, ReportConfig
+from .datatypes import EngineError, Granularity, Interval, Job
+from .engines import SiteDefaults, engine_class
 from .engines.base import render_query
 from .pivot import merge_shaped
 
@@ -30,9 +31,9 @@ class SmokeResult:
     error: str | None = None
 
 
-def interval_of(report: ReportConfig, day: date) -> intervals.Interval:
+def interval_of(report: ReportConfig, day: date) -> Interval:
     start = intervals.truncate(intervals.in_zone(day, report.zone), report.granularity)
-    return intervals.Interval(start, intervals.step(start, report.granularity),
+    return Interval(start, intervals.step(start, report.granularity),
                               report.granularity is Granularity.HOURS)
 
 

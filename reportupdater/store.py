@@ -16,7 +16,7 @@ from operator import itemgetter
 from pathlib import Path
 
 from . import atomic
-from .engines import Result
+from .datatypes import Result
 
 
 class StoreError(Exception):

@@ -14,7 +14,8 @@ import testkit
 from testkit import run_cli
 
 from reportupdater import config
-from reportupdater.config import ConfigError, Granularity
+from reportupdater.config import ConfigError
+from reportupdater.datatypes import Granularity
 
 GOOD_SCRIPT = "#!/bin/sh\nprintf 'date\\tvalue\\n%s\\t1\\n' \"$1\"\n"
 SQL_TEMPLATE = "SELECT '{from_date}' AS date, COUNT(*) AS n FROM t WHERE ts < '{to_timestamp}'\n"

@@ -3,7 +3,7 @@
 import threading
 import time
 
-from reportupdater.engines.deadlines import Watchdog
+from reportupdater.deadlines import Watchdog
 
 
 def test_an_earlier_deadline_added_later_fires_first_and_cancelled_ones_never():

@@ -6,8 +6,9 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from reportupdater.config import Granularity, ReportConfig
-from reportupdater.intervals import DateRange, Interval, due_intervals, plan
+from reportupdater.config import ReportConfig
+from reportupdater.datatypes import Granularity, Interval
+from reportupdater.intervals import DateRange, due_intervals, plan
 
 UTC = timezone.utc
 DAYS, WEEKS, MONTHS = Granularity.DAYS, Granularity.WEEKS, Granularity.MONTHS

@@ -15,9 +15,8 @@ import pytest
 from testkit import NOW, assert_failed, make_db, make_folder, read, run_cli, tsv
 
 from reportupdater.config import Pivot
-from reportupdater.engines.base import (EngineError, Result, build_result, cell_text, date_label,
-                                        split_result)
-from reportupdater.intervals import Interval
+from reportupdater.datatypes import EngineError, Interval, Result
+from reportupdater.engines.base import build_result, cell_text, date_label, split_result
 from reportupdater.pivot import NULL_CATEGORY, pivot_result
 from reportupdater.store import OutputFile, StoreError
 

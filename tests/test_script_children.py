@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from reportupdater.engines import script as script_engine
-from reportupdater.engines.base import EngineError
+from reportupdater import processes
+from reportupdater.datatypes import EngineError
 
 # The CLI in a subprocess (run_cli_process): what a run leaves of the processes
 # its scripts start is seen only once the run's own process is gone.
@@ -348,7 +348,7 @@ def test_run_command_with_and_without_pidfd(tmp_path, monkeypatch, pidfd):
     # by waitid(WNOWAIT) between reads. An old kernel cannot be had here, so
     # that one function is replaced (the only stand-in in this file).
     if not pidfd:
-        monkeypatch.setattr(script_engine, "_open_exit_fd", lambda pid: None)
+        monkeypatch.setattr(processes, "_open_exit_fd", lambda pid: None)
     folder = tmp_path / "query"
     folder.mkdir()
     leaves = leaves_child(LAUNCHES["setsid"], then="printf 'date\\tvalue\\n%s\\t1\\n' \"$1\"\n"
@@ -356,10 +356,10 @@ def test_run_command_with_and_without_pidfd(tmp_path, monkeypatch, pidfd):
     write_script(folder / "bg", leaves)
     write_script(folder / "stuck", "#!/bin/sh\nexec >&- 2>&-\nexec sleep 999\n")
     try:
-        assert script_engine.run_command([str(folder / "bg"), "2026-01-04"], folder, 20, "t",
+        assert processes.run_command([str(folder / "bg"), "2026-01-04"], folder, 20, "t",
                                          "script") == "date\tvalue\n2026-01-04\t1\n"
         assert_all_dead(folder, 1)
         with pytest.raises(EngineError, match="script timed out after 1 s and was killed"):
-            script_engine.run_command([str(folder / "stuck")], folder, 1, "t", "script")
+            processes.run_command([str(folder / "stuck")], folder, 1, "t", "script")
     finally:
         kill_all(pids_of(folder))

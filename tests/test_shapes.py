@@ -11,7 +11,8 @@ from pathlib import Path
 
 import testkit
 from reportupdater import config, intervals, publish
-from reportupdater.config import Granularity, ReportConfig, ReportGraphite
+from reportupdater.config import ReportConfig, ReportGraphite
+from reportupdater.datatypes import Granularity
 
 ROOT = Path(__file__).resolve().parents[1]
 UTC = timezone.utc

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from reportupdater.engines.base import Result, build_result
-from reportupdater.intervals import Interval
+from reportupdater.datatypes import Interval, Result
+from reportupdater.engines.base import build_result
 from reportupdater.store import OutputFile, StoreError, output_path
 
 UTC = timezone.utc

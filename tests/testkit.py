@@ -230,7 +230,7 @@ def _as_fresh_process(argv: list[str], cwd: Path | None,
 def _forget_library_state() -> None:
     """Module-level state of the library that a fresh process would not have."""
     from reportupdater import atomic, intervals
-    from reportupdater.engines.script import allow_commands
+    from reportupdater.processes import allow_commands
     # Folder listings are cached by (inode, mtime): a test that plants a temp
     # file within the timestamp granularity after a run would hit the cache.
     atomic._temp_files.clear()

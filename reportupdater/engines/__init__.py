@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Engine, EngineError, Job, Result, SiteDefaults, build_result, cell_text, split_result
+from ..datatypes import EngineError
+from .base import Engine, SiteDefaults, build_result, cell_text, split_result
 
-__all__ = [
-    "Engine", "EngineError", "Job", "Result", "SiteDefaults", "build_result", "cell_text",
-    "engine_class", "split_result",
-]
+__all__ = ["Engine", "SiteDefaults", "build_result", "cell_text", "engine_class", "split_result"]
 
 
 def engine_class(report_type: str) -> type[Engine]:

@@ -5,12 +5,14 @@
 # same number of fields as the header, each column named once, an empty row
 # for an empty result. A value that a TSV cell cannot hold exactly (a tab, a
 # NUL, bytes that are not UTF-8, a first-column time a date would drop) fails
-# the interval instead of being changed. Touches nothing itself; engines
-# touch their databases or scripts.
+# the interval instead of being changed. Touches nothing itself (a
+# `ready_when` script runs through processes.run_command); engines touch
+# their databases or scripts.
 
 from __future__ import annotations
 
 import abc
+import logging
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -19,12 +21,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterable, Sequence
 
 from .. import templates
-from ..config import FolderConfig, ReportConfig
-from ..intervals import Interval
+from ..config import DEFAULT_TIMEOUT_SECONDS, FolderConfig
+from ..datatypes import DAY_LABEL, HOUR_LABEL, EngineError, Interval, Job, Result
+from ..processes import run_command
 
-
-class EngineError(Exception):
-    """A query or script that failed for one interval; one line, no secrets."""
+log = logging.getLogger(__name__)
 
 
 def truthy(value: Any) -> bool:
@@ -36,47 +37,6 @@ def truthy(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() not in ("", "0", "false", "f", "no", "n", "null")
     return bool(value)
-
-
-@dataclass(frozen=True)
-class Job:
-    """One interval (or, batched, a run of consecutive intervals) of one
-    explode combination of one report. `interval` is what the query covers."""
-
-    report: ReportConfig
-    interval: Interval
-    explode: tuple[tuple[str, str], ...]  # (placeholder, value), sorted by placeholder
-    parts: tuple[Interval, ...] = ()      # the intervals a batch covers; () = just `interval`
-
-    def __post_init__(self) -> None:
-        if not self.parts:
-            object.__setattr__(self, "parts", (self.interval,))
-
-    @property
-    def explode_values(self) -> dict[str, str]:
-        return dict(self.explode)
-
-    def describe(self) -> str:
-        parts = [self.report.key] + [f"{name}={value}" for name, value in self.explode]
-        if len(self.parts) > 1:
-            return f"{' '.join(parts)} {self.parts[0].label}..{self.parts[-1].label}"
-        return f"{' '.join(parts)} {self.interval.label}"
-
-
-@dataclass(frozen=True)
-class Result:
-    """What one job produced: a header and rows of text, first column a date."""
-
-    header: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-    # The engine returned no rows: `rows` is one placeholder row of empty
-    # cells, stored so the interval counts as done. Distinct from a real row
-    # of NULLs, which a pivot keeps.
-    empty: bool = False
-
-    @property
-    def dates(self) -> set[str]:
-        return {row[0] for row in self.rows}
 
 
 _HOUR = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2})(?::(\d{2}))?$")
@@ -254,6 +214,27 @@ def render_query(job: Job, template: str | None = None) -> str:
         raise EngineError(str(exc)) from None
 
 
+def script_argv(script: Path, job: Job) -> list[str]:
+    """SCRIPT START END [V1 V2 ...] FOLDER: dates local to the report's time
+    zone (full hours for hourly reports), explode values by placeholder name."""
+    shape = HOUR_LABEL if job.interval.hourly else DAY_LABEL
+    return ([str(script), job.interval.start.strftime(shape), job.interval.end.strftime(shape)]
+            + [value for _, value in job.explode]
+            + [str(script.parent)])
+
+
+def script_ready(script: Path, job: Job, cwd: Path) -> bool:
+    """A `ready_when: {script: ...}` check: exit 0 = ready, anything else = not yet."""
+    try:
+        run_command(script_argv(script, job), cwd, job.report.timeout or DEFAULT_TIMEOUT_SECONDS,
+                    job.describe(), "ready_when script")
+        return True
+    except EngineError as exc:
+        log.info("%s: not ready: %s", job.describe(), exc)
+        return False
+
+
+
 @dataclass(frozen=True)
 class SiteDefaults:
     """Settings of the machine rather than of a query folder."""
@@ -287,7 +268,6 @@ class Engine(abc.ABC):
         if check is None:
             return True
         if check.script_path is not None:
-            from .script import script_ready  # the one place that runs processes
             return script_ready(check.script_path, job, self.query_folder)
         raise EngineError(f"{self.type} reports cannot check ready_when {check}")
 

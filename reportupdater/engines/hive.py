@@ -25,11 +25,12 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from ..config import DEFAULT_TIMEOUT_SECONDS, DatabaseConfig, hide_secrets
-from .base import (Engine, EngineError, Job, Result, SiteDefaults, build_result, cell_text,
-                   render_query, truthy)
-from .deadlines import watchdog
-from .script import parse_tsv, run_command
-from .sql import read_creds_file
+from ..credentials import read_creds_file
+from ..deadlines import watchdog
+from ..processes import run_command
+from ..datatypes import EngineError, Job, Result
+from .base import Engine, SiteDefaults, build_result, cell_text, render_query, truthy
+from .script import parse_tsv
 
 log = logging.getLogger(__name__)
 # thrift logs a refused connection itself, and with no handler configured

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import configparser
 import logging
 import re
 import sqlite3
@@ -32,9 +31,10 @@ from sqlalchemy.pool import StaticPool
 
 from .. import atomic
 from ..config import DEFAULT_TIMEOUT_SECONDS, DatabaseConfig, hide_secrets
-from .base import (Engine, EngineError, Job, Result, SiteDefaults, build_result, render_query,
-                   truthy)
-from .deadlines import watchdog
+from ..credentials import read_creds_file
+from ..datatypes import EngineError, Job, Result
+from ..deadlines import watchdog
+from .base import Engine, SiteDefaults, build_result, render_query, truthy
 
 log = logging.getLogger(__name__)
 
@@ -42,37 +42,6 @@ log = logging.getLogger(__name__)
 _LOST_CONNECTION = {2006, 2013, 2055}
 # Seconds the client waits beyond the server-side limit before giving up.
 _CLIENT_GRACE = 5.0
-
-
-def read_creds_file(path: Path) -> dict[str, str]:
-    """user/password (and host/port if given) from a my.cnf [client] section."""
-    parser = configparser.ConfigParser(allow_no_value=True, strict=False, interpolation=None,
-                                       comment_prefixes=("#", ";", "!"))
-    try:
-        with open(path, encoding="utf-8") as handle:
-            parser.read_file(handle)
-    except OSError as exc:
-        raise EngineError(f"cannot read creds file {path}: {exc.strerror or type(exc).__name__}") from None
-    except UnicodeDecodeError:
-        raise EngineError(f"cannot read creds file {path}: it is not UTF-8 text") from None
-    except Exception as exc:  # configparser.Error; AttributeError for an indented line after a bare key
-        # Never configparser's own text: it quotes the offending line, which
-        # may be the password's.
-        line = getattr(exc, "lineno", None) or next(iter(getattr(exc, "errors", ())), (None,))[0]
-        at = f" (line {line})" if line else ""
-        raise EngineError(f"creds file {path} is not a my.cnf file{at}: "
-                          "expected [client] and key = value lines") from None
-    if not parser.has_section("client"):
-        raise EngineError(f"creds file {path} has no [client] section")
-    creds: dict[str, str] = {}
-    for key in ("user", "password", "host", "port"):
-        value = parser.get("client", key, fallback=None)
-        if value is not None:
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-                value = value[1:-1]
-            creds[key] = value
-    return creds
 
 
 @dataclass(frozen=True)

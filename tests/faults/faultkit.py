@@ -51,7 +51,7 @@ import logging, os, sys, traceback
 from pathlib import Path
 from reportupdater.cli import parse_now, setup_logging
 from reportupdater.runner import RunOptions, run
-import reportupdater.engines.script, reportupdater.engines.sql
+import reportupdater.engines.script, reportupdater.engines.sql, reportupdater.processes
 import pymysql, sqlalchemy.dialects.mysql.pymysql, sqlalchemy.dialects.sqlite.pysqlite
 folder, now, checkpoint, jobs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 print("ready", flush=True)

@@ -13,9 +13,8 @@ import yaml
 
 from live_servers import USER
 from reportupdater import config as config_stage
-from reportupdater.engines import Job
+from reportupdater.datatypes import Interval, Job
 from reportupdater.engines.sql import SqlEngine
-from reportupdater.intervals import Interval
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "queries" / "mediawiki-users"
 

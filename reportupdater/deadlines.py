@@ -1,4 +1,5 @@
-# Stage 3 of 5: execution. Timeouts for every engine.
+# Stage 3 of 5: execution. Timeouts for every engine and every command
+# (processes.py).
 #
 # One watchdog thread for the whole process calls an action (kill a script's
 # process group, interrupt a query) when its deadline passes. A thread per
