@@ -31,8 +31,57 @@ import yaml
 from . import templates
 
 
-class ConfigError(Exception):
-    """A one-line, user-facing configuration problem."""
+class _Located:
+    """Where a configuration problem is, as fields, so that `validate`,
+    `smoke` and `rerun` need not parse the message: the config file, its
+    top-level section ('reports', 'databases', 'graphite', 'defaults'), the
+    report or database, the key (dotted, as the message names it) and the
+    1-based line of the YAML that holds it (the key's, else its report's or
+    database's; set by `load`)."""
+
+    file: Path | None
+    section: str | None
+    report: str | None
+    database: str | None
+    key: str | None
+    line: int | None
+    line_shown: bool  # the message itself says "line N" (YAML errors, keys given twice)
+
+    def _locate(self, file: Path | None, section: str | None, report: str | None,
+                database: str | None, key: str | None, line: int | None, line_shown: bool) -> None:
+        self.file, self.section, self.report = file, section, report
+        self.database, self.key, self.line = database, key, line
+        self.line_shown = line_shown
+
+    def located(self) -> str:
+        """The message with the line after the file name (`config.yaml:12: ...`)
+        when both are known and the message starts with the file."""
+        text = str(self)
+        if self.line is None or self.file is None or self.line_shown:
+            return text
+        head = _clean(str(self.file)) + ":"
+        return f"{head}{self.line}:{text[len(head):]}" if text.startswith(head) else text
+
+
+class ConfigError(_Located, Exception):
+    """A one-line, user-facing configuration problem; str() is the message."""
+
+    def __init__(self, message: str, *, file: Path | None = None, section: str | None = None,
+                 report: str | None = None, database: str | None = None, key: str | None = None,
+                 line: int | None = None, line_shown: bool = False):
+        super().__init__(message)
+        self._locate(file, section, report, database, key, line, line_shown)
+
+
+class ConfigWarning(_Located, str):
+    """A one-line warning (an unknown key, ignored): the text, with the same fields."""
+
+    def __new__(cls, message: str, *, file: Path | None = None, section: str | None = None,
+                report: str | None = None, database: str | None = None, key: str | None = None,
+                line: int | None = None) -> ConfigWarning:
+        warning = super().__new__(cls, _clean(message))
+        warning._locate(file, section, report, database, key, line, False)
+        return warning
 
 
 class Granularity(enum.Enum):
@@ -174,8 +223,13 @@ class FolderConfig:
     databases: dict[str, DatabaseConfig]
     graphite: GraphiteConfig | None
     errors: list[ConfigError] = field(default_factory=list)  # broken reports and databases
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # ConfigWarning, mostly
     broken_reports: set[str] = field(default_factory=set)
+    key_lines: dict[tuple[str, str, str | None], int] = field(default_factory=dict)  # see _key_lines
+
+    def line(self, kind: str, name: str, key: str | None = None) -> int | None:
+        """The line of a report's or database's key (kind 'report' or 'database'), else of its name."""
+        return self.key_lines.get((kind, name, key)) or self.key_lines.get((kind, name, None))
 
 
 # ---------------------------------------------------------------- helpers
@@ -188,16 +242,39 @@ class _Where:
     in `url`, a password in the wrong key), and config errors reach logs,
     `validate` and `status --json`. The key and its line say where to look."""
 
-    def __init__(self, config_path: Path, section: str, hides_values: bool = False):
+    def __init__(self, config_path: Path, section: str, hides_values: bool = False, *,
+                 report: str | None = None, database: str | None = None):
         self.config_path = config_path
-        self.section = section
+        self.section = section  # 'graphite', or the section of the report or database
         self.hides_values = hides_values
+        self.report, self.database = report, database
+
+    @classmethod
+    def report_(cls, config_path: Path, key: str) -> _Where:
+        return cls(config_path, "reports", report=key)
+
+    @classmethod
+    def database_(cls, config_path: Path, key: str) -> _Where:
+        return cls(config_path, "databases", hides_values=True, database=key)
+
+    @property
+    def label(self) -> str:
+        if self.report is not None:
+            return f"report '{self.report}'"
+        if self.database is not None:
+            return f"database '{self.database}'"
+        return self.section
 
     def error(self, key: str | None, message: str) -> ConfigError:
-        where = f"{self.config_path}: {self.section}"
+        where = f"{self.config_path}: {self.label}"
         if key is not None:
             where += f": key '{key}'"
-        return ConfigError(_clean(f"{where}: {message}"))
+        return ConfigError(_clean(f"{where}: {message}"), file=self.config_path, section=self.section,
+                           report=self.report, database=self.database, key=key)
+
+    def warning(self, message: str) -> ConfigWarning:
+        return ConfigWarning(f"{self.config_path}: {self.label}: {message}", file=self.config_path,
+                             section=self.section, report=self.report, database=self.database)
 
     def show(self, key: str | None, value: Any) -> str:
         """The value as an error message shows it."""
@@ -485,13 +562,12 @@ def _parse_shards(where: _Where, raw: Any) -> dict[str, str]:
 
 def _parse_database(config_path: Path, query_folder: Path, key: str, raw: Any,
                     warnings: list[str]) -> DatabaseConfig:
-    where = _Where(config_path, f"database '{key}'", hides_values=True)
+    where = _Where.database_(config_path, key)
     if not isinstance(raw, dict):
         raise where.error(None, f"{where.show(None, raw)} is not a mapping of keys")
     for name in raw:
         if name not in DATABASE_KEYS:
-            warnings.append(f"{config_path}: database '{key}': unknown key '{name}'"
-                            f"{_nearest(name, DATABASE_KEYS)}; ignored")
+            warnings.append(where.warning(f"unknown key '{name}'{_nearest(name, DATABASE_KEYS)}; ignored"))
     values: dict[str, Any] = {"key": key}
     if "url" in raw:
         # Two descriptions of one server: which is meant is not ours to guess
@@ -865,7 +941,7 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
                   databases: dict[str, DatabaseConfig],
                   database_errors: dict[str, ConfigError]) -> ReportConfig:
     """A report's settings; raises ReportErrors with every problem found."""
-    where = _Where(config_path, f"report '{key}'")
+    where = _Where.report_(config_path, key)
     values: dict[str, Any] = {"key": key}
     errors: list[ConfigError] = []
 
@@ -1013,8 +1089,7 @@ def _parse_graphite(config_path: Path, query_folder: Path, raw: Any,
         raise where.error(None, f"{_show(raw)} is not a mapping")
     for name in raw:
         if name not in GRAPHITE_KEYS:
-            warnings.append(f"{config_path}: graphite: unknown key '{name}'"
-                            f"{_nearest(name, GRAPHITE_KEYS)}; ignored")
+            warnings.append(where.warning(f"unknown key '{name}'{_nearest(name, GRAPHITE_KEYS)}; ignored"))
     if not raw.get("host"):
         raise where.error("host", "is required (the Graphite server's name)")
     host = _str(where, "host", raw["host"])
@@ -1094,7 +1169,8 @@ def _expanded_size(root: yaml.Node, config_path: Path) -> int:
             continue
         if id(node) in entered:
             raise ConfigError(f"{config_path}: line {node.start_mark.line + 1}: invalid YAML: "
-                              "an alias refers to the value that holds it")
+                              "an alias refers to the value that holds it",
+                              file=config_path, line=node.start_mark.line + 1, line_shown=True)
         entered.add(id(node))
         stack.append((node, True))
         stack.extend((child, False) for child in children if id(child) not in sizes)
@@ -1138,20 +1214,47 @@ def _yaml_error(config_path: Path, text: str, exc: yaml.YAMLError) -> ConfigErro
             number = number if number in tabbed else tabbed[-1]
             problem = "a tab in the indentation: tabs are not allowed in YAML indentation, use spaces"
     where = f" line {number}" if number is not None else ""
-    return ConfigError(_clean(f"{config_path}:{where}: invalid YAML: {problem}"))
+    return ConfigError(_clean(f"{config_path}:{where}: invalid YAML: {problem}"), file=config_path, line=number,
+                       line_shown=True)
 
 
-def _read_yaml(config_path: Path, text: str) -> tuple[Any, list[_Duplicate]]:
+KeyLines = dict[tuple[str, str, str | None], int]
+
+
+def _key_lines(root: yaml.Node) -> KeyLines:
+    """(kind, name, key or None) -> 1-based line, from the YAML node marks:
+    ('top', section, None), ('report' or 'database', name, None) and
+    ('report' or 'database', name, key); a key given twice: its last line."""
+    lines: KeyLines = {}
+    if not isinstance(root, yaml.MappingNode):
+        return lines
+    for section_key, section in root.value:
+        if not isinstance(section_key, yaml.ScalarNode):
+            continue
+        lines[("top", str(section_key.value), None)] = section_key.start_mark.line + 1
+        if section_key.value not in ("reports", "databases") or not isinstance(section, yaml.MappingNode):
+            continue
+        kind = "report" if section_key.value == "reports" else "database"
+        for name_node, body in section.value:
+            lines[(kind, str(name_node.value), None)] = name_node.start_mark.line + 1
+            if isinstance(body, yaml.MappingNode):
+                for key_node, _ in body.value:
+                    lines[(kind, str(name_node.value), str(key_node.value))] = key_node.start_mark.line + 1
+    return lines
+
+
+def _read_yaml(config_path: Path, text: str) -> tuple[Any, list[_Duplicate], KeyLines]:
     loader = TextLoader(text)
     try:
         root = loader.get_single_node()
         if root is None:
-            return None, []
+            return None, [], {}
         if _expanded_size(root, config_path) > MAX_YAML_NODES:
             raise ConfigError(f"{config_path}: invalid YAML: its aliases expand to more than "
                               f"{MAX_YAML_NODES} values")
         duplicates = _duplicates(root)  # before construction: merging rewrites the nodes
-        return loader.construct_document(root), duplicates
+        key_lines = _key_lines(root)
+        return loader.construct_document(root), duplicates, key_lines
     except yaml.YAMLError as exc:
         raise _yaml_error(config_path, text, exc) from None
     except RecursionError:  # nesting deeper than the pure-Python parser can follow
@@ -1168,15 +1271,18 @@ def _duplicate_error(config_path: Path, duplicate: _Duplicate) -> tuple[str | No
         if path[:1] != (section,):
             continue
         if len(path) == 1:
-            where = _Where(config_path, f"{kind} '{key}'")
+            where = _Where.report_(config_path, key) if kind == "report" else _Where.database_(config_path, key)
             error = where.error(None, f"is defined twice in '{section}' ({lines}); keep one")
             return (key, None, error) if kind == "report" else (None, key, error)
-        where = _Where(config_path, f"{kind} '{path[1]}'")
+        where = (_Where.report_(config_path, path[1]) if kind == "report"
+                 else _Where.database_(config_path, path[1]))
         error = where.error(".".join((*path[2:], key)), f"is given twice ({lines}); keep one")
         return (path[1], None, error) if kind == "report" else (None, path[1], error)
     dotted = ".".join((*path, key))
     return None, None, ConfigError(_clean(f"{config_path}: line {duplicate.second_line}: key '{dotted}' "
-                                          f"is given twice ({lines}); keep one"))
+                                          f"is given twice ({lines}); keep one"),
+                                   file=config_path, section=path[0] if path else None, key=dotted,
+                                   line=duplicate.second_line, line_shown=True)
 
 
 # Report keys become file and folder names under the output folder.
@@ -1198,7 +1304,7 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
         text = config_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{config_path}: cannot read config: {getattr(exc, 'strerror', None) or exc}")
-    raw, duplicates = _read_yaml(config_path, text)
+    raw, duplicates, key_lines = _read_yaml(config_path, text)
     if not isinstance(raw, dict):
         raise ConfigError(f"{config_path}: expected a mapping with a 'reports' key")
     if not isinstance(raw.get("reports"), dict) or not raw["reports"]:
@@ -1224,8 +1330,9 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
             raise error
     for name in raw:
         if name not in TOP_LEVEL_KEYS:
-            warnings.append(f"{config_path}: unknown top-level key '{name}'"
-                            f"{_nearest(name, TOP_LEVEL_KEYS)}; ignored")
+            warnings.append(ConfigWarning(f"{config_path}: unknown top-level key '{name}'"
+                                          f"{_nearest(name, TOP_LEVEL_KEYS)}; ignored", file=config_path,
+                                          key=str(name)))
 
     defaults = raw.get("defaults") or {}
     if not isinstance(defaults, dict):
@@ -1233,8 +1340,8 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
     known_report_keys = REPORT_KEYS | LEGACY_REPORT_KEYS
     for name in defaults:
         if name not in known_report_keys:
-            warnings.append(f"{config_path}: defaults: unknown key '{name}'"
-                            f"{_nearest(name, REPORT_KEYS)}; ignored")
+            warnings.append(_Where(config_path, "defaults").warning(
+                f"unknown key '{name}'{_nearest(name, REPORT_KEYS)}; ignored"))
 
     databases: dict[str, DatabaseConfig] = {}
     database_errors: dict[str, ConfigError] = {}
@@ -1269,18 +1376,19 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
             broken.add(key)
             continue
         if not isinstance(raw_report, dict):
-            errors.append(_Where(config_path, f"report '{key}'").error(
+            errors.append(_Where.report_(config_path, key).error(
                 None, f"{_show(raw_report)} is not a mapping of keys"))
             broken.add(key)
             continue
         for name in raw_report:
             if name not in known_report_keys:
-                warnings.append(f"{config_path}: report '{key}': unknown key '{name}'"
-                                f"{_nearest(name, REPORT_KEYS)}; ignored")
+                warnings.append(_Where.report_(config_path, key).warning(
+                    f"unknown key '{name}'{_nearest(name, REPORT_KEYS)}; ignored"))
         merged = {**defaults, **raw_report}
         if merged.get("graphite") is not None and raw.get("graphite") is None:
-            warnings.append(f"{config_path}: report '{key}': has a 'graphite' section but the "
-                            "config has no top-level 'graphite' (host, port): nothing is sent")
+            warnings.append(_Where.report_(config_path, key).warning(
+                "has a 'graphite' section but the config has no top-level 'graphite' (host, port): "
+                "nothing is sent"))
         try:
             reports[key] = _parse_report(config_path, query_folder, key, merged,
                                          databases, database_errors)
@@ -1288,8 +1396,33 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
             errors.extend(exc.errors)
             broken.add(key)
 
-    # Key names are shown as written: mask any URL password, keep each on one line.
-    warnings = [_clean(warning) for warning in warnings]
+    for problem in (*errors, *warnings):
+        _set_line(problem, key_lines)
     return FolderConfig(config_path=config_path, query_folder=query_folder, reports=reports,
                         databases=databases, graphite=graphite, errors=errors, warnings=warnings,
-                        broken_reports=broken)
+                        broken_reports=broken, key_lines=key_lines)
+
+
+def _set_line(problem: _Located, key_lines: dict[tuple[str, str, str | None], int]) -> None:
+    """The line of the key a problem names (its first part: `explode_by` of
+    `explode_by.wiki`), else of its report or database."""
+    if problem.line is not None:
+        return
+    kind, name = ("report", problem.report) if problem.report is not None else ("database", problem.database)
+    if name is None:
+        return
+    first = (problem.key or "").split(".")[0] or None
+    problem.line = key_lines.get((kind, name, first)) or key_lines.get((kind, name, None))
+
+
+def find_report(folder: FolderConfig, key: str) -> ReportConfig:
+    """The report named `key`. Raises ConfigError: the report's own first
+    error when it is broken, else that the folder has no such report."""
+    if key in folder.reports:
+        return folder.reports[key]
+    if key in folder.broken_reports:
+        own = [error for error in folder.errors if error.report == key]
+        raise own[0] if own else ConfigError(f"{folder.config_path}: report {key!r} has config errors",
+                                             file=folder.config_path, section="reports", report=key)
+    raise ConfigError(f"{folder.config_path}: report {key!r} is not in 'reports'",
+                      file=folder.config_path, section="reports", report=key)
