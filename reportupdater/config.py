@@ -28,7 +28,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from . import templates
+from . import config_keys, templates
+from .config_keys import (DEFAULT_EXPLODE_VALUE_PATTERN, DEFAULT_TIMEOUT_SECONDS, MAX_LAG_SECONDS, MAX_PORT,
+                          MAX_SECONDS, MAX_YEARS, Key, KeyRow, json_schema, key_reference)
 
 
 class _Located:
@@ -93,13 +95,10 @@ class Granularity(enum.Enum):
     YEARS = "years"
 
 
-REPORT_TYPES = ("sql", "script", "hive")
-# Values end up in file paths, SQL text and metric paths: letters, digits,
-# '_', '-', '.', and no leading dot (so never '.' or '..').
-DEFAULT_EXPLODE_VALUE_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
-DEFAULT_TIMEOUT_SECONDS = 3600.0
+# The keys and their types are declared once, in config_keys.py.
+REPORT_TYPES = config_keys.REPORT["type"].choices
 # Keys the original tool accepted at some point and that mean nothing now.
-LEGACY_REPORT_KEYS = frozenset({"frequency", "timeboxed", "funnel"})
+LEGACY_REPORT_KEYS = frozenset(name for name, key in config_keys.REPORT.items() if key.legacy)
 
 
 @dataclass(frozen=True)
@@ -297,7 +296,8 @@ def _show(value: Any) -> str:
     """A value as written: bare when YAML 1.1 would have read it as a number,
     a boolean or null (`1.5`, `true`, `07`), quoted when it is text; bounded,
     however large or deep the value (aliases can make it huge)."""
-    if isinstance(value, str) and value and _yaml11_tag(value) in _YAML11_BARE_TAGS:
+    if (isinstance(value, str) and value and not isinstance(value, QuotedText)
+            and _yaml11_tag(value) in _YAML11_BARE_TAGS):
         return value if len(value) <= 60 else value[:57] + "..."
     if isinstance(value, dict):  # its keys say what it is; its values stay out of messages
         keys = [str(key) for key in itertools.islice(value, 4)]
@@ -391,18 +391,20 @@ def _yaml11_hint(value: Any, kind: str) -> str:
     return f" (YAML 1.1 would read {value} as {typed!r}; write {wanted})" if matches else ""
 
 
-MAX_YEARS = 1000  # the longest span lag, max_data_points (and starts) may cover
-MAX_SECONDS = 366 * 86400  # the longest timeout
+
+
+def _quoted_hint(value: Any) -> str:
+    return " (it is in quotes: write it without them)" if isinstance(value, QuotedText) else ""
 
 
 def _int(where: _Where, key: str, value: Any, minimum: int, maximum: int | None = None) -> int:
     number: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+    elif isinstance(value, str) and not isinstance(value, QuotedText) and _DECIMAL.fullmatch(value.strip()):
         number = int(value)
     if number is None:
-        hint = "" if where.hides_values else _yaml11_hint(value, "integer")
+        hint = "" if where.hides_values else _quoted_hint(value) or _yaml11_hint(value, "integer")
         raise where.error(key, f"{where.show(key, value)} is not an integer >= {minimum}{hint}")
     if number < minimum:
         raise where.error(key, f"{_number_shown(where, key, value, number)} is not an integer >= {minimum}")
@@ -419,9 +421,9 @@ def _number_shown(where: _Where, key: str, value: Any, number: Any) -> str:
 def _bool(where: _Where, key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip() in _TRUE | _FALSE:
+    if isinstance(value, str) and not isinstance(value, QuotedText) and value.strip() in _TRUE | _FALSE:
         return value.strip() in _TRUE
-    hint = "" if where.hides_values else _yaml11_hint(value, "boolean")
+    hint = "" if where.hides_values else _quoted_hint(value) or _yaml11_hint(value, "boolean")
     raise where.error(key, f"{where.show(key, value)} is not true or false{hint}")
 
 
@@ -434,11 +436,13 @@ def _str(where: _Where, key: str, value: Any) -> str:
 def _seconds(where: _Where, key: str, value: Any) -> float:
     number: float | None = None
     if ((isinstance(value, (int, float)) and not isinstance(value, bool))
-            or (isinstance(value, str) and _DECIMAL_NUMBER.fullmatch(value.strip()))):
+            or (isinstance(value, str) and not isinstance(value, QuotedText)
+                and _DECIMAL_NUMBER.fullmatch(value.strip()))):
         number = float(value)
     if number is None or not number > 0:
         shown = where.show(key, value)
-        hint = "" if number is not None or where.hides_values else _yaml11_hint(value, "number")
+        hint = ("" if number is not None or where.hides_values
+                else _quoted_hint(value) or _yaml11_hint(value, "number"))
         raise where.error(key, f"{shown} is not a number of seconds > 0{hint}")
     if number > MAX_SECONDS:
         raise where.error(key, f"{_number_shown(where, key, value, value)} seconds is more than "
@@ -465,19 +469,12 @@ def _inside(folder: Path, relative: str) -> Path | None:
 
 # -------------------------------------------------------------- databases
 
-DATABASE_KEYS = frozenset({
-    "url", "host", "port", "db", "creds_file", "auto_find_db_shard",
-    "wiki_db_placeholder", "use_x1", "mw_config_path", "seed",
-    "shards", "shard_host_template", "srv_template", "timeout",
-    "engine", "username", "database", "auth", "password_env", "kerberos_service_name",
-    "configuration", "command", "max_connections",
-})
-DATABASE_ENGINES = ("sql", "hive", "hive-cli")
+DATABASE_KEYS = frozenset(config_keys.DATABASE)
+DATABASE_ENGINES = config_keys.DATABASE["engine"].choices
 HIVE_AUTH_MODES = ("NONE", "NOSASL", "LDAP", "KERBEROS", "CUSTOM")
 # Where the original found MediaWiki's configuration and each shard's replica.
-DEFAULT_MW_CONFIG_PATH = "/srv/mediawiki-config"
-DEFAULT_SRV_TEMPLATE = "_{shard}-analytics._tcp.eqiad.wmnet"
-MAX_PORT = 65535
+DEFAULT_MW_CONFIG_PATH = config_keys.DATABASE["mw_config_path"].default
+DEFAULT_SRV_TEMPLATE = config_keys.DATABASE["srv_template"].default
 
 
 def _expand_env(where: _Where, key: str, text: str) -> str:
@@ -581,21 +578,15 @@ def _parse_database(config_path: Path, query_folder: Path, key: str, raw: Any,
         values["url"] = _parse_url(where, raw["url"], query_folder)
     for name in ("host", "db", "wiki_db_placeholder", "shard_host_template", "srv_template"):
         if name in raw:
-            values[name] = _str(where, name, raw[name])
+            values[name] = _plain(where, config_keys.DATABASE[name], raw[name])
     for name in ("shard_host_template", "srv_template"):
         if name in values and _template_fields(where, name, values[name]) - {"shard"}:
             raise where.error(name, "may only use the {shard} placeholder")
     if "shards" in raw:
         values["shards"] = _parse_shards(where, raw["shards"])
-    if "timeout" in raw:
-        values["timeout"] = _seconds(where, "timeout", raw["timeout"])
-    if "max_connections" in raw:
-        values["max_connections"] = _int(where, "max_connections", raw["max_connections"], 1)
-    if "port" in raw:
-        values["port"] = _int(where, "port", raw["port"], 1, MAX_PORT)
-    for name in ("auto_find_db_shard", "use_x1"):
+    for name in ("timeout", "max_connections", "port", "auto_find_db_shard", "use_x1"):
         if name in raw:
-            values[name] = _bool(where, name, raw[name])
+            values[name] = _plain(where, config_keys.DATABASE[name], raw[name])
     for name in ("creds_file", "mw_config_path"):
         if name in raw:
             values[name] = query_folder / os.path.expanduser(_str(where, name, raw[name]))
@@ -630,13 +621,11 @@ _PASSWORD_OPTIONS = re.compile(r"^(?:-p|--password)(?:=.*)?$|password=", re.IGNO
 
 
 def _parse_hive_keys(where: _Where, raw: dict, values: dict[str, Any]) -> None:
-    engine = raw.get("engine", "sql")
-    if engine not in DATABASE_ENGINES:
-        raise where.error("engine", f"{where.show('engine', engine)} is not one of {', '.join(DATABASE_ENGINES)}")
-    values["engine"] = engine
+    declared = config_keys.DATABASE["engine"]
+    values["engine"] = _plain(where, declared, raw.get("engine", declared.default))
     for name in ("username", "password_env", "kerberos_service_name"):
         if name in raw:
-            values[name] = _str(where, name, raw[name])
+            values[name] = _plain(where, config_keys.DATABASE[name], raw[name])
     if "database" in raw:
         if "db" in raw:
             raise where.error("database", "and 'db' are the same key: give one")
@@ -839,12 +828,7 @@ def _find_script(where: _Where, query_folder: Path, execute: str) -> Path:
     return path
 
 
-REPORT_KEYS = frozenset({
-    "type", "granularity", "starts", "lag", "db", "execute", "explode_by",
-    "max_data_points", "graphite", "group", "timeout", "explode_value_pattern",
-    "schedule", "parallel", "batch", "timezone", "pivot", "ready_when", "ready_timeout",
-    "lookback", "backfill_order", "max_intervals_per_run", "backfill_new_columns",
-})
+REPORT_KEYS = frozenset(config_keys.REPORT) - LEGACY_REPORT_KEYS
 
 
 class ReportErrors(Exception):
@@ -905,7 +889,6 @@ def _parse_ready(where: _Where, query_folder: Path, value: Any, report_type: str
 _PER_YEAR = {Granularity.HOURS: 365.2425 * 24, Granularity.DAYS: 365.2425,
              Granularity.WEEKS: 365.2425 / 7, Granularity.MONTHS: 12, Granularity.QUARTERS: 4,
              Granularity.YEARS: 1}
-MAX_LAG_SECONDS = int(MAX_YEARS * 365.2425 * 86400)
 
 
 def _parse_max_data_points(where: _Where, value: Any, granularity: Granularity | None) -> int:
@@ -937,6 +920,38 @@ def _parse_schedule(where: _Where, value: Any) -> str:
     return text
 
 
+# Parsed before the others (type, granularity, starts) or after them, by
+# rules of their own (what the report's type needs).
+_REPORT_KEYS_APART = frozenset({"type", "granularity", "starts", "explode_value_pattern", "explode_by",
+                                "graphite", "execute", "db", "ready_when"})
+
+
+def _given(declared: Key, raw: dict) -> bool:
+    """Whether a key counts as given: present, and not null unless null is an error for it."""
+    return declared.name in raw and (raw[declared.name] is not None or not declared.null_is_unset)
+
+
+def _plain(where: _Where, declared: Key, value: Any) -> Any:
+    """A value of a plain kind (config_keys.PLAIN_KINDS), checked as declared."""
+    name = declared.name
+    if declared.kind == "integer":
+        return _int(where, name, value, declared.minimum or 0, declared.maximum)
+    if declared.kind == "boolean":
+        return _bool(where, name, value)
+    if declared.kind == "text":
+        return _str(where, name, value)
+    if declared.kind == "seconds":
+        return _seconds(where, name, value)
+    if declared.kind == "choice":
+        if not isinstance(value, str) or value not in declared.choices:
+            choices = declared.choices
+            wanted = (f"{choices[0]} or {choices[1]}" if len(choices) == 2
+                      else f"one of {', '.join(choices)}")
+            raise where.error(name, f"{where.show(name, value)} is not {wanted}")
+        return str(value)
+    raise AssertionError(f"{name}: kind {declared.kind!r} has a parser of its own")
+
+
 def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
                   databases: dict[str, DatabaseConfig],
                   database_errors: dict[str, ConfigError]) -> ReportConfig:
@@ -960,17 +975,11 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
 
     def granularity() -> Granularity:
         value = required("granularity", "days, weeks or months")
-        try:
-            return Granularity(value)
-        except ValueError:
-            names = ", ".join(g.value for g in Granularity)
-            raise where.error("granularity", f"{_show(value)} is not one of {names}") from None
+        return Granularity(_plain(where, config_keys.REPORT["granularity"], value))
 
     def report_type() -> str:
-        value = raw.get("type", "sql")
-        if value not in REPORT_TYPES:
-            raise where.error("type", f"{_show(value)} is not one of {', '.join(REPORT_TYPES)}")
-        return value
+        declared = config_keys.REPORT["type"]
+        return _plain(where, declared, raw.get("type", declared.default))
 
     def explode_pattern() -> str:
         pattern = _str(where, "explode_value_pattern", raw["explode_value_pattern"])
@@ -986,40 +995,18 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
     type_ok = check("type", report_type)
     check("granularity", granularity)
     check("starts", lambda: _parse_starts(where, required("starts", "YYYY-MM-DD")))
-    if "lag" in raw:
-        check("lag", lambda: _int(where, "lag", raw["lag"], 0, MAX_LAG_SECONDS))
-    if raw.get("max_data_points") is not None:
-        check("max_data_points", lambda: _parse_max_data_points(where, raw["max_data_points"],
-                                                                values.get("granularity")))
-    if raw.get("timeout") is not None:
-        check("timeout", lambda: _seconds(where, "timeout", raw["timeout"]))
-    if raw.get("group") is not None:
-        check("group", lambda: _str(where, "group", raw["group"]))
-    if raw.get("schedule") is not None:
-        check("schedule", lambda: _parse_schedule(where, raw["schedule"]))
-    if "parallel" in raw:
-        check("parallel", lambda: _bool(where, "parallel", raw["parallel"]))
-    if raw.get("batch") is not None:
-        check("batch", lambda: _parse_batch(where, raw["batch"]))
-    if raw.get("timezone") is not None:
-        check("timezone", lambda: _parse_timezone(where, raw["timezone"], raw.get("granularity")))
-    if raw.get("pivot") is not None:
-        check("pivot", lambda: _parse_pivot(where, raw["pivot"]))
-    if raw.get("ready_timeout") is not None:
-        check("ready_timeout", lambda: _seconds(where, "ready_timeout", raw["ready_timeout"]))
-    if raw.get("lookback") is not None:
-        check("lookback", lambda: _int(where, "lookback", raw["lookback"], 0))
-    if raw.get("backfill_order") is not None:
-        def order() -> str:
-            if raw["backfill_order"] not in ("newest", "oldest"):
-                raise where.error("backfill_order", f"{_show(raw['backfill_order'])} is not newest or oldest")
-            return raw["backfill_order"]
-        check("backfill_order", order)
-    if raw.get("max_intervals_per_run") is not None:
-        check("max_intervals_per_run",
-              lambda: _int(where, "max_intervals_per_run", raw["max_intervals_per_run"], 1))
-    if "backfill_new_columns" in raw:
-        check("backfill_new_columns", lambda: _bool(where, "backfill_new_columns", raw["backfill_new_columns"]))
+    shaped: dict[str, Callable[[Any], Any]] = {  # keys with a parser of their own
+        "max_data_points": lambda value: _parse_max_data_points(where, value, values.get("granularity")),
+        "schedule": lambda value: _parse_schedule(where, value),
+        "batch": lambda value: _parse_batch(where, value),
+        "timezone": lambda value: _parse_timezone(where, value, raw.get("granularity")),
+        "pivot": lambda value: _parse_pivot(where, value),
+    }
+    for name, declared in config_keys.REPORT.items():
+        if name in _REPORT_KEYS_APART or declared.legacy or not _given(declared, raw):
+            continue
+        parse = shaped.get(name) or (lambda value, declared=declared: _plain(where, declared, value))
+        check(name, lambda parse=parse, name=name: parse(raw[name]))
     pattern_ok = True
     if "explode_value_pattern" in raw:
         pattern_ok = check("explode_value_pattern", explode_pattern)
@@ -1078,8 +1065,8 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
 
 # ----------------------------------------------------------------- folder
 
-TOP_LEVEL_KEYS = frozenset({"reports", "defaults", "databases", "graphite"})
-GRAPHITE_KEYS = frozenset({"host", "port", "prefix", "lookups"})
+TOP_LEVEL_KEYS = frozenset(config_keys.TOP_LEVEL)
+GRAPHITE_KEYS = frozenset(config_keys.GRAPHITE)
 
 
 def _parse_graphite(config_path: Path, query_folder: Path, raw: Any,
@@ -1093,7 +1080,7 @@ def _parse_graphite(config_path: Path, query_folder: Path, raw: Any,
     if not raw.get("host"):
         raise where.error("host", "is required (the Graphite server's name)")
     host = _str(where, "host", raw["host"])
-    port = _int(where, "port", raw.get("port", 2003), 1, MAX_PORT)
+    port = _plain(where, config_keys.GRAPHITE["port"], raw.get("port", config_keys.GRAPHITE["port"].default))
     prefix = raw.get("prefix") or ""
     if not isinstance(prefix, str):
         raise where.error("prefix", f"{_show(prefix)} is not a string")
@@ -1138,8 +1125,19 @@ TextLoader.yaml_implicit_resolvers = {}
 TextLoader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"),
                               ["~", "n", "N", ""])
 TextLoader.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^(?:<<)$"), ["<"])
+class QuotedText(str):
+    """A scalar written in quotes: text the writer meant as text, so never
+    taken for a number or a boolean (`lag: "3600"` is refused, as a JSON
+    Schema and an editor refuse it)."""
+
+
+def _construct_text(loader: yaml.BaseLoader, node: yaml.Node) -> str:
+    text = loader.construct_scalar(node)
+    return QuotedText(text) if getattr(node, "style", None) in ("'", '"') else text
+
+
 for _tag in _TEXT_TAGS:  # also what an explicit !!int 07 or !!bool yes says: the text
-    TextLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", lambda loader, node: loader.construct_scalar(node))
+    TextLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _construct_text)
 
 
 @dataclass(frozen=True)
