@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import functools
 import itertools
 import os
 import re
@@ -1005,8 +1006,8 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
     for name, declared in config_keys.REPORT.items():
         if name in _REPORT_KEYS_APART or declared.legacy or not _given(declared, raw):
             continue
-        parse = shaped.get(name) or (lambda value, declared=declared: _plain(where, declared, value))
-        check(name, lambda parse=parse, name=name: parse(raw[name]))
+        parse = shaped.get(name) or functools.partial(_plain, where, declared)
+        check(name, functools.partial(parse, raw[name]))
     pattern_ok = True
     if "explode_value_pattern" in raw:
         pattern_ok = check("explode_value_pattern", explode_pattern)
@@ -1131,7 +1132,7 @@ class QuotedText(str):
     Schema and an editor refuse it)."""
 
 
-def _construct_text(loader: yaml.BaseLoader, node: yaml.Node) -> str:
+def _construct_text(loader: yaml.BaseLoader, node: yaml.ScalarNode) -> str:
     text = loader.construct_scalar(node)
     return QuotedText(text) if getattr(node, "style", None) in ("'", '"') else text
 
@@ -1395,7 +1396,8 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
             broken.add(key)
 
     for problem in (*errors, *warnings):
-        _set_line(problem, key_lines)
+        if isinstance(problem, _Located):
+            _set_line(problem, key_lines)
     return FolderConfig(config_path=config_path, query_folder=query_folder, reports=reports,
                         databases=databases, graphite=graphite, errors=errors, warnings=warnings,
                         broken_reports=broken, key_lines=key_lines)
