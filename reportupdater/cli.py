@@ -31,7 +31,7 @@ from .engines import SiteDefaults
 from .lock import FolderBusy, FolderLock, LockError
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-COMMANDS = ("run", "rerun", "status", "smoke", "validate", "graphite-backfill", "grafana")
+COMMANDS = ("run", "rerun", "status", "smoke", "validate", "graphite-backfill", "grafana", "schema")
 log = logging.getLogger("reportupdater")
 
 
@@ -231,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "it in a provisioned dashboards folder.")
     grafana.add_argument("query_folder", type=Path, metavar="QUERY_FOLDER")
     grafana.add_argument("--title", action=_Once, help="dashboard title (default: reportupdater: <folder>)")
+    commands.add_parser(
+        "schema", parents=[common], help="print the JSON Schema of config.yaml",
+        description="Print the JSON Schema (draft 2020-12) of config.yaml, for an editor's YAML "
+                    "extension to complete keys and underline mistakes. Checks of files and of "
+                    "keys that depend on each other are 'validate's.")
     parser.command_parsers = dict(commands.choices)
     return parser
 
@@ -356,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handler = {"run": _run, "rerun": _rerun, "status": _status, "smoke": _smoke,
                    "validate": _validate, "graphite-backfill": _graphite_backfill,
-                   "grafana": _grafana}[args.command]
+                   "grafana": _grafana, "schema": _schema}[args.command]
         return handler(args)
     except (config_stage.ConfigError, reruns.RerunError, runner.RunRefused, UsageError) as exc:
         log.error("%s", exc)
@@ -595,6 +600,11 @@ def _graphite_backfill(args: argparse.Namespace) -> int:
     print(f"{summary.queued} points queued; "
           f"{'all sent' if summary.sent else 'Graphite unreachable, kept for the next run'}")
     return 0 if summary.sent and not summary.problems else 1
+
+
+def _schema(args: argparse.Namespace) -> int:
+    print(json.dumps(config_stage.json_schema(), indent=2))
+    return 0
 
 
 def _grafana(args: argparse.Namespace) -> int:

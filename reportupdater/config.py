@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import itertools
 import os
 import re
@@ -27,21 +28,73 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from . import templates
+from . import config_keys, templates
+from .config_keys import (DEFAULT_EXPLODE_VALUE_PATTERN, MAX_LAG_SECONDS, MAX_SECONDS, MAX_YEARS, Key, KeyRow,
+                          json_schema, key_reference)
 from .datatypes import Granularity
 
+# Re-exported: the schema and the docs' key rows are built from the declarations
+# in config_keys.py, and callers reach them through the config stage.
+_DECLARED = (KeyRow, MAX_LAG_SECONDS, json_schema, key_reference)
 
-class ConfigError(Exception):
-    """A one-line, user-facing configuration problem."""
+
+class _Located:
+    """Where a configuration problem is, as fields, so that `validate`,
+    `smoke` and `rerun` need not parse the message: the config file, its
+    top-level section ('reports', 'databases', 'graphite', 'defaults'), the
+    report or database, the key (dotted, as the message names it) and the
+    1-based line of the YAML that holds it (the key's, else its report's or
+    database's; set by `load`)."""
+
+    file: Path | None
+    section: str | None
+    report: str | None
+    database: str | None
+    key: str | None
+    line: int | None
+    line_shown: bool  # the message itself says "line N" (YAML errors, keys given twice)
+
+    def _locate(self, file: Path | None, section: str | None, report: str | None,
+                database: str | None, key: str | None, line: int | None, line_shown: bool) -> None:
+        self.file, self.section, self.report = file, section, report
+        self.database, self.key, self.line = database, key, line
+        self.line_shown = line_shown
+
+    def located(self) -> str:
+        """The message with the line after the file name (`config.yaml:12: ...`)
+        when both are known and the message starts with the file."""
+        text = str(self)
+        if self.line is None or self.file is None or self.line_shown:
+            return text
+        head = _clean(str(self.file)) + ":"
+        return f"{head}{self.line}:{text[len(head):]}" if text.startswith(head) else text
 
 
-REPORT_TYPES = ("sql", "script", "hive")
-# Values end up in file paths, SQL text and metric paths: letters, digits,
-# '_', '-', '.', and no leading dot (so never '.' or '..').
-DEFAULT_EXPLODE_VALUE_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
-DEFAULT_TIMEOUT_SECONDS = 3600.0
+class ConfigError(_Located, Exception):
+    """A one-line, user-facing configuration problem; str() is the message."""
+
+    def __init__(self, message: str, *, file: Path | None = None, section: str | None = None,
+                 report: str | None = None, database: str | None = None, key: str | None = None,
+                 line: int | None = None, line_shown: bool = False):
+        super().__init__(message)
+        self._locate(file, section, report, database, key, line, line_shown)
+
+
+class ConfigWarning(_Located, str):
+    """A one-line warning (an unknown key, ignored): the text, with the same fields."""
+
+    def __new__(cls, message: str, *, file: Path | None = None, section: str | None = None,
+                report: str | None = None, database: str | None = None, key: str | None = None,
+                line: int | None = None) -> ConfigWarning:
+        warning = super().__new__(cls, _clean(message))
+        warning._locate(file, section, report, database, key, line, False)
+        return warning
+
+
+# The keys and their types are declared once, in config_keys.py.
+REPORT_TYPES = config_keys.REPORT["type"].choices
 # Keys the original tool accepted at some point and that mean nothing now.
-LEGACY_REPORT_KEYS = frozenset({"frequency", "timeboxed", "funnel"})
+LEGACY_REPORT_KEYS = frozenset(name for name, key in config_keys.REPORT.items() if key.legacy)
 
 
 @dataclass(frozen=True)
@@ -165,8 +218,13 @@ class FolderConfig:
     databases: dict[str, DatabaseConfig]
     graphite: GraphiteConfig | None
     errors: list[ConfigError] = field(default_factory=list)  # broken reports and databases
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # ConfigWarning, mostly
     broken_reports: set[str] = field(default_factory=set)
+    key_lines: dict[tuple[str, str, str | None], int] = field(default_factory=dict)  # see _key_lines
+
+    def line(self, kind: str, name: str, key: str | None = None) -> int | None:
+        """The line of a report's or database's key (kind 'report' or 'database'), else of its name."""
+        return self.key_lines.get((kind, name, key)) or self.key_lines.get((kind, name, None))
 
 
 # ---------------------------------------------------------------- helpers
@@ -179,16 +237,39 @@ class _Where:
     in `url`, a password in the wrong key), and config errors reach logs,
     `validate` and `status --json`. The key and its line say where to look."""
 
-    def __init__(self, config_path: Path, section: str, hides_values: bool = False):
+    def __init__(self, config_path: Path, section: str, hides_values: bool = False, *,
+                 report: str | None = None, database: str | None = None):
         self.config_path = config_path
-        self.section = section
+        self.section = section  # 'graphite', or the section of the report or database
         self.hides_values = hides_values
+        self.report, self.database = report, database
+
+    @classmethod
+    def report_(cls, config_path: Path, key: str) -> _Where:
+        return cls(config_path, "reports", report=key)
+
+    @classmethod
+    def database_(cls, config_path: Path, key: str) -> _Where:
+        return cls(config_path, "databases", hides_values=True, database=key)
+
+    @property
+    def label(self) -> str:
+        if self.report is not None:
+            return f"report '{self.report}'"
+        if self.database is not None:
+            return f"database '{self.database}'"
+        return self.section
 
     def error(self, key: str | None, message: str) -> ConfigError:
-        where = f"{self.config_path}: {self.section}"
+        where = f"{self.config_path}: {self.label}"
         if key is not None:
             where += f": key '{key}'"
-        return ConfigError(_clean(f"{where}: {message}"))
+        return ConfigError(_clean(f"{where}: {message}"), file=self.config_path, section=self.section,
+                           report=self.report, database=self.database, key=key)
+
+    def warning(self, message: str) -> ConfigWarning:
+        return ConfigWarning(f"{self.config_path}: {self.label}: {message}", file=self.config_path,
+                             section=self.section, report=self.report, database=self.database)
 
     def show(self, key: str | None, value: Any) -> str:
         """The value as an error message shows it."""
@@ -211,7 +292,8 @@ def _show(value: Any) -> str:
     """A value as written: bare when YAML 1.1 would have read it as a number,
     a boolean or null (`1.5`, `true`, `07`), quoted when it is text; bounded,
     however large or deep the value (aliases can make it huge)."""
-    if isinstance(value, str) and value and _yaml11_tag(value) in _YAML11_BARE_TAGS:
+    if (isinstance(value, str) and value and not isinstance(value, QuotedText)
+            and _yaml11_tag(value) in _YAML11_BARE_TAGS):
         return value if len(value) <= 60 else value[:57] + "..."
     if isinstance(value, dict):  # its keys say what it is; its values stay out of messages
         keys = [str(key) for key in itertools.islice(value, 4)]
@@ -305,18 +387,20 @@ def _yaml11_hint(value: Any, kind: str) -> str:
     return f" (YAML 1.1 would read {value} as {typed!r}; write {wanted})" if matches else ""
 
 
-MAX_YEARS = 1000  # the longest span lag, max_data_points (and starts) may cover
-MAX_SECONDS = 366 * 86400  # the longest timeout
+
+
+def _quoted_hint(value: Any) -> str:
+    return " (it is in quotes: write it without them)" if isinstance(value, QuotedText) else ""
 
 
 def _int(where: _Where, key: str, value: Any, minimum: int, maximum: int | None = None) -> int:
     number: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+    elif isinstance(value, str) and not isinstance(value, QuotedText) and _DECIMAL.fullmatch(value.strip()):
         number = int(value)
     if number is None:
-        hint = "" if where.hides_values else _yaml11_hint(value, "integer")
+        hint = "" if where.hides_values else _quoted_hint(value) or _yaml11_hint(value, "integer")
         raise where.error(key, f"{where.show(key, value)} is not an integer >= {minimum}{hint}")
     if number < minimum:
         raise where.error(key, f"{_number_shown(where, key, value, number)} is not an integer >= {minimum}")
@@ -333,9 +417,9 @@ def _number_shown(where: _Where, key: str, value: Any, number: Any) -> str:
 def _bool(where: _Where, key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip() in _TRUE | _FALSE:
+    if isinstance(value, str) and not isinstance(value, QuotedText) and value.strip() in _TRUE | _FALSE:
         return value.strip() in _TRUE
-    hint = "" if where.hides_values else _yaml11_hint(value, "boolean")
+    hint = "" if where.hides_values else _quoted_hint(value) or _yaml11_hint(value, "boolean")
     raise where.error(key, f"{where.show(key, value)} is not true or false{hint}")
 
 
@@ -348,11 +432,13 @@ def _str(where: _Where, key: str, value: Any) -> str:
 def _seconds(where: _Where, key: str, value: Any) -> float:
     number: float | None = None
     if ((isinstance(value, (int, float)) and not isinstance(value, bool))
-            or (isinstance(value, str) and _DECIMAL_NUMBER.fullmatch(value.strip()))):
+            or (isinstance(value, str) and not isinstance(value, QuotedText)
+                and _DECIMAL_NUMBER.fullmatch(value.strip()))):
         number = float(value)
     if number is None or not number > 0:
         shown = where.show(key, value)
-        hint = "" if number is not None or where.hides_values else _yaml11_hint(value, "number")
+        hint = ("" if number is not None or where.hides_values
+                else _quoted_hint(value) or _yaml11_hint(value, "number"))
         raise where.error(key, f"{shown} is not a number of seconds > 0{hint}")
     if number > MAX_SECONDS:
         raise where.error(key, f"{_number_shown(where, key, value, value)} seconds is more than "
@@ -379,19 +465,12 @@ def _inside(folder: Path, relative: str) -> Path | None:
 
 # -------------------------------------------------------------- databases
 
-DATABASE_KEYS = frozenset({
-    "url", "host", "port", "db", "creds_file", "auto_find_db_shard",
-    "wiki_db_placeholder", "use_x1", "mw_config_path", "seed",
-    "shards", "shard_host_template", "srv_template", "timeout",
-    "engine", "username", "database", "auth", "password_env", "kerberos_service_name",
-    "configuration", "command", "max_connections",
-})
-DATABASE_ENGINES = ("sql", "hive", "hive-cli")
+DATABASE_KEYS = frozenset(config_keys.DATABASE)
+DATABASE_ENGINES = config_keys.DATABASE["engine"].choices
 HIVE_AUTH_MODES = ("NONE", "NOSASL", "LDAP", "KERBEROS", "CUSTOM")
 # Where the original found MediaWiki's configuration and each shard's replica.
-DEFAULT_MW_CONFIG_PATH = "/srv/mediawiki-config"
-DEFAULT_SRV_TEMPLATE = "_{shard}-analytics._tcp.eqiad.wmnet"
-MAX_PORT = 65535
+DEFAULT_MW_CONFIG_PATH = config_keys.DATABASE["mw_config_path"].default
+DEFAULT_SRV_TEMPLATE = config_keys.DATABASE["srv_template"].default
 
 
 def _expand_env(where: _Where, key: str, text: str) -> str:
@@ -476,13 +555,12 @@ def _parse_shards(where: _Where, raw: Any) -> dict[str, str]:
 
 def _parse_database(config_path: Path, query_folder: Path, key: str, raw: Any,
                     warnings: list[str]) -> DatabaseConfig:
-    where = _Where(config_path, f"database '{key}'", hides_values=True)
+    where = _Where.database_(config_path, key)
     if not isinstance(raw, dict):
         raise where.error(None, f"{where.show(None, raw)} is not a mapping of keys")
     for name in raw:
         if name not in DATABASE_KEYS:
-            warnings.append(f"{config_path}: database '{key}': unknown key '{name}'"
-                            f"{_nearest(name, DATABASE_KEYS)}; ignored")
+            warnings.append(where.warning(f"unknown key '{name}'{_nearest(name, DATABASE_KEYS)}; ignored"))
     values: dict[str, Any] = {"key": key}
     if "url" in raw:
         # Two descriptions of one server: which is meant is not ours to guess
@@ -496,21 +574,15 @@ def _parse_database(config_path: Path, query_folder: Path, key: str, raw: Any,
         values["url"] = _parse_url(where, raw["url"], query_folder)
     for name in ("host", "db", "wiki_db_placeholder", "shard_host_template", "srv_template"):
         if name in raw:
-            values[name] = _str(where, name, raw[name])
+            values[name] = _plain(where, config_keys.DATABASE[name], raw[name])
     for name in ("shard_host_template", "srv_template"):
         if name in values and _template_fields(where, name, values[name]) - {"shard"}:
             raise where.error(name, "may only use the {shard} placeholder")
     if "shards" in raw:
         values["shards"] = _parse_shards(where, raw["shards"])
-    if "timeout" in raw:
-        values["timeout"] = _seconds(where, "timeout", raw["timeout"])
-    if "max_connections" in raw:
-        values["max_connections"] = _int(where, "max_connections", raw["max_connections"], 1)
-    if "port" in raw:
-        values["port"] = _int(where, "port", raw["port"], 1, MAX_PORT)
-    for name in ("auto_find_db_shard", "use_x1"):
+    for name in ("timeout", "max_connections", "port", "auto_find_db_shard", "use_x1"):
         if name in raw:
-            values[name] = _bool(where, name, raw[name])
+            values[name] = _plain(where, config_keys.DATABASE[name], raw[name])
     for name in ("creds_file", "mw_config_path"):
         if name in raw:
             values[name] = query_folder / os.path.expanduser(_str(where, name, raw[name]))
@@ -545,13 +617,11 @@ _PASSWORD_OPTIONS = re.compile(r"^(?:-p|--password)(?:=.*)?$|password=", re.IGNO
 
 
 def _parse_hive_keys(where: _Where, raw: dict, values: dict[str, Any]) -> None:
-    engine = raw.get("engine", "sql")
-    if engine not in DATABASE_ENGINES:
-        raise where.error("engine", f"{where.show('engine', engine)} is not one of {', '.join(DATABASE_ENGINES)}")
-    values["engine"] = engine
+    declared = config_keys.DATABASE["engine"]
+    values["engine"] = _plain(where, declared, raw.get("engine", declared.default))
     for name in ("username", "password_env", "kerberos_service_name"):
         if name in raw:
-            values[name] = _str(where, name, raw[name])
+            values[name] = _plain(where, config_keys.DATABASE[name], raw[name])
     if "database" in raw:
         if "db" in raw:
             raise where.error("database", "and 'db' are the same key: give one")
@@ -754,12 +824,7 @@ def _find_script(where: _Where, query_folder: Path, execute: str) -> Path:
     return path
 
 
-REPORT_KEYS = frozenset({
-    "type", "granularity", "starts", "lag", "db", "execute", "explode_by",
-    "max_data_points", "graphite", "group", "timeout", "explode_value_pattern",
-    "schedule", "parallel", "batch", "timezone", "pivot", "ready_when", "ready_timeout",
-    "lookback", "backfill_order", "max_intervals_per_run", "backfill_new_columns",
-})
+REPORT_KEYS = frozenset(config_keys.REPORT) - LEGACY_REPORT_KEYS
 
 
 class ReportErrors(Exception):
@@ -820,7 +885,6 @@ def _parse_ready(where: _Where, query_folder: Path, value: Any, report_type: str
 _PER_YEAR = {Granularity.HOURS: 365.2425 * 24, Granularity.DAYS: 365.2425,
              Granularity.WEEKS: 365.2425 / 7, Granularity.MONTHS: 12, Granularity.QUARTERS: 4,
              Granularity.YEARS: 1}
-MAX_LAG_SECONDS = int(MAX_YEARS * 365.2425 * 86400)
 
 
 def _parse_max_data_points(where: _Where, value: Any, granularity: Granularity | None) -> int:
@@ -852,11 +916,43 @@ def _parse_schedule(where: _Where, value: Any) -> str:
     return text
 
 
+# Parsed before the others (type, granularity, starts) or after them, by
+# rules of their own (what the report's type needs).
+_REPORT_KEYS_APART = frozenset({"type", "granularity", "starts", "explode_value_pattern", "explode_by",
+                                "graphite", "execute", "db", "ready_when"})
+
+
+def _given(declared: Key, raw: dict) -> bool:
+    """Whether a key counts as given: present, and not null unless null is an error for it."""
+    return declared.name in raw and (raw[declared.name] is not None or not declared.null_is_unset)
+
+
+def _plain(where: _Where, declared: Key, value: Any) -> Any:
+    """A value of a plain kind (config_keys.PLAIN_KINDS), checked as declared."""
+    name = declared.name
+    if declared.kind == "integer":
+        return _int(where, name, value, declared.minimum or 0, declared.maximum)
+    if declared.kind == "boolean":
+        return _bool(where, name, value)
+    if declared.kind == "text":
+        return _str(where, name, value)
+    if declared.kind == "seconds":
+        return _seconds(where, name, value)
+    if declared.kind == "choice":
+        if not isinstance(value, str) or value not in declared.choices:
+            choices = declared.choices
+            wanted = (f"{choices[0]} or {choices[1]}" if len(choices) == 2
+                      else f"one of {', '.join(choices)}")
+            raise where.error(name, f"{where.show(name, value)} is not {wanted}")
+        return str(value)
+    raise AssertionError(f"{name}: kind {declared.kind!r} has a parser of its own")
+
+
 def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
                   databases: dict[str, DatabaseConfig],
                   database_errors: dict[str, ConfigError]) -> ReportConfig:
     """A report's settings; raises ReportErrors with every problem found."""
-    where = _Where(config_path, f"report '{key}'")
+    where = _Where.report_(config_path, key)
     values: dict[str, Any] = {"key": key}
     errors: list[ConfigError] = []
 
@@ -875,17 +971,11 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
 
     def granularity() -> Granularity:
         value = required("granularity", "days, weeks or months")
-        try:
-            return Granularity(value)
-        except ValueError:
-            names = ", ".join(g.value for g in Granularity)
-            raise where.error("granularity", f"{_show(value)} is not one of {names}") from None
+        return Granularity(_plain(where, config_keys.REPORT["granularity"], value))
 
     def report_type() -> str:
-        value = raw.get("type", "sql")
-        if value not in REPORT_TYPES:
-            raise where.error("type", f"{_show(value)} is not one of {', '.join(REPORT_TYPES)}")
-        return value
+        declared = config_keys.REPORT["type"]
+        return _plain(where, declared, raw.get("type", declared.default))
 
     def explode_pattern() -> str:
         pattern = _str(where, "explode_value_pattern", raw["explode_value_pattern"])
@@ -901,40 +991,18 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
     type_ok = check("type", report_type)
     check("granularity", granularity)
     check("starts", lambda: _parse_starts(where, required("starts", "YYYY-MM-DD")))
-    if "lag" in raw:
-        check("lag", lambda: _int(where, "lag", raw["lag"], 0, MAX_LAG_SECONDS))
-    if raw.get("max_data_points") is not None:
-        check("max_data_points", lambda: _parse_max_data_points(where, raw["max_data_points"],
-                                                                values.get("granularity")))
-    if raw.get("timeout") is not None:
-        check("timeout", lambda: _seconds(where, "timeout", raw["timeout"]))
-    if raw.get("group") is not None:
-        check("group", lambda: _str(where, "group", raw["group"]))
-    if raw.get("schedule") is not None:
-        check("schedule", lambda: _parse_schedule(where, raw["schedule"]))
-    if "parallel" in raw:
-        check("parallel", lambda: _bool(where, "parallel", raw["parallel"]))
-    if raw.get("batch") is not None:
-        check("batch", lambda: _parse_batch(where, raw["batch"]))
-    if raw.get("timezone") is not None:
-        check("timezone", lambda: _parse_timezone(where, raw["timezone"], raw.get("granularity")))
-    if raw.get("pivot") is not None:
-        check("pivot", lambda: _parse_pivot(where, raw["pivot"]))
-    if raw.get("ready_timeout") is not None:
-        check("ready_timeout", lambda: _seconds(where, "ready_timeout", raw["ready_timeout"]))
-    if raw.get("lookback") is not None:
-        check("lookback", lambda: _int(where, "lookback", raw["lookback"], 0))
-    if raw.get("backfill_order") is not None:
-        def order() -> str:
-            if raw["backfill_order"] not in ("newest", "oldest"):
-                raise where.error("backfill_order", f"{_show(raw['backfill_order'])} is not newest or oldest")
-            return raw["backfill_order"]
-        check("backfill_order", order)
-    if raw.get("max_intervals_per_run") is not None:
-        check("max_intervals_per_run",
-              lambda: _int(where, "max_intervals_per_run", raw["max_intervals_per_run"], 1))
-    if "backfill_new_columns" in raw:
-        check("backfill_new_columns", lambda: _bool(where, "backfill_new_columns", raw["backfill_new_columns"]))
+    shaped: dict[str, Callable[[Any], Any]] = {  # keys with a parser of their own
+        "max_data_points": lambda value: _parse_max_data_points(where, value, values.get("granularity")),
+        "schedule": lambda value: _parse_schedule(where, value),
+        "batch": lambda value: _parse_batch(where, value),
+        "timezone": lambda value: _parse_timezone(where, value, raw.get("granularity")),
+        "pivot": lambda value: _parse_pivot(where, value),
+    }
+    for name, declared in config_keys.REPORT.items():
+        if name in _REPORT_KEYS_APART or declared.legacy or not _given(declared, raw):
+            continue
+        parse = shaped.get(name) or functools.partial(_plain, where, declared)
+        check(name, functools.partial(parse, raw[name]))
     pattern_ok = True
     if "explode_value_pattern" in raw:
         pattern_ok = check("explode_value_pattern", explode_pattern)
@@ -993,8 +1061,8 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
 
 # ----------------------------------------------------------------- folder
 
-TOP_LEVEL_KEYS = frozenset({"reports", "defaults", "databases", "graphite"})
-GRAPHITE_KEYS = frozenset({"host", "port", "prefix", "lookups"})
+TOP_LEVEL_KEYS = frozenset(config_keys.TOP_LEVEL)
+GRAPHITE_KEYS = frozenset(config_keys.GRAPHITE)
 
 
 def _parse_graphite(config_path: Path, query_folder: Path, raw: Any,
@@ -1004,12 +1072,11 @@ def _parse_graphite(config_path: Path, query_folder: Path, raw: Any,
         raise where.error(None, f"{_show(raw)} is not a mapping")
     for name in raw:
         if name not in GRAPHITE_KEYS:
-            warnings.append(f"{config_path}: graphite: unknown key '{name}'"
-                            f"{_nearest(name, GRAPHITE_KEYS)}; ignored")
+            warnings.append(where.warning(f"unknown key '{name}'{_nearest(name, GRAPHITE_KEYS)}; ignored"))
     if not raw.get("host"):
         raise where.error("host", "is required (the Graphite server's name)")
     host = _str(where, "host", raw["host"])
-    port = _int(where, "port", raw.get("port", 2003), 1, MAX_PORT)
+    port = _plain(where, config_keys.GRAPHITE["port"], raw.get("port", config_keys.GRAPHITE["port"].default))
     prefix = raw.get("prefix") or ""
     if not isinstance(prefix, str):
         raise where.error("prefix", f"{_show(prefix)} is not a string")
@@ -1054,8 +1121,19 @@ TextLoader.yaml_implicit_resolvers = {}
 TextLoader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"),
                               ["~", "n", "N", ""])
 TextLoader.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^(?:<<)$"), ["<"])
+class QuotedText(str):
+    """A scalar written in quotes: text the writer meant as text, so never
+    taken for a number or a boolean (`lag: "3600"` is refused, as a JSON
+    Schema and an editor refuse it)."""
+
+
+def _construct_text(loader: yaml.BaseLoader, node: yaml.ScalarNode) -> str:
+    text = loader.construct_scalar(node)
+    return QuotedText(text) if getattr(node, "style", None) in ("'", '"') else text
+
+
 for _tag in _TEXT_TAGS:  # also what an explicit !!int 07 or !!bool yes says: the text
-    TextLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", lambda loader, node: loader.construct_scalar(node))
+    TextLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _construct_text)
 
 
 @dataclass(frozen=True)
@@ -1085,7 +1163,8 @@ def _expanded_size(root: yaml.Node, config_path: Path) -> int:
             continue
         if id(node) in entered:
             raise ConfigError(f"{config_path}: line {node.start_mark.line + 1}: invalid YAML: "
-                              "an alias refers to the value that holds it")
+                              "an alias refers to the value that holds it",
+                              file=config_path, line=node.start_mark.line + 1, line_shown=True)
         entered.add(id(node))
         stack.append((node, True))
         stack.extend((child, False) for child in children if id(child) not in sizes)
@@ -1129,20 +1208,47 @@ def _yaml_error(config_path: Path, text: str, exc: yaml.YAMLError) -> ConfigErro
             number = number if number in tabbed else tabbed[-1]
             problem = "a tab in the indentation: tabs are not allowed in YAML indentation, use spaces"
     where = f" line {number}" if number is not None else ""
-    return ConfigError(_clean(f"{config_path}:{where}: invalid YAML: {problem}"))
+    return ConfigError(_clean(f"{config_path}:{where}: invalid YAML: {problem}"), file=config_path, line=number,
+                       line_shown=True)
 
 
-def _read_yaml(config_path: Path, text: str) -> tuple[Any, list[_Duplicate]]:
+KeyLines = dict[tuple[str, str, str | None], int]
+
+
+def _key_lines(root: yaml.Node) -> KeyLines:
+    """(kind, name, key or None) -> 1-based line, from the YAML node marks:
+    ('top', section, None), ('report' or 'database', name, None) and
+    ('report' or 'database', name, key); a key given twice: its last line."""
+    lines: KeyLines = {}
+    if not isinstance(root, yaml.MappingNode):
+        return lines
+    for section_key, section in root.value:
+        if not isinstance(section_key, yaml.ScalarNode):
+            continue
+        lines[("top", str(section_key.value), None)] = section_key.start_mark.line + 1
+        if section_key.value not in ("reports", "databases") or not isinstance(section, yaml.MappingNode):
+            continue
+        kind = "report" if section_key.value == "reports" else "database"
+        for name_node, body in section.value:
+            lines[(kind, str(name_node.value), None)] = name_node.start_mark.line + 1
+            if isinstance(body, yaml.MappingNode):
+                for key_node, _ in body.value:
+                    lines[(kind, str(name_node.value), str(key_node.value))] = key_node.start_mark.line + 1
+    return lines
+
+
+def _read_yaml(config_path: Path, text: str) -> tuple[Any, list[_Duplicate], KeyLines]:
     loader = TextLoader(text)
     try:
         root = loader.get_single_node()
         if root is None:
-            return None, []
+            return None, [], {}
         if _expanded_size(root, config_path) > MAX_YAML_NODES:
             raise ConfigError(f"{config_path}: invalid YAML: its aliases expand to more than "
                               f"{MAX_YAML_NODES} values")
         duplicates = _duplicates(root)  # before construction: merging rewrites the nodes
-        return loader.construct_document(root), duplicates
+        key_lines = _key_lines(root)
+        return loader.construct_document(root), duplicates, key_lines
     except yaml.YAMLError as exc:
         raise _yaml_error(config_path, text, exc) from None
     except RecursionError:  # nesting deeper than the pure-Python parser can follow
@@ -1159,15 +1265,18 @@ def _duplicate_error(config_path: Path, duplicate: _Duplicate) -> tuple[str | No
         if path[:1] != (section,):
             continue
         if len(path) == 1:
-            where = _Where(config_path, f"{kind} '{key}'")
+            where = _Where.report_(config_path, key) if kind == "report" else _Where.database_(config_path, key)
             error = where.error(None, f"is defined twice in '{section}' ({lines}); keep one")
             return (key, None, error) if kind == "report" else (None, key, error)
-        where = _Where(config_path, f"{kind} '{path[1]}'")
+        where = (_Where.report_(config_path, path[1]) if kind == "report"
+                 else _Where.database_(config_path, path[1]))
         error = where.error(".".join((*path[2:], key)), f"is given twice ({lines}); keep one")
         return (path[1], None, error) if kind == "report" else (None, path[1], error)
     dotted = ".".join((*path, key))
     return None, None, ConfigError(_clean(f"{config_path}: line {duplicate.second_line}: key '{dotted}' "
-                                          f"is given twice ({lines}); keep one"))
+                                          f"is given twice ({lines}); keep one"),
+                                   file=config_path, section=path[0] if path else None, key=dotted,
+                                   line=duplicate.second_line, line_shown=True)
 
 
 # Report keys become file and folder names under the output folder.
@@ -1189,7 +1298,7 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
         text = config_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{config_path}: cannot read config: {getattr(exc, 'strerror', None) or exc}")
-    raw, duplicates = _read_yaml(config_path, text)
+    raw, duplicates, key_lines = _read_yaml(config_path, text)
     if not isinstance(raw, dict):
         raise ConfigError(f"{config_path}: expected a mapping with a 'reports' key")
     if not isinstance(raw.get("reports"), dict) or not raw["reports"]:
@@ -1215,8 +1324,9 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
             raise error
     for name in raw:
         if name not in TOP_LEVEL_KEYS:
-            warnings.append(f"{config_path}: unknown top-level key '{name}'"
-                            f"{_nearest(name, TOP_LEVEL_KEYS)}; ignored")
+            warnings.append(ConfigWarning(f"{config_path}: unknown top-level key '{name}'"
+                                          f"{_nearest(name, TOP_LEVEL_KEYS)}; ignored", file=config_path,
+                                          key=str(name)))
 
     defaults = raw.get("defaults") or {}
     if not isinstance(defaults, dict):
@@ -1224,8 +1334,8 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
     known_report_keys = REPORT_KEYS | LEGACY_REPORT_KEYS
     for name in defaults:
         if name not in known_report_keys:
-            warnings.append(f"{config_path}: defaults: unknown key '{name}'"
-                            f"{_nearest(name, REPORT_KEYS)}; ignored")
+            warnings.append(_Where(config_path, "defaults").warning(
+                f"unknown key '{name}'{_nearest(name, REPORT_KEYS)}; ignored"))
 
     databases: dict[str, DatabaseConfig] = {}
     database_errors: dict[str, ConfigError] = {}
@@ -1260,18 +1370,19 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
             broken.add(key)
             continue
         if not isinstance(raw_report, dict):
-            errors.append(_Where(config_path, f"report '{key}'").error(
+            errors.append(_Where.report_(config_path, key).error(
                 None, f"{_show(raw_report)} is not a mapping of keys"))
             broken.add(key)
             continue
         for name in raw_report:
             if name not in known_report_keys:
-                warnings.append(f"{config_path}: report '{key}': unknown key '{name}'"
-                                f"{_nearest(name, REPORT_KEYS)}; ignored")
+                warnings.append(_Where.report_(config_path, key).warning(
+                    f"unknown key '{name}'{_nearest(name, REPORT_KEYS)}; ignored"))
         merged = {**defaults, **raw_report}
         if merged.get("graphite") is not None and raw.get("graphite") is None:
-            warnings.append(f"{config_path}: report '{key}': has a 'graphite' section but the "
-                            "config has no top-level 'graphite' (host, port): nothing is sent")
+            warnings.append(_Where.report_(config_path, key).warning(
+                "has a 'graphite' section but the config has no top-level 'graphite' (host, port): "
+                "nothing is sent"))
         try:
             reports[key] = _parse_report(config_path, query_folder, key, merged,
                                          databases, database_errors)
@@ -1279,8 +1390,34 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
             errors.extend(exc.errors)
             broken.add(key)
 
-    # Key names are shown as written: mask any URL password, keep each on one line.
-    warnings = [_clean(warning) for warning in warnings]
+    for problem in (*errors, *warnings):
+        if isinstance(problem, _Located):
+            _set_line(problem, key_lines)
     return FolderConfig(config_path=config_path, query_folder=query_folder, reports=reports,
                         databases=databases, graphite=graphite, errors=errors, warnings=warnings,
-                        broken_reports=broken)
+                        broken_reports=broken, key_lines=key_lines)
+
+
+def _set_line(problem: _Located, key_lines: dict[tuple[str, str, str | None], int]) -> None:
+    """The line of the key a problem names (its first part: `explode_by` of
+    `explode_by.wiki`), else of its report or database."""
+    if problem.line is not None:
+        return
+    kind, name = ("report", problem.report) if problem.report is not None else ("database", problem.database)
+    if name is None:
+        return
+    first = (problem.key or "").split(".")[0] or None
+    problem.line = key_lines.get((kind, name, first)) or key_lines.get((kind, name, None))
+
+
+def find_report(folder: FolderConfig, key: str) -> ReportConfig:
+    """The report named `key`. Raises ConfigError: the report's own first
+    error when it is broken, else that the folder has no such report."""
+    if key in folder.reports:
+        return folder.reports[key]
+    if key in folder.broken_reports:
+        own = [error for error in folder.errors if error.report == key]
+        raise own[0] if own else ConfigError(f"{folder.config_path}: report {key!r} has config errors",
+                                             file=folder.config_path, section="reports", report=key)
+    raise ConfigError(f"{folder.config_path}: report {key!r} is not in 'reports'",
+                      file=folder.config_path, section="reports", report=key)

@@ -272,13 +272,12 @@ def request_rerun(query_folder: Path, start: date, end: date, report_keys: list[
         return RerunRequest(path, dates, tuple(keys))
     keys = report_keys
     for key in keys:
-        if key in folder.broken_reports:
-            errors = [str(error) for error in folder.errors if f"report '{key}'" in str(error)]
-            raise RerunError(errors[0] if errors else f"report {key!r} has config errors")
-        if key not in folder.reports:
-            raise RerunError(f"{folder.config_path}: report {key!r} is not in 'reports'")
-        if folder.reports[key].starts >= end:
-            raise RerunError(f"report {key!r} starts {folder.reports[key].starts}, "
+        try:
+            report = config_stage.find_report(folder, key)
+        except config_stage.ConfigError as exc:
+            raise RerunError(str(exc)) from None
+        if report.starts >= end:
+            raise RerunError(f"report {key!r} starts {report.starts}, "
                              f"not before the end of the range {end}")
     dates = DateRange(start, end)
     path = write_request(query_folder, dates, keys)

@@ -14,7 +14,7 @@ from datetime import date
 from pathlib import Path
 
 from . import intervals, publish, store
-from .config import ConfigError, FolderConfig, ReportConfig
+from .config import ConfigError, FolderConfig, ReportConfig, find_report
 from .datatypes import EngineError, Granularity, Interval, Job
 from .engines import SiteDefaults, engine_class
 from .engines.base import render_query
@@ -41,22 +41,20 @@ def select_combinations(report: ReportConfig, wanted: dict[str, list[str]]) -> l
     for name, values in wanted.items():
         if name not in report.explode_by:
             raise ConfigError(f"report '{report.key}' has no explode_by placeholder {name!r} "
-                              f"(it has: {', '.join(report.explode_by) or 'none'})")
+                              f"(it has: {', '.join(report.explode_by) or 'none'})",
+                              section="reports", report=report.key, key="explode_by")
         unknown = [value for value in values if value not in report.explode_by[name]]
         if unknown:
             raise ConfigError(f"report '{report.key}': {unknown[0]!r} is not one of the "
-                              f"values of {name!r}")
+                              f"values of {name!r}", section="reports", report=report.key,
+                              key=f"explode_by.{name}")
     return [combination for combination in report.combinations()
             if all(dict(combination)[name] in values for name, values in wanted.items())]
 
 
 def smoke(folder: FolderConfig, report_key: str, day: date, wanted: dict[str, list[str]],
           site: SiteDefaults = SiteDefaults()) -> list[SmokeResult]:
-    if report_key not in folder.reports:
-        problems = [str(error) for error in folder.errors if f"report '{report_key}'" in str(error)]
-        raise ConfigError(problems[0] if problems else
-                          f"{folder.config_path}: report {report_key!r} is not in 'reports'")
-    report = folder.reports[report_key]
+    report = find_report(folder, report_key)
     interval = interval_of(report, day)
     engine = engine_class(report.type)(folder, site)
     lookups: dict[str, dict[str, str]] = {}

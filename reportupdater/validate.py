@@ -13,13 +13,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from . import atomic, publish, store, templates
-from .config import ConfigError, FolderConfig, load
+from .config import ConfigError, ConfigWarning, FolderConfig, load
 
-_REPORT_ERROR = re.compile(r"^(?P<file>.*?): (?:report '(?P<report>[^']*)'|database '(?P<database>[^']*)')"
-                           r"(?:: key '(?P<key>[^']*)')?: ")
 _FILE_LIKE = re.compile(r"(/|\.(txt|csv|tsv|list|dblist|yaml)$)")
 
 
@@ -27,41 +23,6 @@ _FILE_LIKE = re.compile(r"(/|\.(txt|csv|tsv|list|dblist|yaml)$)")
 class Findings:
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-
-def _key_lines(config_path: Path) -> dict[tuple[str, str, str | None], int]:
-    """(section, name, key or None) -> 1-based line, from the YAML node marks."""
-    lines: dict[tuple[str, str, str | None], int] = {}
-    try:
-        root = yaml.compose(config_path.read_text(encoding="utf-8"),
-                            Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
-        return lines
-    if not isinstance(root, yaml.MappingNode):
-        return lines
-    for section_key, section in root.value:
-        if section_key.value not in ("reports", "databases") or not isinstance(section, yaml.MappingNode):
-            continue
-        kind = "report" if section_key.value == "reports" else "database"
-        for name_node, body in section.value:
-            lines[(kind, str(name_node.value), None)] = name_node.start_mark.line + 1
-            if isinstance(body, yaml.MappingNode):
-                for key_node, _ in body.value:
-                    lines[(kind, str(name_node.value), str(key_node.value))] = key_node.start_mark.line + 1
-    return lines
-
-
-def _with_line(message: str, lines: dict[tuple[str, str, str | None], int]) -> str:
-    match = _REPORT_ERROR.match(message)
-    if not match:
-        return message
-    kind = "report" if match.group("report") is not None else "database"
-    name = match.group("report") if kind == "report" else match.group("database")
-    key = (match.group("key") or "").split(".")[0] or None
-    line = lines.get((kind, name, key)) or lines.get((kind, name, None))
-    if line is None:
-        return message
-    return f"{match.group('file')}:{line}:{message[len(match.group('file')) + 1:]}"
 
 
 def validate(query_folder: Path, config_path: Path | None = None,
@@ -72,27 +33,32 @@ def validate(query_folder: Path, config_path: Path | None = None,
     except ConfigError as exc:
         findings.problems.append(str(exc))
         return findings
-    lines = _key_lines(folder.config_path)
-    findings.problems += [_with_line(str(error), lines) for error in folder.errors]
-    findings.warnings += [_with_line(warning, lines) for warning in folder.warnings]
-    _check_explode_files(folder, lines, findings)
-    _check_graphite(folder, lines, output_folder, findings)
+    findings.problems += [error.located() for error in folder.errors]
+    findings.warnings += [warning.located() if isinstance(warning, ConfigWarning) else warning
+                          for warning in folder.warnings]
+    _check_explode_files(folder, findings)
+    _check_graphite(folder, output_folder, findings)
     return findings
 
 
-def _check_explode_files(folder: FolderConfig, lines, findings: Findings) -> None:
+def _line(folder: FolderConfig, report: str, key: str) -> int | str:
+    # The key's own line only: one given in `defaults` shows none.
+    return folder.key_lines.get(("report", report, key), "")
+
+
+def _check_explode_files(folder: FolderConfig, findings: Findings) -> None:
     # A token naming no file is, by the original's rule, the one value; a
     # token that looks like a file name is almost surely a missing file.
     for report in folder.reports.values():
         for name, values in report.explode_by.items():
             if len(values) == 1 and _FILE_LIKE.search(values[0]) and not (folder.query_folder / values[0]).exists():
-                line = lines.get(("report", report.key, "explode_by"), "")
+                line = _line(folder, report.key, "explode_by")
                 findings.problems.append(
                     f"{folder.config_path}:{line}: report '{report.key}': key 'explode_by.{name}': "
                     f"file {values[0]!r} does not exist (it would be taken as the one value)")
 
 
-def _check_graphite(folder: FolderConfig, lines, output_folder: Path | None, findings: Findings) -> None:
+def _check_graphite(folder: FolderConfig, output_folder: Path | None, findings: Findings) -> None:
     if folder.graphite is not None:
         try:
             publish.load_lookups(folder.graphite)
@@ -102,7 +68,7 @@ def _check_graphite(folder: FolderConfig, lines, output_folder: Path | None, fin
     for report in folder.reports.values():
         if report.graphite is None:
             continue
-        where = (f"{folder.config_path}:{lines.get(('report', report.key, 'graphite'), '')}: "
+        where = (f"{folder.config_path}:{_line(folder, report.key, 'graphite')}: "
                  f"report '{report.key}': key 'graphite.path'")
         for metric in report.graphite.metrics:
             other = senders.setdefault((report.graphite.path, metric), report.key)

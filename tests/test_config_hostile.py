@@ -182,7 +182,7 @@ reports:
     max_data_points: +30
     parallel: TRUE
     timeout: 90.5
-    batch: "7"
+    batch: 7
 """, scripts={"good": GOOD})
     assert messages(loaded) == []
     report = loaded.reports["good"]

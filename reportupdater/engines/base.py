@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterable, Sequence
 
 from .. import templates
-from ..config import DEFAULT_TIMEOUT_SECONDS, FolderConfig
+from ..config_keys import DEFAULT_TIMEOUT_SECONDS
+from ..config import FolderConfig
 from ..datatypes import DAY_LABEL, HOUR_LABEL, EngineError, Interval, Job, Result
 from ..processes import run_command
 

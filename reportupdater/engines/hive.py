@@ -24,7 +24,8 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from ..config import DEFAULT_TIMEOUT_SECONDS, DatabaseConfig, hide_secrets
+from ..config_keys import DEFAULT_TIMEOUT_SECONDS
+from ..config import DatabaseConfig, hide_secrets
 from ..credentials import read_creds_file
 from ..deadlines import watchdog
 from ..processes import run_command

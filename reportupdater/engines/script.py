@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from ..config import DEFAULT_TIMEOUT_SECONDS
+from ..config_keys import DEFAULT_TIMEOUT_SECONDS
 from ..datatypes import EngineError, Job, Result
 from ..processes import run_command
 from .base import Engine, build_result, script_argv

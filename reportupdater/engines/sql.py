@@ -30,7 +30,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
 from .. import atomic
-from ..config import DEFAULT_TIMEOUT_SECONDS, DatabaseConfig, hide_secrets
+from ..config_keys import DEFAULT_TIMEOUT_SECONDS
+from ..config import DatabaseConfig, hide_secrets
 from ..credentials import read_creds_file
 from ..datatypes import EngineError, Job, Result
 from ..deadlines import watchdog
