@@ -476,8 +476,8 @@ class WideRow:
 
 
 def wide_table(rows: list[WideRow]) -> str:
-    lines = ["| Shape | What | Jobs | Intervals | Wall s | in run() s | CPU s | Peak RSS MB "
-             "| write_bytes MB | wchar MB | final TSVs MB | written / TSVs |",
+    lines = [("| Shape | What | Jobs | Intervals | Wall s | in run() s | CPU s | Peak RSS MB "
+              "| write_bytes MB | wchar MB | final TSVs MB | written / TSVs |"),
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         io = row.m.data.get("io", {})

@@ -102,14 +102,14 @@ def floor(spec: dict) -> dict:
     if spec["driver"] == "sqlite3":
         import sqlite3
         connection = sqlite3.connect(spec["database"])
-        execute = lambda sql: connection.execute(sql)  # noqa: E731
-        header_of = lambda cursor: [d[0] for d in cursor.description]  # noqa: E731
+        execute = lambda sql: connection.execute(sql)
+        header_of = lambda cursor: [d[0] for d in cursor.description]
     else:
         import sqlalchemy
         engine = sqlalchemy.create_engine(f"sqlite:///{spec['database']}")
         connection = engine.connect()
-        execute = lambda sql: connection.execute(sqlalchemy.text(sql))  # noqa: E731
-        header_of = lambda result: list(result.keys())  # noqa: E731
+        execute = lambda sql: connection.execute(sqlalchemy.text(sql))
+        header_of = lambda result: list(result.keys())
     queries = 0
     for wiki in spec["wikis"]:
         header, lines = None, []

@@ -152,10 +152,10 @@ def main() -> int:
     if ctx.wide_rows:
         report += ["### (f) wide backfill: bytes written and the plain-loop floor", "",
                    cases.wide_table(ctx.wide_rows), "",
-                   "write_bytes / wchar: the child's own /proc/self/io at its end (bytes it sent "
-                   "to the block layer, counted when dirtied / bytes passed to write(), logs "
-                   "included); final TSVs: the sum of the sizes of the output files it left; "
-                   "floor: the same queries in a plain loop, each file written once, no fsync.", ""]
+                   ("write_bytes / wchar: the child's own /proc/self/io at its end (bytes it sent "
+                    "to the block layer, counted when dirtied / bytes passed to write(), logs "
+                    "included); final TSVs: the sum of the sizes of the output files it left; "
+                    "floor: the same queries in a plain loop, each file written once, no fsync."), ""]
     report += ["## Targets", "", target_table(ctx.targets), ""]
     extra = ctx.notes + ctx.skipped + errors
     if extra:
