@@ -1,4 +1,4 @@
-# The benchmark cases (a) to (e). Each builds its query folder(s) under the
+# The benchmark cases (a) to (f). Each builds its query folder(s) under the
 # suite's temp dir, measures child runs (harness.measure) and adds rows and
 # target verdicts to the context. Every run passes a fixed `now`.
 
@@ -35,6 +35,9 @@ class Context:
     targets: list[Target] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    full: bool = False      # --full: the largest sizes (case f: 900 wikis x 1826 days)
+    wide_rows: list = field(default_factory=list)   # case f's own table (WideRow)
+    wide_walls: dict = field(default_factory=dict)  # (wikis, days) -> default-jobs wall
     _mariadb: servers.MariaDB | None = None
     _spark: servers.ThriftServer | None = None
 
@@ -418,5 +421,152 @@ reports:
                f"{single.wall:.2f} s / {batched.wall:.2f} s = {ratio:.1f}×", ratio >= 10)
 
 
-CASES = {"a": case_a, "b": case_b, "c": case_c, "d": case_d, "e": case_e}
+# ------------------------------------------- (f) a wide per-wiki backfill
+
+DAILY_SQL = """SELECT '{from_date}' AS date, SUM(edits) AS edits, SUM(editors) AS editors
+FROM daily
+WHERE wiki = '{wiki}' AND day >= '{from_date}' AND day < '{to_date}'
+"""
+
+
+def _wide_folder(base: Path, wikis: int, days: int, starts: date) -> tuple[Path, list[str]]:
+    """A daily sql report exploded by `wikis` wikis over `days` days, on a
+    sqlite table of one row per wiki and day (indexed by wiki, day)."""
+    folder = base / "queries"
+    folder.mkdir(parents=True)
+    names = [f"wiki{i:04d}" for i in range(wikis)]
+    (folder / "wikis.txt").write_text("\n".join(names) + "\n")
+    labels = [(starts + timedelta(days=i)).isoformat() for i in range(days)]
+    connection = sqlite3.connect(folder / "daily.db")
+    connection.execute("CREATE TABLE daily (wiki TEXT, day TEXT, edits INTEGER, editors INTEGER)")
+    connection.executemany("INSERT INTO daily VALUES (?, ?, ?, ?)", (
+        (name, label, (w * 7919 + d * 104729) % 10000, (w + d) % 97)
+        for w, name in enumerate(names) for d, label in enumerate(labels)))
+    connection.execute("CREATE INDEX daily_wiki_day ON daily (wiki, day)")
+    connection.commit()
+    connection.close()
+    (folder / "config.yaml").write_text(f"""databases:
+  wikis:
+    url: sqlite:///daily.db
+reports:
+  daily:
+    db: wikis
+    granularity: days
+    starts: {starts.isoformat()}
+    explode_by:
+      wiki: wikis.txt
+""")
+    (folder / "daily.sql").write_text(DAILY_SQL)
+    return folder, names
+
+
+def _tsv_bytes(out: Path) -> int:
+    return sum(path.stat().st_size for path in out.rglob("*.tsv"))
+
+
+@dataclass
+class WideRow:
+    """One line of case f's own table (bytes written and the floor need columns of their own)."""
+    shape: str
+    what: str
+    jobs: str
+    intervals: int
+    m: Measurement
+    tsv_bytes: int | None = None
+
+
+def wide_table(rows: list[WideRow]) -> str:
+    lines = [("| Shape | What | Jobs | Intervals | Wall s | in run() s | CPU s | Peak RSS MB "
+              "| write_bytes MB | wchar MB | final TSVs MB | written / TSVs |"),
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        io = row.m.data.get("io", {})
+        written, wchar = io.get("write_bytes"), io.get("wchar")
+        ratio = (f"{written / row.tsv_bytes:.1f}×" if written is not None and row.tsv_bytes
+                 else "–")
+        lines.append(
+            f"| {row.shape} | {row.what} | {row.jobs} | {row.intervals:,} | {row.m.wall:.2f} "
+            f"| {row.m.data.get('run_seconds', 0):.2f} | {row.m.cpu:.2f} | {row.m.rss_mb:.0f} "
+            f"| {'–' if written is None else f'{written / 1e6:.1f}'} "
+            f"| {'–' if wchar is None else f'{wchar / 1e6:.1f}'} "
+            f"| {'–' if row.tsv_bytes is None else f'{row.tsv_bytes / 1e6:.2f}'} | {ratio} |")
+    return "\n".join(lines)
+
+
+def case_f(ctx: Context) -> None:
+    """A wide per-wiki daily backfill on sqlite from an empty output folder:
+    W wikis x D days, the same number of intervals in fewer, longer files,
+    the plain-loop floor over the same queries, then a no-op run and status."""
+    if ctx.full:
+        shapes = [(900, 1826)]
+    elif ctx.quick:
+        shapes = [(60, 365), (6, 3650)]
+    else:
+        shapes = [(300, 365), (30, 3650)]
+    jobs_variants = (1, 0)
+    for wikis, days in shapes:
+        shape = f"{wikis} wikis × {days} days"
+        starts = date(2026, 1, 1) - timedelta(days=days)
+        now = datetime.combine(starts + timedelta(days=days), datetime.min.time())
+        base = ctx.root / f"f-{wikis}x{days}"
+        ctx.log(f"(f) {shape} = {wikis * days:,} intervals: building the sqlite table")
+        folder, names = _wide_folder(base, wikis, days, starts)
+        intervals = wikis * days
+        floor_spec = {"database": str(folder / "daily.db"), "sql": DAILY_SQL, "wikis": names,
+                      "starts": starts.isoformat(), "days": days, "report": "daily"}
+        items = [Item("floor", {**floor_spec, "driver": driver,
+                                "output_folder": str(base / f"out-floor-{driver}")},
+                      base / f"work-floor-{driver}", wipe(base / f"out-floor-{driver}"))
+                 for driver in ("sqlalchemy", "sqlite3")]
+        items += [_item(folder, base / f"out-j{jobs}", now, jobs) for jobs in jobs_variants]
+        measured = measure_set(items, ctx.repeats(1))
+        floors = dict(zip(("sqlalchemy", "sqlite3"), measured[:2]))
+        for driver, m in floors.items():
+            if m.data["queries"] != intervals:
+                raise RuntimeError(f"floor {driver}: {m.data['queries']} queries, expected {intervals}")
+            ctx.wide_rows.append(WideRow(shape, f"floor: plain {driver} loop", "1", intervals, m,
+                                         _tsv_bytes(base / f"out-floor-{driver}")))
+        runs = {}
+        for jobs, m in zip(jobs_variants, measured[2:]):
+            _check(folder, m, intervals)
+            runs[jobs] = m
+            out = base / f"out-j{jobs}"
+            ctx.wide_rows.append(WideRow(shape, "runner, from empty", _jobs_label(m, jobs),
+                                         intervals, m, _tsv_bytes(out)))
+            ctx.log(f"  f {shape} jobs={_jobs_label(m, jobs)}: {m.wall:.2f} s, {m.rss_mb:.0f} MB, "
+                    f"write_bytes {m.data['io'].get('write_bytes', 0) / 1e6:.1f} MB")
+        # The no-op run and status over the files the default-jobs run left.
+        out = base / "out-j0"
+        noop, status = measure_set([_item(folder, out, now, 0, fresh=False),
+                                    Item("status", _run_spec(folder, out, now, 0),
+                                         base / "work-status")], ctx.repeats(3))
+        _check(folder, noop, 0)
+        if not status.data["ok"]:
+            raise RuntimeError(f"status over {out}: not ok after a complete run")
+        ctx.wide_rows.append(WideRow(shape, "no-op run afterwards", _jobs_label(noop, 0), 0, noop))
+        ctx.wide_rows.append(WideRow(shape, "status afterwards", "–", 0, status))
+        floor = floors["sqlalchemy"].wall
+        for jobs, m in runs.items():
+            tsvs = _tsv_bytes(base / f"out-j{jobs}")
+            written = m.data["io"].get("write_bytes", 0)
+            label = f"{shape}, --jobs {_jobs_label(m, jobs)}"
+            ctx.target("f", f"{label}: wall ≤ 5 × plain SQLAlchemy loop",
+                       f"{m.wall:.2f} s / {floor:.2f} s = {m.wall / floor:.1f}×", m.wall <= 5 * floor)
+            ctx.target("f", f"{label}: bytes written ≤ 4 × final TSVs",
+                       f"{written / 1e6:.1f} MB / {tsvs / 1e6:.2f} MB = {written / tsvs:.1f}×",
+                       written <= 4 * tsvs)
+            limit = 1000 if ctx.full else 400
+            ctx.target("f", f"{label}: peak RSS < {limit} MB", f"{m.rss_mb:.0f} MB", m.rss_mb < limit)
+        ctx.target("f", f"{shape}: default --jobs not slower than --jobs 1",
+                   f"{runs[0].wall:.2f} s vs {runs[1].wall:.2f} s", runs[0].wall <= runs[1].wall * 1.05)
+        ctx.target("f", f"{shape}: no-op run afterwards < 2 s", f"{noop.wall:.2f} s", noop.wall < 2)
+        ctx.target("f", f"{shape}: status afterwards < 2 s", f"{status.wall:.2f} s", status.wall < 2)
+        ctx.wide_walls[(wikis, days)] = runs[0].wall
+    if (300, 365) in ctx.wide_walls and (30, 3650) in ctx.wide_walls:
+        wide, long = ctx.wide_walls[(300, 365)], ctx.wide_walls[(30, 3650)]
+        ctx.target("f", "30 × 3650 within 1.5 × the 300 × 365 time (default jobs)",
+                   f"{long:.2f} s / {wide:.2f} s = {long / wide:.2f}×", long <= 1.5 * wide)
+
+
+CASES = {"a": case_a, "b": case_b, "c": case_c, "d": case_d, "e": case_e, "f": case_f}
 NEEDS = {"b": servers.mariadb_missing, "e": servers.spark_missing}

@@ -232,6 +232,31 @@ def _create_temp(folder: int, name: str, path: Path) -> tuple[str, int]:
     raise FileExistsError(errno.EEXIST, "no free temp name", str(path))
 
 
+def open_append(path: Path, inside: Path | None = None) -> int:
+    """A descriptor to append to a NEW regular file at `path` (O_EXCL: an
+    existing file or a link there is refused, never followed), reached as
+    open_folder does. The caller fsyncs the file, and the folder once
+    (fsync_folder) so that its name is durable too."""
+    with open_folder(path.parent, inside if inside is not None else path.parent,
+                     target=path) as folder:
+        try:
+            return os.open(path.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
+                           | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=folder)
+        except OSError as exc:
+            if exc.filename is None:
+                exc.filename = str(path)
+            raise
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make the names in `folder` durable (after a create, rename or unlink)."""
+    descriptor = os.open(folder, _FOLDER_FLAGS)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def read(path: Path, inside: Path | None = None) -> bytes:
     """The bytes of a regular file, reached without following a link (below
     `inside`, default the file's folder). FileNotFoundError when it is

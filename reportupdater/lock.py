@@ -65,6 +65,11 @@ class FolderLock:
         self._descriptor = descriptor
         return self
 
+    @property
+    def held(self) -> bool:
+        """This object holds the lock now (between __enter__ and __exit__)."""
+        return self._descriptor is not None
+
     def __exit__(self, *exc_info) -> None:
         if self._descriptor is not None:
             os.close(self._descriptor)  # closing releases the lock
