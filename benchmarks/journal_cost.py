@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from reportupdater import journal, store  # noqa: E402
-from reportupdater.engines import Result  # noqa: E402
+from reportupdater.datatypes import Result  # noqa: E402
 from reportupdater.lock import FolderLock  # noqa: E402
 
 HEADER = ("date", "edits", "editors")

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import atomic, store
-from .engines import Result
+from .datatypes import Result
 from .lock import FolderLock
 
 log = logging.getLogger("reportupdater")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from reportupdater import journal, store
-from reportupdater.engines import Result
+from reportupdater.datatypes import Result
 from reportupdater.lock import FolderLock
 
 REPO = Path(__file__).resolve().parent.parent
