@@ -426,10 +426,10 @@ def _load(args: argparse.Namespace) -> config_stage.FolderConfig:
         log.warning("%s", warning)
     for error in folder.errors:
         log.error("%s", error)
-    unknown = [key for key in getattr(args, "report", []) or []
-               if key not in folder.reports and key not in folder.broken_reports]
-    if unknown:
-        raise UsageError(f"{folder.config_path}: report {unknown[0]!r} is not in 'reports'")
+    try:
+        config_stage.check_known_reports(folder, getattr(args, "report", []) or [])
+    except config_stage.ConfigError as exc:
+        raise UsageError(str(exc)) from None
     return folder
 
 

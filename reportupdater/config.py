@@ -1410,6 +1410,14 @@ def _set_line(problem: _Located, key_lines: dict[tuple[str, str, str | None], in
     problem.line = key_lines.get((kind, name, first)) or key_lines.get((kind, name, None))
 
 
+def check_known_reports(folder: FolderConfig, keys: Iterable[str]) -> None:
+    """Raise ConfigError for the first of `keys` that names no report, valid
+    or broken (a broken one is the caller's to skip or to explain)."""
+    for key in keys:
+        if key not in folder.reports and key not in folder.broken_reports:
+            find_report(folder, key)
+
+
 def find_report(folder: FolderConfig, key: str) -> ReportConfig:
     """The report named `key`. Raises ConfigError: the report's own first
     error when it is broken, else that the folder has no such report."""

@@ -9,10 +9,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone, tzinfo
-from typing import Iterable
+from datetime import date, datetime, timedelta, tzinfo, UTC
+from collections.abc import Iterable
 
 
 from .config import ReportConfig
@@ -54,7 +55,7 @@ def step(moment: datetime, granularity: Granularity, count: int = 1) -> datetime
     or 25 hours long); hours move real time.
     """
     if granularity is Granularity.HOURS:
-        return (moment.astimezone(timezone.utc) + timedelta(hours=count)).astimezone(moment.tzinfo)
+        return (moment.astimezone(UTC) + timedelta(hours=count)).astimezone(moment.tzinfo)
     if granularity is Granularity.DAYS:
         return _local(moment + timedelta(days=count))
     if granularity is Granularity.WEEKS:
@@ -66,7 +67,7 @@ def step(moment: datetime, granularity: Granularity, count: int = 1) -> datetime
 
 def _local(moment: datetime) -> datetime:
     """Wall-clock arithmetic done: let the time zone pick the UTC offset again."""
-    if moment.tzinfo is None or moment.tzinfo is timezone.utc:
+    if moment.tzinfo is None or moment.tzinfo is UTC:
         return moment
     return moment.replace(tzinfo=None).replace(tzinfo=moment.tzinfo)
 
@@ -81,14 +82,14 @@ def in_zone(value: date | datetime, zone: tzinfo) -> datetime:
 def label_start(label: str, report: ReportConfig) -> datetime:
     """The start instant of the interval a first-column value names."""
     if report.granularity is Granularity.HOURS:
-        return datetime.strptime(label[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+        return datetime.strptime(label[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
     return in_zone(datetime.strptime(label[:10], DAY_LABEL).date(), report.zone)
 
 
 def as_utc(value: date | datetime) -> datetime:
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime(value.year, value.month, value.day, tzinfo=UTC)
 
 
 def due_intervals(report: ReportConfig, now: datetime) -> list[Interval]:
@@ -110,10 +111,9 @@ def _due(granularity: Granularity, zone: tzinfo, starts: date, lag: int,
     last = step(truncate(ready, granularity), granularity, -1)
     first = truncate(in_zone(starts, zone), granularity)
     if max_data_points:
-        try:
+        # More points than the calendar has before `last`: keep them all.
+        with contextlib.suppress(OverflowError, ValueError):
             first = max(first, step(last, granularity, -(max_data_points - 1)))
-        except (OverflowError, ValueError):
-            pass  # more points than the calendar has before `last`: keep them all
     intervals: list[Interval] = []
     start = first
     while start <= last:
@@ -132,7 +132,7 @@ class DateRange:
 
     def overlaps(self, interval: Interval) -> bool:
         # The dates are the report's calendar dates (its time zone).
-        zone = interval.start.tzinfo or timezone.utc
+        zone = interval.start.tzinfo or UTC
         return interval.start < in_zone(self.end, zone) and interval.end > in_zone(self.start, zone)
 
 

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 from . import atomic, intervals
@@ -60,7 +60,7 @@ def render(folder: FolderConfig, summary: RunSummary, now: datetime) -> str:
         "# HELP reportupdater_last_run_timestamp_seconds When the last run ended (UTC epoch).",
         "# TYPE reportupdater_last_run_timestamp_seconds gauge",
         f"reportupdater_last_run_timestamp_seconds{{{run_labels}}} "
-        f"{int(datetime.now(timezone.utc).timestamp())}",
+        f"{int(datetime.now(UTC).timestamp())}",
         "# HELP reportupdater_last_run_exit_code Exit status of the last run.",
         "# TYPE reportupdater_last_run_exit_code gauge",
         f"reportupdater_last_run_exit_code{{{run_labels}}} {summary.exit_code}",

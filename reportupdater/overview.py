@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,7 @@ class ReportView:
         return max(found, key=lambda item: item[1].last_failed) if found else None
 
 
-def report_notes(view: "ReportView") -> list[str]:
+def report_notes(view: ReportView) -> list[str]:
     """Why intervals a reader might expect are not there at all."""
     report, notes = view.report, []
     if view.next_due is not None:
@@ -145,19 +145,20 @@ def status_json(folder: FolderConfig, views: list[ReportView], verbose: bool) ->
 
     reports = []
     for view in views:
-        dates = [c for c in view.combinations if c.first]
+        firsts = [c.first for c in view.combinations if c.first is not None]
+        lasts = [c.last for c in view.combinations if c.last is not None]
         last = view.last_failure()
         entry: dict[str, Any] = {
             "report": view.report.key,
             "granularity": view.report.granularity.value,
-            "first": min((c.first for c in dates), default=None),
-            "last": max((c.last for c in dates), default=None),
+            "first": min(firsts, default=None),
+            "last": max(lasts, default=None),
             "due": view.due * len(view.combinations),
             "missing": view.missing,
             "failing": view.failing,
             "pending_reruns": view.pending_reruns,
             "last_failure": ({"where": last[0], **failure_json(last[1])} if last else None),
-            "next_due": (view.next_due.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            "next_due": (view.next_due.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                          if view.next_due else None),
             "next_run": {"compute": view.plan.todo, "later": view.plan.later,
                          "verdict": view.plan.verdict.value},
@@ -174,7 +175,8 @@ def status_json(folder: FolderConfig, views: list[ReportView], verbose: bool) ->
                 "missing": len(c.missing), "missing_ranges": planning.compress(c.missing),
                 "next_run": planning.compress(c.plan.todo),
                 "failures": {label: failure_json(f) for label, f in sorted(c.failures.items())},
-                "waiting": {label: f"{since:%Y-%m-%dT%H:%M:%SZ}" for label, since in sorted(c.waiting.items())},
+                "waiting": {label: f"{since:%Y-%m-%dT%H:%M:%SZ}"
+                            for label, since in sorted(c.waiting.items())},
                 "why_missing": [{"intervals": span, "reason": reason} for span, reason in c.plan.reasons],
                 "error": c.error,
             } for c in view.combinations]

@@ -18,15 +18,15 @@ import logging
 import math
 import os
 import re
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from datetime import datetime, UTC
 from pathlib import Path
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import yaml
 
 from . import atomic, intervals, store, templates
-from .config import ConfigError, FolderConfig, GraphiteConfig, ReportConfig, TextLoader
+from .config import ConfigError, FolderConfig, GraphiteConfig, ReportConfig, TextLoader, find_report
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def points_for_rows(report: ReportConfig, explode: Sequence[tuple[str, str]], he
     points: list[Point] = []
     for row in rows:
         values = dict(base)
-        values.update(zip(header, row))  # a column wins over an explode placeholder
+        values.update(zip(header, row, strict=False))  # a column wins over an explode placeholder
         timestamp = int(intervals.label_start(row[0], report).timestamp())  # interval start
         for metric, column in graphite.metrics.items():
             value = row[columns[column]]
@@ -145,7 +145,7 @@ class Queue:
         followed) before they are sent. Raises OSError."""
         if not points:
             return
-        name = (f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}-{os.getpid()}"
+        name = (f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{os.getpid()}"
                 f"-{next(_BATCH_NUMBERS):06d}.txt")
         data = "".join(point.line() + "\n" for point in points).encode("utf-8")
         # The name is new (time, PID, number): no batch ever replaces another.
@@ -194,7 +194,7 @@ class Queue:
     def remove_stale_temp(self) -> None:
         atomic.remove_stale_temps(self.folder, inside=self.output_folder)
 
-    def flush(self, sender: "Sender") -> tuple[int, str | None]:
+    def flush(self, sender: Sender) -> tuple[int, str | None]:
         """Send queued points oldest first. Returns (points sent, error or None);
         a file is deleted only once all of it was sent."""
         sent = 0
@@ -294,7 +294,7 @@ def backfill_points(report: ReportConfig, output_folder: Path, lookups: dict[str
 class BackfillSummary:
     queued: int = 0
     sent: bool = False
-    problems: list[str] | None = None
+    problems: list[str] = field(default_factory=list)
 
 
 def backfill(folder: FolderConfig, output_folder: Path, only_reports: Sequence[str] = (),
@@ -303,12 +303,10 @@ def backfill(folder: FolderConfig, output_folder: Path, only_reports: Sequence[s
     metric path): queue every point, then send the queue."""
     if folder.graphite is None:
         raise ConfigError(f"{folder.config_path}: no top-level 'graphite' section")
-    unknown = [key for key in only_reports if key not in folder.reports]
-    if unknown:
-        raise ConfigError(f"{folder.config_path}: report {unknown[0]!r} is not in 'reports' "
-                          "(or is broken)")
+    for key in only_reports:
+        find_report(folder, key)  # a broken report raises its own error
     publisher = Publisher(folder.graphite, output_folder, folder.query_folder)
-    summary = BackfillSummary(problems=[])
+    summary = BackfillSummary()
     try:
         lookups = publisher.lookups()
     except PublishError as exc:

@@ -147,7 +147,7 @@ class RerunProgress:
         self.dirty = False
 
     @classmethod
-    def load(cls, output_folder: Path) -> "RerunProgress":
+    def load(cls, output_folder: Path) -> RerunProgress:
         """An unreadable progress file is ignored with a warning: the pending
         requests are then recomputed whole (more work, nothing missed)."""
         progress = cls(output_folder)

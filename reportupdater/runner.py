@@ -348,10 +348,7 @@ def select_reports(folder: config_stage.FolderConfig,
                    only: tuple[str, ...]) -> list[config_stage.ReportConfig]:
     if not only:
         return list(folder.reports.values())
-    known = set(folder.reports) | folder.broken_reports
-    for key in only:
-        if key not in known:
-            raise config_stage.ConfigError(f"{folder.config_path}: report {key!r} is not in 'reports'")
+    config_stage.check_known_reports(folder, only)
     return [folder.reports[key] for key in only if key in folder.reports]
 
 

@@ -17,7 +17,7 @@ from . import intervals, publish, store
 from .config import ConfigError, FolderConfig, ReportConfig, find_report
 from .datatypes import EngineError, Granularity, Interval, Job
 from .engines import SiteDefaults, engine_class
-from .engines.base import render_query
+from .engines.base import render_query, script_argv
 from .pivot import merge_shaped
 
 
@@ -37,7 +37,8 @@ def interval_of(report: ReportConfig, day: date) -> Interval:
                               report.granularity is Granularity.HOURS)
 
 
-def select_combinations(report: ReportConfig, wanted: dict[str, list[str]]) -> list[tuple[tuple[str, str], ...]]:
+def select_combinations(report: ReportConfig,
+                        wanted: dict[str, list[str]]) -> list[tuple[tuple[str, str], ...]]:
     for name, values in wanted.items():
         if name not in report.explode_by:
             raise ConfigError(f"report '{report.key}' has no explode_by placeholder {name!r} "
@@ -68,8 +69,8 @@ def smoke(folder: FolderConfig, report_key: str, day: date, wanted: dict[str, li
                 result.file = store.output_path(Path(), report.key, explode)
                 if report.template is not None:
                     result.query = render_query(job)
-                else:
-                    result.query = shlex.join(engine.argv(job))  # script engine
+                elif report.script_path is not None:  # a script report: its command line
+                    result.query = shlex.join(script_argv(report.script_path, job))
                 output = store.OutputFile(result.file)
                 merge_shaped(output, engine.run(job), interval.label, report)
                 result.text = output.text()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 from . import atomic
@@ -28,11 +28,11 @@ RETRY_GRACE = timedelta(minutes=5)
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 @dataclass
@@ -71,7 +71,7 @@ class State:
         self.dirty = False
 
     @classmethod
-    def load(cls, output_folder: Path) -> "State":
+    def load(cls, output_folder: Path) -> State:
         """The state as the file holds it. Unreadable memory is no reason to
         stop (the TSVs still say what is done): a file that cannot be read is
         ignored, an entry that is not valid is dropped and the others kept,
@@ -133,7 +133,8 @@ class State:
     def split_retries(self, report: str, explode: tuple[tuple[str, str], ...], missing,
                       now: datetime, force: bool = False) -> tuple[list, list]:
         """Missing intervals split into (to compute now, waiting for their retry time)."""
-        todo, waiting = [], []
+        todo: list = []
+        waiting: list = []
         for interval in missing:
             failure = self.failure(report, failure_key(explode, interval.label))
             late = failure is not None and failure.retry_time > now + RETRY_GRACE and not force
@@ -199,7 +200,8 @@ class State:
         data = {"reports": {key: {"last_started": value.last_started,
                                   **({"first_seen": value.first_seen} if value.first_seen else {}),
                                   "failures": {name: asdict(f) for name, f in sorted(value.failures.items())},
-                                  **({"waiting": dict(sorted(value.waiting.items()))} if value.waiting else {})}
+                                  **({"waiting": dict(sorted(value.waiting.items()))}
+                                     if value.waiting else {})}
                             for key, value in sorted(self.reports.items())}}
         text = json.dumps(data, indent=1)
         atomic.write(self.path, text.encode("utf-8"))  # raises OSError

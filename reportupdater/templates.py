@@ -9,8 +9,8 @@
 from __future__ import annotations
 
 import string
-from datetime import datetime, timezone
-from typing import Mapping
+from datetime import datetime, UTC
+from collections.abc import Mapping
 
 # Placeholders every templated report gets from its interval. The original
 # gave sql only the timestamps and hive only the dates; both get all here.
@@ -55,8 +55,8 @@ def _check_field(field_name: str, format_spec: str | None, conversion: str | Non
 def interval_values(start: datetime, end: datetime) -> dict[str, str]:
     """Placeholder values of an interval [start, end): timestamps in UTC (for
     the database), dates and parts in the interval's own time zone."""
-    start_utc = start.astimezone(timezone.utc)
-    end_utc = end.astimezone(timezone.utc)
+    start_utc = start.astimezone(UTC)
+    end_utc = end.astimezone(UTC)
     return {
         "from_timestamp": start_utc.strftime("%Y%m%d%H%M%S"),
         "to_timestamp": end_utc.strftime("%Y%m%d%H%M%S"),

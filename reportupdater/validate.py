@@ -51,7 +51,8 @@ def _check_explode_files(folder: FolderConfig, findings: Findings) -> None:
     # token that looks like a file name is almost surely a missing file.
     for report in folder.reports.values():
         for name, values in report.explode_by.items():
-            if len(values) == 1 and _FILE_LIKE.search(values[0]) and not (folder.query_folder / values[0]).exists():
+            named_file = folder.query_folder / values[0]
+            if len(values) == 1 and _FILE_LIKE.search(values[0]) and not named_file.exists():
                 line = _line(folder, report.key, "explode_by")
                 findings.problems.append(
                     f"{folder.config_path}:{line}: report '{report.key}': key 'explode_by.{name}': "

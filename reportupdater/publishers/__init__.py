@@ -20,9 +20,10 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Sequence
 
 from .. import atomic
 
@@ -61,7 +62,7 @@ class StoredInterval:
 
     @property
     def start_utc(self) -> datetime:
-        return self.interval.start.astimezone(timezone.utc)
+        return self.interval.start.astimezone(UTC)
 
 
 @dataclass
@@ -116,7 +117,7 @@ class DurableQueue:
         Raises OSError."""
         if not items:
             return None
-        name = (f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}-{os.getpid()}"
+        name = (f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{os.getpid()}"
                 f"-{next(_BATCH_NUMBERS):06d}.json")
         document = {"format": QUEUE_FORMAT, **(meta or {}), "items": list(items)}
         path = self.folder / name

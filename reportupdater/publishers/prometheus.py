@@ -23,7 +23,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 from . import DurableQueue, FlushResult, PublishError, StoredInterval
 
@@ -185,11 +186,11 @@ class PrometheusPublisher:
                 if not text:
                     continue
                 try:
-                    value = float(text)
+                    number = float(text)
                 except ValueError:
                     raise PublishError(f"{where}: row {row[0]} metric {metric!r}: value {text!r} of "
                                        f"column {column!r} is not a number") from None
-                if not math.isfinite(value):
+                if not math.isfinite(number):
                     raise PublishError(f"{where}: row {row[0]} metric {metric!r}: value {text!r} "
                                        "is not a finite number")
                 pairs = sort_labels({**labels, "__name__": metric})
@@ -197,7 +198,7 @@ class PrometheusPublisher:
                 if bad is not None:  # bytes the TSV kept as they were (surrogateescape)
                     raise PublishError(f"{where}: row {row[0]}: the value of label {bad!r} is "
                                        "not valid UTF-8")
-                out.append([pairs, timestamp, value])
+                out.append([pairs, timestamp, number])
         return out
 
     def enqueue(self, stored: Sequence[StoredInterval]) -> int:

@@ -19,9 +19,10 @@ import logging
 import math
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, UTC
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 from . import DeliveryError, DurableQueue, FlushResult, PublishError, StoredInterval
 
@@ -293,7 +294,7 @@ def _deliver(connection, schema: str | None, table_name: str, items: list[dict[s
     for item in items:
         when: date | datetime
         if item["hourly"]:
-            when = datetime.fromisoformat(item["date"]).astimezone(timezone.utc)
+            when = datetime.fromisoformat(item["date"]).astimezone(UTC)
         else:
             when = date.fromisoformat(item["date"])
         condition = [table.c[DATE_COLUMN] == when]
