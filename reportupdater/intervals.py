@@ -1,8 +1,8 @@
 # Stage 2 of 5: planning (config -> plan -> execute -> store -> publish).
 #
-# Works out which intervals of a report should exist at a given time and
-# which of them are missing, given the dates already in the output file and
-# the pending reruns. Pure calendar arithmetic on timezone-aware datetimes
+# The calendar that planning (plan.py) works with: which intervals of a
+# report should exist at a given time, batches of them, rerun date ranges,
+# and when a `schedule:` is due. Pure calendar arithmetic on timezone-aware datetimes
 # (UTC, or the report's `timezone:` for local calendar days, weeks, months,
 # quarters and years): touches no file, database or clock (the caller passes
 # `now`).
@@ -13,24 +13,10 @@ import contextlib
 import functools
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo, UTC
-from collections.abc import Iterable
 
 
 from .config import ReportConfig
 from .datatypes import DAY_LABEL, Granularity, Interval
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a report (one explode combination) should have and still lacks."""
-
-    due: tuple[Interval, ...]      # every interval that should exist now, oldest first
-    missing: tuple[Interval, ...]  # not in the output, or covered by a pending rerun
-
-    @property
-    def window_start(self) -> str | None:
-        """Label of the oldest interval to keep (max_data_points trimming)."""
-        return self.due[0].label if self.due else None
 
 
 def truncate(moment: datetime, granularity: Granularity) -> datetime:
@@ -134,25 +120,6 @@ class DateRange:
         # The dates are the report's calendar dates (its time zone).
         zone = interval.start.tzinfo or UTC
         return interval.start < in_zone(self.end, zone) and interval.end > in_zone(self.start, zone)
-
-
-def plan(due: list[Interval] | tuple[Interval, ...], done_labels: Iterable[str],
-         reruns: Iterable[DateRange] = (), due_labels: Iterable[str] | None = None) -> Plan:
-    """Of the due intervals (see due_intervals), those missing or to be
-    recomputed. `due_labels`: their labels, when the caller plans many files
-    against the same due intervals."""
-    done = done_labels if isinstance(done_labels, (set, frozenset)) else set(done_labels)
-    reruns = list(reruns)
-    if not reruns and done.issuperset(due_labels if due_labels is not None
-                                      else (interval.label for interval in due)):
-        # The hourly common case, every file of a folder complete: one C-level check.
-        return Plan(due=tuple(due), missing=())
-    if reruns:
-        missing = tuple(interval for interval in due
-                        if interval.label not in done or any(r.overlaps(interval) for r in reruns))
-    else:
-        missing = tuple(interval for interval in due if interval.label not in done)
-    return Plan(due=tuple(due), missing=missing)
 
 
 def batches(todo: list[Interval], batch: int | str | None) -> list[list[Interval]]:
