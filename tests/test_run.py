@@ -803,7 +803,8 @@ printf 'date\\tvalue\\n%s\\t1\\n' "$1"
 
 
 def test_sql_query_exceeding_its_timeout_is_stopped(tmp_path):
-    # A query that takes seconds in SQLite (longer on slower machines).
+    # A query that would take hours in SQLite: the run ends only because the
+    # timeout stops it (a hang fails through run_cli's own timeout).
     config = SQLITE_DB + """\
 reports:
   slow_query:
@@ -816,21 +817,17 @@ reports:
     starts: 2026-01-04
     db: db
 """
-    template = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 8000000)\n"
+    template = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000000000)\n"
                 "SELECT " + DATE_EXPR + " AS date, COUNT(*) AS n FROM c\n")
     folder = make_folder(tmp_path, config, files={"slow_query.sql": template,
                                                   "daily_edits.sql": DAILY_EDITS_SQL})
     make_edits_db(folder)
     out = tmp_path / "out"
 
-    started = time.monotonic()
     code, _, stderr = run_cli("run", folder, out, "--now", NOW)
-    elapsed = time.monotonic() - started
 
-    assert (code, files_under(out)) == (1, {"daily_edits.tsv": tsv("date\tedits", "2026-01-04\t3")}), \
-        f"exit {code} after {elapsed:.1f} s: {stderr}"
+    assert (code, files_under(out)) == (1, {"daily_edits.tsv": tsv("date\tedits", "2026-01-04\t3")}), stderr
     assert_failed(stderr, "slow_query 2026-01-04", "database 'db': query exceeded its timeout of 1 s")
-    assert elapsed < 3.5, elapsed
 
 
 def test_sql_error_is_one_clear_line_without_traceback(tmp_path):
