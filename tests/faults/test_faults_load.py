@@ -15,6 +15,7 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
+import pytest
 from testkit import NOW
 
 REPORTS = 500
@@ -87,6 +88,9 @@ def test_the_file_limit_is_real():
     assert code.returncode != 0 and "Too many open files" in code.stderr
 
 
+# Out of the fast suite: building 25,000 files and three runs over them take
+# minutes, as a live server's start does.
+@pytest.mark.live
 def test_25000_files_run_plan_and_status_within_limits(tmp_path):
     started = time.monotonic()
     folder, out = build(tmp_path)
