@@ -188,3 +188,28 @@ def test_a_cycle_is_found(monkeypatch):
     """The check fails on a cycle (here one made up in the graph)."""
     monkeypatch.setitem(GRAPH, "reportupdater.datatypes", {"reportupdater.store"})
     assert _cycle() is not None
+
+
+# Drivers a run pays for only when it computes something (0.1 s and more each).
+HEAVY_DRIVERS = ("sqlalchemy", "pyhive", "thrift")
+
+
+def test_loading_a_config_imports_no_driver():
+    """Loading a config reads every engine's declarations (through the
+    report types' registry), yet imports no database driver: a no-op run must
+    start fast. In a subprocess, so that this test process's imports do not
+    count."""
+    import subprocess
+    import sys
+
+    demo = ROOT.parent / "queries" / "demo"
+    code = ("import sys\n"
+            "from reportupdater import config\n"
+            f"folder = config.load({str(demo)!r})\n"
+            "assert not folder.errors, folder.errors\n"
+            "import reportupdater.engines.sql, reportupdater.engines.hive, reportupdater.engines.script\n"
+            f"print(sorted(name for name in sys.modules if name.split('.')[0] in {HEAVY_DRIVERS!r}))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT.parent, env={"PYTHONPATH": str(ROOT.parent), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

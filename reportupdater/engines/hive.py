@@ -22,8 +22,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
 from ..config_keys import DEFAULT_TIMEOUT_SECONDS
 from ..config import DatabaseConfig, hide_secrets
 from ..credentials import read_creds_file
@@ -103,6 +101,7 @@ class HiveServer:
 
 
 def _server_from_url(url_text: str, where: str) -> HiveServer:
+    from sqlalchemy.engine import make_url  # not at module level: config reads this module
     try:
         url = make_url(url_text)
     except Exception:  # never the text: it may hold a password
@@ -339,6 +338,7 @@ class HiveEngine(Engine):
 
     def _secrets(self, database: DatabaseConfig | None) -> list[str]:
         """The passwords this database's (or the site's) errors must never show."""
+        from sqlalchemy.engine import make_url
         secrets: list[str | None] = []
         for url_text in (database.url if database else None, self.site.hive_url):
             if url_text:
