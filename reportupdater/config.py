@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from . import config_keys, templates
+from . import config_keys, report_types, templates
 from .config_keys import (DEFAULT_EXPLODE_VALUE_PATTERN, MAX_LAG_SECONDS, MAX_SECONDS, MAX_YEARS, Key, KeyRow,
                           json_schema, key_reference)
 from .datatypes import Granularity
@@ -91,8 +91,8 @@ class ConfigWarning(_Located, str):
         return warning
 
 
-# The keys and their types are declared once, in config_keys.py.
-REPORT_TYPES = config_keys.REPORT["type"].choices
+# The keys and their types are declared once: the core's in config_keys.py,
+# each engine's in its module (report_types.py finds them).
 # Keys the original tool accepted at some point and that mean nothing now.
 LEGACY_REPORT_KEYS = frozenset(name for name, key in config_keys.REPORT.items() if key.legacy)
 
@@ -196,8 +196,9 @@ class ReportConfig:
     @property
     def zone(self) -> tzinfo:
         return _zone(self.timezone)
-    template: str | None = None  # sql/hive template text, read once
+    template: str | None = None  # the template text (engines with a template suffix), read once
     script_path: Path | None = None  # script reports: absolute path of the executable
+    options: dict[str, Any] = field(default_factory=dict)  # keys its engine declares, parsed
 
     @property
     def placeholders(self) -> tuple[str, ...]:
@@ -792,27 +793,6 @@ def _load_template(where: _Where, query_folder: Path, execute: str, suffix: str,
     return text
 
 
-def _hive_database(where: _Where, db: Any, databases: dict[str, DatabaseConfig],
-                   database_errors: dict[str, ConfigError]) -> str | None:
-    """The hive database a hive report uses: the one its `db` names, else the
-    folder's only one, else None (the site default, else `hive -e`). A `db`
-    naming a non-hive database (a defaults value meant for sql reports) is
-    ignored, as the original tool ignored `db` for hive reports; one naming
-    nothing, a broken entry, or leaving a choice of several is an error."""
-    if db is not None and not isinstance(db, str):
-        raise where.error("db", f"{_show(db)} is not a key of 'databases'")
-    if db is not None and db in database_errors:
-        raise where.error("db", f"database {db!r} is broken (see its own error)")
-    if db is not None and db not in databases:
-        raise where.error("db", f"{_show(db)} is not a key of 'databases'{_nearest(db, set(databases))}")
-    if db is not None and databases[db].is_hive:
-        return db
-    hive = [key for key, database in databases.items() if database.is_hive]
-    if len(hive) > 1:
-        raise where.error("db", f"name one of the hive databases {', '.join(hive)}")
-    return hive[0] if hive else None
-
-
 def _find_script(where: _Where, query_folder: Path, execute: str) -> Path:
     path = _inside(query_folder, execute)
     if path is None:
@@ -824,7 +804,53 @@ def _find_script(where: _Where, query_folder: Path, execute: str) -> Path:
     return path
 
 
-REPORT_KEYS = frozenset(config_keys.REPORT) - LEGACY_REPORT_KEYS
+def _report_keys() -> frozenset[str]:
+    """The report keys the core and the registered engines read (legacy keys aside)."""
+    return frozenset(config_keys.report_keys()) - LEGACY_REPORT_KEYS
+
+
+def __getattr__(name: str) -> Any:
+    # Computed when asked for: they include the engines' keys, and an engine
+    # may be registered after this module is imported.
+    if name == "REPORT_KEYS":
+        return _report_keys()
+    if name == "DATABASE_KEYS":
+        return frozenset(config_keys.database_keys())
+    if name == "REPORT_TYPES":
+        return report_types.names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@dataclass
+class ReportDraft:
+    """A report being read, as its engine's `check_report` sees it: the
+    merged raw keys, the values parsed so far (`options` takes the engine's
+    own keys), the folder's databases; `check` records a problem and goes on."""
+
+    where: _Where
+    raw: dict[str, Any]
+    values: dict[str, Any]
+    databases: dict[str, DatabaseConfig]
+    database_errors: dict[str, ConfigError]
+    explode_ok: bool  # explode_by parsed (else its placeholders are unknown)
+    check: Callable[[str, Callable[[], Any]], bool]
+
+    def error(self, key: str | None, message: str) -> ConfigError:
+        return self.where.error(key, message)
+
+    def show(self, value: Any) -> str:
+        return _show(value)
+
+    def database(self, db: Any) -> DatabaseConfig:
+        """The database a `db` value names; raises ConfigError when it names
+        none, or a broken one."""
+        if not isinstance(db, str):
+            raise self.error("db", f"{_show(db)} is not a key of 'databases'")
+        if db in self.database_errors:
+            raise self.error("db", f"database {db!r} is broken (see its own error)")
+        if db not in self.databases:
+            raise self.error("db", f"{_show(db)} is not a key of 'databases'{_nearest(db, set(self.databases))}")
+        return self.databases[db]
 
 
 class ReportErrors(Exception):
@@ -858,18 +884,18 @@ def _parse_pivot(where: _Where, value: Any) -> "Pivot":
     return Pivot(fill="" if fill is None else _scalar(where, "pivot.fill", fill), **names)
 
 
-def _parse_ready(where: _Where, query_folder: Path, value: Any, report_type: str,
+def _parse_ready(where: _Where, query_folder: Path, value: Any, engine: report_types.EngineKeys,
                  available: set[str]) -> ReadyCheck:
-    if not isinstance(value, dict) or len(value) != 1 or not set(value) <= {"query", "partition", "script"}:
-        raise where.error("ready_when", f"{_show(value)} needs exactly one of query, partition, script")
+    kinds = report_types.ready_when_kinds()
+    if not isinstance(value, dict) or len(value) != 1 or not set(value) <= set(kinds):
+        raise where.error("ready_when", f"{_show(value)} needs exactly one of {', '.join(kinds)}")
     kind, text = next(iter(value.items()))
     text = _str(where, f"ready_when.{kind}", text)
     if kind == "script":
         return ReadyCheck(script_path=_find_script(where, query_folder, text))
-    if kind == "partition" and report_type != "hive":
-        raise where.error("ready_when.partition", "partitions are checked on Hive: use it in hive reports")
-    if kind == "query" and report_type == "script":
-        raise where.error("ready_when.query", "a script report has no database to query: use script")
+    if kind not in engine.ready_when:
+        raise where.error(f"ready_when.{kind}", engine.ready_when_refused.get(
+            kind, f"{engine.type} reports cannot check ready_when {kind}"))
     try:
         unknown = sorted(templates.fields(text) - available)
     except templates.TemplateError as exc:
@@ -974,8 +1000,13 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
         return Granularity(_plain(where, config_keys.REPORT["granularity"], value))
 
     def report_type() -> str:
-        declared = config_keys.REPORT["type"]
-        return _plain(where, declared, raw.get("type", declared.default))
+        declared = config_keys.report_keys()["type"]
+        name = _plain(where, declared, raw.get("type", declared.default))
+        try:
+            report_types.declaration(name)
+        except report_types.UnknownReportType as exc:
+            raise where.error("type", str(exc)) from None
+        return name
 
     def explode_pattern() -> str:
         pattern = _str(where, "explode_value_pattern", raw["explode_value_pattern"])
@@ -1024,35 +1055,25 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
         if not explode_ok:
             available |= {str(name) for name in raw.get("explode_by") or {}} if isinstance(
                 raw.get("explode_by"), dict) else set()
-        if values["type"] == "sql":
-            def database() -> str:
-                db = raw.get("db")
-                if db is None:
-                    raise where.error("db", "is required for sql reports (a key of 'databases')")
-                if not isinstance(db, str):
-                    raise where.error("db", f"{_show(db)} is not a key of 'databases'")
-                if db in database_errors:
-                    raise where.error("db", f"database {db!r} is broken (see its own error)")
-                if db not in databases:
-                    raise where.error("db", f"{_show(db)} is not a key of 'databases'"
-                                            f"{_nearest(db, set(databases))}")
-                placeholder = databases[db].wiki_db_placeholder
-                if (databases[db].auto_find_db_shard and placeholder and explode_ok
-                        and placeholder not in values.get("explode_by", {})):
-                    raise where.error("explode_by", f"database {db!r} finds each wiki's shard from the "
-                                                    f"explode_by placeholder {placeholder!r}, which "
-                                                    "this report lacks")
-                return db
-            check("db", database)
-            check("template", lambda: _load_template(where, query_folder, execute, ".sql", available))
-        elif values["type"] == "hive":
-            check("db", lambda: _hive_database(where, raw.get("db"), databases, database_errors))
-            check("template", lambda: _load_template(where, query_folder, execute, ".hql", available))
+        engine = report_types.declaration(values["type"])
+        options: dict[str, Any] = {}
+        for name, declared in engine.report_keys.items():
+            if declared.kind in config_keys.PLAIN_KINDS and _given(declared, raw):
+                try:
+                    options[name] = _plain(where, declared, raw[name])
+                except ConfigError as exc:
+                    errors.append(exc)
+        values["options"] = options
+        if engine.check_report is not None:
+            engine.check_report(ReportDraft(where, raw, values, databases, database_errors, explode_ok, check))
+        if engine.template_suffix is not None:
+            check("template", lambda: _load_template(where, query_folder, execute, engine.template_suffix,
+                                                     available))
         else:
             check("script_path", lambda: _find_script(where, query_folder, execute))
         if raw.get("ready_when") is not None:
             check("ready_when", lambda: _parse_ready(where, query_folder, raw["ready_when"],
-                                                     values["type"], available))
+                                                     engine, available))
 
     if errors:
         raise ReportErrors(errors)
@@ -1331,11 +1352,12 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
     defaults = raw.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise ConfigError(_clean(f"{config_path}: key 'defaults': {_show(defaults)} is not a mapping"))
-    known_report_keys = REPORT_KEYS | LEGACY_REPORT_KEYS
+    report_keys = _report_keys()
+    known_report_keys = report_keys | LEGACY_REPORT_KEYS
     for name in defaults:
         if name not in known_report_keys:
             warnings.append(_Where(config_path, "defaults").warning(
-                f"unknown key '{name}'{_nearest(name, REPORT_KEYS)}; ignored"))
+                f"unknown key '{name}'{_nearest(name, report_keys)}; ignored"))
 
     databases: dict[str, DatabaseConfig] = {}
     database_errors: dict[str, ConfigError] = {}
@@ -1377,7 +1399,7 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
         for name in raw_report:
             if name not in known_report_keys:
                 warnings.append(_Where.report_(config_path, key).warning(
-                    f"unknown key '{name}'{_nearest(name, REPORT_KEYS)}; ignored"))
+                    f"unknown key '{name}'{_nearest(name, report_keys)}; ignored"))
         merged = {**defaults, **raw_report}
         if merged.get("graphite") is not None and raw.get("graphite") is None:
             warnings.append(_Where.report_(config_path, key).warning(

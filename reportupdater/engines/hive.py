@@ -20,21 +20,51 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config_keys import DEFAULT_TIMEOUT_SECONDS
 from ..config import DatabaseConfig, hide_secrets
 from ..credentials import read_creds_file
 from ..deadlines import watchdog
 from ..processes import run_command
+from ..report_types import EngineKeys
 from ..datatypes import EngineError, Job, Result
 from .base import Engine, SiteDefaults, build_result, cell_text, render_query, truthy
 from .script import parse_tsv
+
+if TYPE_CHECKING:
+    from ..config import ReportDraft
 
 log = logging.getLogger(__name__)
 # thrift logs a refused connection itself, and with no handler configured
 # for it Python prints that bare on stderr beside our one-line error.
 logging.getLogger("thrift").addHandler(logging.NullHandler())
+
+# ------------------------------------------------ what it reads from config.yaml
+
+def _report_database(report: ReportDraft) -> str | None:
+    """The hive database a hive report uses: the one its `db` names, else the
+    folder's only one, else None (the site default, else `hive -e`). A `db`
+    naming a non-hive database (a defaults value meant for sql reports) is
+    ignored, as the original tool ignored `db` for hive reports; one naming
+    nothing, a broken entry, or leaving a choice of several is an error."""
+    db = report.raw.get("db")
+    if db is not None and report.database(db).is_hive:
+        return db
+    hive = [key for key, database in report.databases.items() if database.is_hive]
+    if len(hive) > 1:
+        raise report.error("db", f"name one of the hive databases {', '.join(hive)}")
+    return hive[0] if hive else None
+
+
+def _check_report(report: ReportDraft) -> None:
+    report.check("db", lambda: _report_database(report))
+
+
+KEYS = EngineKeys(
+    type="hive", template_suffix=".hql", ready_when=("query", "partition", "script"),
+    check_report=_check_report,
+)
 
 DEFAULT_COMMAND = ("hive", "-e")
 POLL_SECONDS = 0.5

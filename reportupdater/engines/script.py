@@ -15,9 +15,17 @@ import logging
 from ..config_keys import DEFAULT_TIMEOUT_SECONDS
 from ..datatypes import EngineError, Job, Result
 from ..processes import run_command
+from ..report_types import EngineKeys
 from .base import Engine, build_result, script_argv
 
 log = logging.getLogger(__name__)
+
+# What a script report reads from config.yaml: `execute` names the script.
+KEYS = EngineKeys(
+    type="script", template_suffix=None, ready_when=("script",),
+    ready_when_refused={"partition": "partitions are checked on Hive: use it in hive reports",
+                        "query": "a script report has no database to query: use script"},
+)
 
 
 def parse_tsv(text: str) -> tuple[list[str], list[list[str]]]:

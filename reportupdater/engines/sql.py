@@ -31,6 +31,7 @@ from ..config import DatabaseConfig, hide_secrets
 from ..credentials import read_creds_file
 from ..datatypes import EngineError, Job, Result
 from ..deadlines import watchdog
+from ..report_types import EngineKeys
 from .base import Engine, SiteDefaults, build_result, render_query, truthy
 
 # SQLAlchemy is imported by the functions that use it, not here: loading a
@@ -39,6 +40,37 @@ from .base import Engine, SiteDefaults, build_result, render_query, truthy
 if TYPE_CHECKING:
     import sqlalchemy
     from sqlalchemy.engine import URL
+
+    from ..config import ReportDraft
+
+
+# ------------------------------------------------ what it reads from config.yaml
+
+def _report_database(report: ReportDraft) -> str:
+    """An sql report's `db`: required, a sound database, and one that finds
+    wiki shards from a placeholder the report explodes by."""
+    db = report.raw.get("db")
+    if db is None:
+        raise report.error("db", "is required for sql reports (a key of 'databases')")
+    database = report.database(db)
+    placeholder = database.wiki_db_placeholder
+    if (database.auto_find_db_shard and placeholder and report.explode_ok
+            and placeholder not in report.values.get("explode_by", {})):
+        raise report.error("explode_by", f"database {db!r} finds each wiki's shard from the "
+                                         f"explode_by placeholder {placeholder!r}, which "
+                                         "this report lacks")
+    return db
+
+
+def _check_report(report: ReportDraft) -> None:
+    report.check("db", lambda: _report_database(report))
+
+
+KEYS = EngineKeys(
+    type="sql", template_suffix=".sql", ready_when=("query", "script"),
+    ready_when_refused={"partition": "partitions are checked on Hive: use it in hive reports"},
+    check_report=_check_report,
+)
 
 log = logging.getLogger(__name__)
 
