@@ -3,7 +3,9 @@
 # Reads a query folder's config.yaml into typed dataclasses and validates
 # every key. May read: config.yaml, explode_by value files, templates and
 # scripts (to check they exist and know their placeholders). Writes nothing,
-# connects to nothing. A broken report becomes a ConfigError in
+# connects to nothing. What a report type (an engine) reads and requires is
+# declared in the engine's module (report_types.py finds it) and applied
+# here: config.py names no report type. A broken report becomes a ConfigError in
 # FolderConfig.errors; it never stops the other reports from loading.
 # YAML scalars are read as the text written (not YAML 1.1's booleans, octals,
 # sexagesimals), keys given twice are errors, and no message shows a value
@@ -17,7 +19,6 @@ import itertools
 import os
 import re
 import reprlib
-import shlex
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -115,18 +116,19 @@ class DatabaseConfig:
     srv_template: str | None = None         # DNS SRV name, "_{shard}-analytics._tcp.eqiad.wmnet"
     timeout: float | None = None            # seconds per query, server and client side
     max_connections: int | None = None      # jobs at a time on this database
-    # Hive (HiveServer2 through PyHive, or a command line)
-    engine: str = "sql"                     # sql, hive or hive-cli
-    username: str | None = None
-    auth: str | None = None                 # NONE, NOSASL, LDAP, KERBEROS, CUSTOM
-    password_env: str | None = None         # environment variable holding the password
-    kerberos_service_name: str | None = None
-    configuration: dict[str, str] = field(default_factory=dict)  # Hive session settings
-    command: tuple[str, ...] = ()           # hive-cli: the command the query is appended to
+    engine: str = ""                        # its `engine:` (default: the first engine's)
+    options: dict[str, Any] = field(default_factory=dict)  # keys its engines declare, parsed
 
-    @property
-    def is_hive(self) -> bool:
-        return self.engine in ("hive", "hive-cli") or (self.url or "").startswith("hive")
+    def __getattr__(self, name: str) -> Any:
+        """An engine's database key reads as an attribute (None when not given)."""
+        if name.startswith("__"):
+            raise AttributeError(name)
+        options = self.__dict__.get("options", {})
+        if name in options:
+            return options[name]
+        if name in config_keys.database_keys():
+            return None
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -466,9 +468,6 @@ def _inside(folder: Path, relative: str) -> Path | None:
 
 # -------------------------------------------------------------- databases
 
-DATABASE_KEYS = frozenset(config_keys.DATABASE)
-DATABASE_ENGINES = config_keys.DATABASE["engine"].choices
-HIVE_AUTH_MODES = ("NONE", "NOSASL", "LDAP", "KERBEROS", "CUSTOM")
 # Where the original found MediaWiki's configuration and each shard's replica.
 DEFAULT_MW_CONFIG_PATH = config_keys.DATABASE["mw_config_path"].default
 DEFAULT_SRV_TEMPLATE = config_keys.DATABASE["srv_template"].default
@@ -559,16 +558,19 @@ def _parse_database(config_path: Path, query_folder: Path, key: str, raw: Any,
     where = _Where.database_(config_path, key)
     if not isinstance(raw, dict):
         raise where.error(None, f"{where.show(None, raw)} is not a mapping of keys")
+    database_keys = frozenset(config_keys.database_keys())
     for name in raw:
-        if name not in DATABASE_KEYS:
-            warnings.append(where.warning(f"unknown key '{name}'{_nearest(name, DATABASE_KEYS)}; ignored"))
+        if name not in database_keys:
+            warnings.append(where.warning(f"unknown key '{name}'{_nearest(name, database_keys)}; ignored"))
     values: dict[str, Any] = {"key": key}
     if "url" in raw:
         # Two descriptions of one server: which is meant is not ours to guess
         # (the URL would silently win). A hive URL may take its password from
         # a creds_file.
+        creds_ok = any(raw.get("engine") in engine.database_engines and engine.creds_file_with_url
+                       for engine in report_types.declarations())
         other = [name for name in ("host", "port", "db", "database", "auto_find_db_shard", "creds_file")
-                 if name in raw and not (name == "creds_file" and raw.get("engine") in ("hive", "hive-cli"))]
+                 if name in raw and not (name == "creds_file" and creds_ok)]
         if other:
             raise where.error(other[0], "cannot be given with 'url' (the URL names the server and "
                                         "database): give one or the other")
@@ -587,7 +589,8 @@ def _parse_database(config_path: Path, query_folder: Path, key: str, raw: Any,
     for name in ("creds_file", "mw_config_path"):
         if name in raw:
             values[name] = query_folder / os.path.expanduser(_str(where, name, raw[name]))
-    _parse_hive_keys(where, raw, values)
+    draft = DatabaseDraft(where, raw, values)
+    _parse_engine_keys(draft)
     if "seed" in raw:
         seed = _inside(query_folder, _str(where, "seed", raw["seed"]))
         if seed is None or not seed.is_file():
@@ -601,66 +604,55 @@ def _parse_database(config_path: Path, query_folder: Path, key: str, raw: Any,
         values.setdefault("mw_config_path", Path(DEFAULT_MW_CONFIG_PATH))
         if not values.get("shards") and "shard_host_template" not in values:
             values.setdefault("srv_template", DEFAULT_SRV_TEMPLATE)
-    database = DatabaseConfig(**values)
-    if database.engine == "hive" and database.url is None and "host" not in values:
-        raise where.error("host", "is required for engine hive (or give 'url: hive://user@host:10000/db')")
-    if database.url is None and not database.auto_find_db_shard and not database.is_hive:
-        missing = [name for name in ("host", "port", "creds_file", "db") if name not in raw]
-        if missing:
-            raise where.error(missing[0], "is required (or give 'url')")
-    return database
+    engine = report_types.database_engine(values["engine"], values.get("url"))
+    if engine is not None and engine.check_database is not None:
+        engine.check_database(draft)
+    return DatabaseConfig(**values)
 
 
-# Command-line parts that put a password in `ps` for every user of the machine
-# (beeline -p / --password=, a JDBC URL's ;password=): refused; beeline -w
-# FILE reads it from a file.
-_PASSWORD_OPTIONS = re.compile(r"^(?:-p|--password)(?:=.*)?$|password=", re.IGNORECASE)
+@dataclass
+class DatabaseDraft:
+    """A database being read, as its engines' `parse_database` and
+    `check_database` see it: its raw keys and the values read so far
+    (`options` takes the engines' own keys). Its values are described in
+    messages, never shown (they may hold a password)."""
+
+    where: _Where
+    raw: dict[str, Any]
+    values: dict[str, Any]
+
+    def error(self, key: str | None, message: str) -> ConfigError:
+        return self.where.error(key, message)
+
+    def show(self, key: str | None, value: Any) -> str:
+        return self.where.show(key, value)
+
+    def text(self, key: str, value: Any) -> str:
+        return _str(self.where, key, value)
+
+    def scalar(self, key: str, value: Any) -> str:
+        return _scalar(self.where, key, value)
 
 
-def _parse_hive_keys(where: _Where, raw: dict, values: dict[str, Any]) -> None:
-    declared = config_keys.DATABASE["engine"]
-    values["engine"] = _plain(where, declared, raw.get("engine", declared.default))
-    for name in ("username", "password_env", "kerberos_service_name"):
-        if name in raw:
-            values[name] = _plain(where, config_keys.DATABASE[name], raw[name])
+def _parse_engine_keys(draft: DatabaseDraft) -> None:
+    """`engine:`, the engines' plain database keys as declared, `database`
+    (db's other name), then the others by each engine's parse_database."""
+    raw, values = draft.raw, draft.values
+    declared = config_keys.database_keys()["engine"]
+    values["engine"] = _plain(draft.where, declared, raw.get("engine", declared.default))
+    options: dict[str, Any] = values.setdefault("options", {})
+    engines = report_types.declarations()
+    for engine in engines:
+        for name, key in engine.database_keys.items():
+            if key.kind in config_keys.PLAIN_KINDS and name in raw:
+                options[name] = _plain(draft.where, key, raw[name])
     if "database" in raw:
         if "db" in raw:
-            raise where.error("database", "and 'db' are the same key: give one")
-        values["db"] = _str(where, "database", raw["database"])
-    if "auth" in raw:
-        auth = raw["auth"].upper() if isinstance(raw["auth"], str) else None
-        if auth not in HIVE_AUTH_MODES:
-            raise where.error("auth", f"{where.show('auth', raw['auth'])} is not one of {', '.join(HIVE_AUTH_MODES)}")
-        values["auth"] = auth
-    # What PyHive accepts: a password only with LDAP or CUSTOM, a Kerberos
-    # service name only with KERBEROS.
-    url_auth = re.search(r"[?&]auth=(\w+)", values.get("url") or "")
-    if url_auth and "auth" not in values:
-        values["auth"] = url_auth.group(1).upper()
-    if "password_env" in raw and values.get("auth") not in ("LDAP", "CUSTOM"):
-        raise where.error("password_env", "a password needs auth: LDAP or CUSTOM")
-    if "kerberos_service_name" in raw and values.get("auth") != "KERBEROS":
-        raise where.error("kerberos_service_name", "needs auth: KERBEROS")
-    if "configuration" in raw:
-        settings = raw["configuration"]
-        if not isinstance(settings, dict):
-            raise where.error("configuration", f"{where.show('configuration', settings)} is not a "
-                                               "mapping setting -> value")
-        values["configuration"] = {name: _scalar(where, f"configuration.{name}", value)
-                                   for name, value in settings.items()}
-    if "command" in raw:
-        command = raw["command"]
-        if isinstance(command, str):
-            try:
-                command = shlex.split(command)
-            except ValueError:  # an unclosed quote
-                command = None
-        if not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command):
-            raise where.error("command", f"{where.show('command', raw['command'])} is not a command line")
-        if any(_PASSWORD_OPTIONS.search(part) for part in command):
-            raise where.error("command", "holds a password option (-p, --password): every user of the "
-                                         "machine sees it in `ps`; use beeline -w PASSWORD_FILE")
-        values["command"] = tuple(command)
+            raise draft.error("database", "and 'db' are the same key: give one")
+        values["db"] = _str(draft.where, "database", raw["database"])
+    for engine in engines:
+        if engine.parse_database is not None:
+            engine.parse_database(draft)
 
 
 def _template_fields(where: _Where, key: str, text: str) -> set[str]:

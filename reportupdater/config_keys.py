@@ -91,7 +91,7 @@ def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 _SCALAR = {"type": ["string", "integer", "number", "boolean"]}  # read as the text written
-_NAME_TO_SCALAR = {"type": "object", "additionalProperties": _SCALAR}
+SCALAR_SCHEMA = _SCALAR  # for engines' keys
 
 
 def _keys(*keys: Key) -> dict[str, Key]:
@@ -188,19 +188,8 @@ DATABASE = _keys(
         default="_{shard}-analytics._tcp.eqiad.wmnet"),
     Key("timeout", "seconds", "Seconds per query, server and client side", null_is_unset=False),
     Key("max_connections", "integer", "Jobs at a time on this database", minimum=1, null_is_unset=False),
-    Key("engine", "choice", "sql, hive (HiveServer2) or hive-cli (a command line)", default="sql",
-        choices=("sql", "hive", "hive-cli"), null_is_unset=False),
-    Key("username", "text", "Hive user", null_is_unset=False),
-    Key("auth", "other", "Hive authentication", null_is_unset=False,
-        schema={"type": "string", "pattern": "^(?i:NONE|NOSASL|LDAP|KERBEROS|CUSTOM)$"}),
-    Key("password_env", "text", "Environment variable holding the Hive password (LDAP, CUSTOM)",
-        null_is_unset=False),
-    Key("kerberos_service_name", "text", "Hive's Kerberos service name (KERBEROS)", null_is_unset=False),
-    Key("configuration", "other", "Hive session settings: setting -> value", null_is_unset=False,
-        schema=_NAME_TO_SCALAR),
-    Key("command", "other", "hive-cli: the command line the query is appended to", null_is_unset=False,
-        schema={"anyOf": [{"type": "string", "pattern": r"\S"},
-                          {"type": "array", "minItems": 1, "items": {"type": "string"}}]}),
+    # Its choices and default are the registered engines' (database_keys()).
+    Key("engine", "choice", "sql, hive (HiveServer2) or hive-cli (a command line)", null_is_unset=False),
 )
 
 GRAPHITE = _keys(
@@ -248,6 +237,8 @@ def report_keys() -> dict[str, Key]:
 def database_keys() -> dict[str, Key]:
     """Every database key: the core's, then the engines' own."""
     keys = dict(DATABASE)
+    engines = tuple(name for engine in report_types.declarations() for name in engine.database_engines)
+    keys["engine"] = replace(DATABASE["engine"], choices=engines, default=engines[0] if engines else None)
     for name, key in _engine_keys("databases").items():
         keys.setdefault(name, key)
     return keys

@@ -54,9 +54,15 @@ class EngineKeys:
     report_keys: dict[str, Key] = field(default_factory=dict)
     database_keys: dict[str, Key] = field(default_factory=dict)
     check_report: Callable[[ReportDraft], None] | None = None
-    check_database: Callable[[DatabaseDraft], None] | None = None
-    # database `engine:` values that this engine's databases take
+    # Databases: the `engine:` values of the databases it serves, and the URL
+    # schemes (prefixes) that make a database its whatever `engine:` says.
     database_engines: tuple[str, ...] = ()
+    url_schemes: tuple[str, ...] = ()
+    creds_file_with_url: bool = False  # its URLs may take their password from creds_file
+    # Reads its database keys, on every database that gives them.
+    parse_database: Callable[[DatabaseDraft], None] | None = None
+    # Its rules for a database it serves, once every key is read.
+    check_database: Callable[[DatabaseDraft], None] | None = None
 
 
 _loaded: dict[str, EngineKeys] = {}
@@ -110,6 +116,15 @@ def declaration(report_type: str) -> EngineKeys:
 def declarations() -> list[EngineKeys]:
     """Every registered engine's declaration, in registry order."""
     return [declaration(name) for name in ENGINES]
+
+
+def database_engine(engine: str, url: str | None) -> EngineKeys | None:
+    """The engine a database is for: the first whose URL schemes its URL
+    has, else the one whose `engine:` values hold its own."""
+    engines = declarations()
+    by_url = [keys for keys in engines if keys.url_schemes and (url or "").startswith(keys.url_schemes)]
+    by_engine = [keys for keys in engines if engine in keys.database_engines]
+    return (by_url or by_engine or [None])[0]
 
 
 def ready_when_kinds() -> tuple[str, ...]:

@@ -167,6 +167,8 @@ RULES = [
      "the watchdog depends on nothing of the package"),
     ("reportupdater.credentials", {"reportupdater.config", "reportupdater.runner"} | _matching(
         "reportupdater.engines"), "credentials serve every engine, know none"),
+    ("reportupdater.report_types", set(MODULES) - {"reportupdater", "reportupdater.report_types"},
+     "the registry names the engines' modules as text and imports one only when asked"),
 ]
 
 
@@ -213,3 +215,16 @@ def test_loading_a_config_imports_no_driver():
                           cwd=ROOT.parent, env={"PYTHONPATH": str(ROOT.parent), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_config_stage_names_no_report_type():
+    """Engines own their keys: the report types, their rules and their keys
+    are in the engines' modules (found through report_types.py), so config.py
+    and config_keys.py hold no report type or database engine as a value (docs
+    and messages aside: those are the key's doc strings, in words)."""
+    names = {"sql", "hive", "hive-cli"}
+    for module in ("reportupdater.config", "reportupdater.config_keys"):
+        tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+        found = sorted({node.value for node in ast.walk(tree)
+                        if isinstance(node, ast.Constant) and node.value in names})
+        assert found == [], f"{module} names {found}"

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import sqlalchemy
     from sqlalchemy.engine import URL
 
-    from ..config import ReportDraft
+    from ..config import DatabaseDraft, ReportDraft
 
 
 # ------------------------------------------------ what it reads from config.yaml
@@ -66,10 +66,20 @@ def _check_report(report: ReportDraft) -> None:
     report.check("db", lambda: _report_database(report))
 
 
+def _check_database(database: DatabaseDraft) -> None:
+    """A database without a URL names its server and database, and a creds
+    file, unless it finds each wiki's shard."""
+    raw, values = database.raw, database.values
+    if values.get("url") is None and not values.get("auto_find_db_shard"):
+        missing = [name for name in ("host", "port", "creds_file", "db") if name not in raw]
+        if missing:
+            raise database.error(missing[0], "is required (or give 'url')")
+
+
 KEYS = EngineKeys(
     type="sql", template_suffix=".sql", ready_when=("query", "script"),
     ready_when_refused={"partition": "partitions are checked on Hive: use it in hive reports"},
-    check_report=_check_report,
+    check_report=_check_report, database_engines=("sql",), check_database=_check_database,
 )
 
 log = logging.getLogger(__name__)
