@@ -1058,9 +1058,9 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
         values["options"] = options
         if engine.check_report is not None:
             engine.check_report(ReportDraft(where, raw, values, databases, database_errors, explode_ok, check))
-        if engine.template_suffix is not None:
-            check("template", lambda: _load_template(where, query_folder, execute, engine.template_suffix,
-                                                     available))
+        suffix = engine.template_suffix
+        if suffix is not None:
+            check("template", lambda: _load_template(where, query_folder, execute, suffix, available))
         else:
             check("script_path", lambda: _find_script(where, query_folder, execute))
         if raw.get("ready_when") is not None:

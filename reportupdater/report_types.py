@@ -124,7 +124,8 @@ def database_engine(engine: str, url: str | None) -> EngineKeys | None:
     engines = declarations()
     by_url = [keys for keys in engines if keys.url_schemes and (url or "").startswith(keys.url_schemes)]
     by_engine = [keys for keys in engines if engine in keys.database_engines]
-    return (by_url or by_engine or [None])[0]
+    found = by_url or by_engine
+    return found[0] if found else None
 
 
 def ready_when_kinds() -> tuple[str, ...]:

@@ -8,7 +8,8 @@
 # touch: the Hive server (one connection per database for the run; a query
 # over its timeout is cancelled on the server; a server that stops answering
 # has its socket shut down by the watchdog) or the command's process group.
-# Every error leaving this engine has the database's password masked.
+# Every error leaving this engine has the database's password masked. KEYS
+# declares what it reads from config.yaml (its database keys and rules).
 
 from __future__ import annotations
 
@@ -211,6 +212,7 @@ class HiveServer:
 
 def _server_from_url(url_text: str, where: str) -> HiveServer:
     from sqlalchemy.engine import make_url  # not at module level: config reads this module
+
     try:
         url = make_url(url_text)
     except Exception:  # never the text: it may hold a password

@@ -6,7 +6,8 @@
 # the TSV it prints. The command runs through processes.run_command (as do
 # readiness scripts and Hive command lines), which owns its process group.
 # A non-zero exit, a timeout, output still arriving after the exit or
-# unparseable output is a failure of that interval.
+# unparseable output is a failure of that interval. KEYS declares what it
+# reads from config.yaml.
 
 from __future__ import annotations
 
