@@ -3,7 +3,9 @@
 # Reads a query folder's config.yaml into typed dataclasses and validates
 # every key. May read: config.yaml, explode_by value files, templates and
 # scripts (to check they exist and know their placeholders). Writes nothing,
-# connects to nothing. A broken report becomes a ConfigError in
+# connects to nothing. What a report type (an engine) reads and requires is
+# declared in the engine's module (report_types.py finds it) and applied
+# here: config.py names no report type. A broken report becomes a ConfigError in
 # FolderConfig.errors; it never stops the other reports from loading.
 # YAML scalars are read as the text written (not YAML 1.1's booleans, octals,
 # sexagesimals), keys given twice are errors, and no message shows a value
@@ -17,7 +19,6 @@ import itertools
 import os
 import re
 import reprlib
-import shlex
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from . import config_keys, templates
+from . import config_keys, report_types, templates
 from .config_keys import (DEFAULT_EXPLODE_VALUE_PATTERN, MAX_LAG_SECONDS, MAX_SECONDS, MAX_YEARS, Key, KeyRow,
                           json_schema, key_reference)
 from .datatypes import Granularity
@@ -91,8 +92,8 @@ class ConfigWarning(_Located, str):
         return warning
 
 
-# The keys and their types are declared once, in config_keys.py.
-REPORT_TYPES = config_keys.REPORT["type"].choices
+# The keys and their types are declared once: the core's in config_keys.py,
+# each engine's in its module (report_types.py finds them).
 # Keys the original tool accepted at some point and that mean nothing now.
 LEGACY_REPORT_KEYS = frozenset(name for name, key in config_keys.REPORT.items() if key.legacy)
 
@@ -115,18 +116,19 @@ class DatabaseConfig:
     srv_template: str | None = None         # DNS SRV name, "_{shard}-analytics._tcp.eqiad.wmnet"
     timeout: float | None = None            # seconds per query, server and client side
     max_connections: int | None = None      # jobs at a time on this database
-    # Hive (HiveServer2 through PyHive, or a command line)
-    engine: str = "sql"                     # sql, hive or hive-cli
-    username: str | None = None
-    auth: str | None = None                 # NONE, NOSASL, LDAP, KERBEROS, CUSTOM
-    password_env: str | None = None         # environment variable holding the password
-    kerberos_service_name: str | None = None
-    configuration: dict[str, str] = field(default_factory=dict)  # Hive session settings
-    command: tuple[str, ...] = ()           # hive-cli: the command the query is appended to
+    engine: str = ""                        # its `engine:` (default: the first engine's)
+    options: dict[str, Any] = field(default_factory=dict)  # keys its engines declare, parsed
 
-    @property
-    def is_hive(self) -> bool:
-        return self.engine in ("hive", "hive-cli") or (self.url or "").startswith("hive")
+    def __getattr__(self, name: str) -> Any:
+        """An engine's database key reads as an attribute (None when not given)."""
+        if name.startswith("__"):
+            raise AttributeError(name)
+        options = self.__dict__.get("options", {})
+        if name in options:
+            return options[name]
+        if name in config_keys.database_keys():
+            return None
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -196,8 +198,9 @@ class ReportConfig:
     @property
     def zone(self) -> tzinfo:
         return _zone(self.timezone)
-    template: str | None = None  # sql/hive template text, read once
+    template: str | None = None  # the template text (engines with a template suffix), read once
     script_path: Path | None = None  # script reports: absolute path of the executable
+    options: dict[str, Any] = field(default_factory=dict)  # keys its engine declares, parsed
 
     @property
     def placeholders(self) -> tuple[str, ...]:
@@ -465,9 +468,6 @@ def _inside(folder: Path, relative: str) -> Path | None:
 
 # -------------------------------------------------------------- databases
 
-DATABASE_KEYS = frozenset(config_keys.DATABASE)
-DATABASE_ENGINES = config_keys.DATABASE["engine"].choices
-HIVE_AUTH_MODES = ("NONE", "NOSASL", "LDAP", "KERBEROS", "CUSTOM")
 # Where the original found MediaWiki's configuration and each shard's replica.
 DEFAULT_MW_CONFIG_PATH = config_keys.DATABASE["mw_config_path"].default
 DEFAULT_SRV_TEMPLATE = config_keys.DATABASE["srv_template"].default
@@ -558,16 +558,19 @@ def _parse_database(config_path: Path, query_folder: Path, key: str, raw: Any,
     where = _Where.database_(config_path, key)
     if not isinstance(raw, dict):
         raise where.error(None, f"{where.show(None, raw)} is not a mapping of keys")
+    database_keys = frozenset(config_keys.database_keys())
     for name in raw:
-        if name not in DATABASE_KEYS:
-            warnings.append(where.warning(f"unknown key '{name}'{_nearest(name, DATABASE_KEYS)}; ignored"))
+        if name not in database_keys:
+            warnings.append(where.warning(f"unknown key '{name}'{_nearest(name, database_keys)}; ignored"))
     values: dict[str, Any] = {"key": key}
     if "url" in raw:
         # Two descriptions of one server: which is meant is not ours to guess
         # (the URL would silently win). A hive URL may take its password from
         # a creds_file.
+        creds_ok = any(raw.get("engine") in engine.database_engines and engine.creds_file_with_url
+                       for engine in report_types.declarations())
         other = [name for name in ("host", "port", "db", "database", "auto_find_db_shard", "creds_file")
-                 if name in raw and not (name == "creds_file" and raw.get("engine") in ("hive", "hive-cli"))]
+                 if name in raw and not (name == "creds_file" and creds_ok)]
         if other:
             raise where.error(other[0], "cannot be given with 'url' (the URL names the server and "
                                         "database): give one or the other")
@@ -586,7 +589,8 @@ def _parse_database(config_path: Path, query_folder: Path, key: str, raw: Any,
     for name in ("creds_file", "mw_config_path"):
         if name in raw:
             values[name] = query_folder / os.path.expanduser(_str(where, name, raw[name]))
-    _parse_hive_keys(where, raw, values)
+    draft = DatabaseDraft(where, raw, values)
+    _parse_engine_keys(draft)
     if "seed" in raw:
         seed = _inside(query_folder, _str(where, "seed", raw["seed"]))
         if seed is None or not seed.is_file():
@@ -600,66 +604,55 @@ def _parse_database(config_path: Path, query_folder: Path, key: str, raw: Any,
         values.setdefault("mw_config_path", Path(DEFAULT_MW_CONFIG_PATH))
         if not values.get("shards") and "shard_host_template" not in values:
             values.setdefault("srv_template", DEFAULT_SRV_TEMPLATE)
-    database = DatabaseConfig(**values)
-    if database.engine == "hive" and database.url is None and "host" not in values:
-        raise where.error("host", "is required for engine hive (or give 'url: hive://user@host:10000/db')")
-    if database.url is None and not database.auto_find_db_shard and not database.is_hive:
-        missing = [name for name in ("host", "port", "creds_file", "db") if name not in raw]
-        if missing:
-            raise where.error(missing[0], "is required (or give 'url')")
-    return database
+    engine = report_types.database_engine(values["engine"], values.get("url"))
+    if engine is not None and engine.check_database is not None:
+        engine.check_database(draft)
+    return DatabaseConfig(**values)
 
 
-# Command-line parts that put a password in `ps` for every user of the machine
-# (beeline -p / --password=, a JDBC URL's ;password=): refused; beeline -w
-# FILE reads it from a file.
-_PASSWORD_OPTIONS = re.compile(r"^(?:-p|--password)(?:=.*)?$|password=", re.IGNORECASE)
+@dataclass
+class DatabaseDraft:
+    """A database being read, as its engines' `parse_database` and
+    `check_database` see it: its raw keys and the values read so far
+    (`options` takes the engines' own keys). Its values are described in
+    messages, never shown (they may hold a password)."""
+
+    where: _Where
+    raw: dict[str, Any]
+    values: dict[str, Any]
+
+    def error(self, key: str | None, message: str) -> ConfigError:
+        return self.where.error(key, message)
+
+    def show(self, key: str | None, value: Any) -> str:
+        return self.where.show(key, value)
+
+    def text(self, key: str, value: Any) -> str:
+        return _str(self.where, key, value)
+
+    def scalar(self, key: str, value: Any) -> str:
+        return _scalar(self.where, key, value)
 
 
-def _parse_hive_keys(where: _Where, raw: dict, values: dict[str, Any]) -> None:
-    declared = config_keys.DATABASE["engine"]
-    values["engine"] = _plain(where, declared, raw.get("engine", declared.default))
-    for name in ("username", "password_env", "kerberos_service_name"):
-        if name in raw:
-            values[name] = _plain(where, config_keys.DATABASE[name], raw[name])
+def _parse_engine_keys(draft: DatabaseDraft) -> None:
+    """`engine:`, the engines' plain database keys as declared, `database`
+    (db's other name), then the others by each engine's parse_database."""
+    raw, values = draft.raw, draft.values
+    declared = config_keys.database_keys()["engine"]
+    values["engine"] = _plain(draft.where, declared, raw.get("engine", declared.default))
+    options: dict[str, Any] = values.setdefault("options", {})
+    engines = report_types.declarations()
+    for engine in engines:
+        for name, key in engine.database_keys.items():
+            if key.kind in config_keys.PLAIN_KINDS and name in raw:
+                options[name] = _plain(draft.where, key, raw[name])
     if "database" in raw:
         if "db" in raw:
-            raise where.error("database", "and 'db' are the same key: give one")
-        values["db"] = _str(where, "database", raw["database"])
-    if "auth" in raw:
-        auth = raw["auth"].upper() if isinstance(raw["auth"], str) else None
-        if auth not in HIVE_AUTH_MODES:
-            raise where.error("auth", f"{where.show('auth', raw['auth'])} is not one of {', '.join(HIVE_AUTH_MODES)}")
-        values["auth"] = auth
-    # What PyHive accepts: a password only with LDAP or CUSTOM, a Kerberos
-    # service name only with KERBEROS.
-    url_auth = re.search(r"[?&]auth=(\w+)", values.get("url") or "")
-    if url_auth and "auth" not in values:
-        values["auth"] = url_auth.group(1).upper()
-    if "password_env" in raw and values.get("auth") not in ("LDAP", "CUSTOM"):
-        raise where.error("password_env", "a password needs auth: LDAP or CUSTOM")
-    if "kerberos_service_name" in raw and values.get("auth") != "KERBEROS":
-        raise where.error("kerberos_service_name", "needs auth: KERBEROS")
-    if "configuration" in raw:
-        settings = raw["configuration"]
-        if not isinstance(settings, dict):
-            raise where.error("configuration", f"{where.show('configuration', settings)} is not a "
-                                               "mapping setting -> value")
-        values["configuration"] = {name: _scalar(where, f"configuration.{name}", value)
-                                   for name, value in settings.items()}
-    if "command" in raw:
-        command = raw["command"]
-        if isinstance(command, str):
-            try:
-                command = shlex.split(command)
-            except ValueError:  # an unclosed quote
-                command = None
-        if not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command):
-            raise where.error("command", f"{where.show('command', raw['command'])} is not a command line")
-        if any(_PASSWORD_OPTIONS.search(part) for part in command):
-            raise where.error("command", "holds a password option (-p, --password): every user of the "
-                                         "machine sees it in `ps`; use beeline -w PASSWORD_FILE")
-        values["command"] = tuple(command)
+            raise draft.error("database", "and 'db' are the same key: give one")
+        values["db"] = _str(draft.where, "database", raw["database"])
+    for engine in engines:
+        if engine.parse_database is not None:
+            engine.parse_database(draft)
 
 
 def _template_fields(where: _Where, key: str, text: str) -> set[str]:
@@ -792,27 +785,6 @@ def _load_template(where: _Where, query_folder: Path, execute: str, suffix: str,
     return text
 
 
-def _hive_database(where: _Where, db: Any, databases: dict[str, DatabaseConfig],
-                   database_errors: dict[str, ConfigError]) -> str | None:
-    """The hive database a hive report uses: the one its `db` names, else the
-    folder's only one, else None (the site default, else `hive -e`). A `db`
-    naming a non-hive database (a defaults value meant for sql reports) is
-    ignored, as the original tool ignored `db` for hive reports; one naming
-    nothing, a broken entry, or leaving a choice of several is an error."""
-    if db is not None and not isinstance(db, str):
-        raise where.error("db", f"{_show(db)} is not a key of 'databases'")
-    if db is not None and db in database_errors:
-        raise where.error("db", f"database {db!r} is broken (see its own error)")
-    if db is not None and db not in databases:
-        raise where.error("db", f"{_show(db)} is not a key of 'databases'{_nearest(db, set(databases))}")
-    if db is not None and databases[db].is_hive:
-        return db
-    hive = [key for key, database in databases.items() if database.is_hive]
-    if len(hive) > 1:
-        raise where.error("db", f"name one of the hive databases {', '.join(hive)}")
-    return hive[0] if hive else None
-
-
 def _find_script(where: _Where, query_folder: Path, execute: str) -> Path:
     path = _inside(query_folder, execute)
     if path is None:
@@ -824,7 +796,53 @@ def _find_script(where: _Where, query_folder: Path, execute: str) -> Path:
     return path
 
 
-REPORT_KEYS = frozenset(config_keys.REPORT) - LEGACY_REPORT_KEYS
+def _report_keys() -> frozenset[str]:
+    """The report keys the core and the registered engines read (legacy keys aside)."""
+    return frozenset(config_keys.report_keys()) - LEGACY_REPORT_KEYS
+
+
+def __getattr__(name: str) -> Any:
+    # Computed when asked for: they include the engines' keys, and an engine
+    # may be registered after this module is imported.
+    if name == "REPORT_KEYS":
+        return _report_keys()
+    if name == "DATABASE_KEYS":
+        return frozenset(config_keys.database_keys())
+    if name == "REPORT_TYPES":
+        return report_types.names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@dataclass
+class ReportDraft:
+    """A report being read, as its engine's `check_report` sees it: the
+    merged raw keys, the values parsed so far (`options` takes the engine's
+    own keys), the folder's databases; `check` records a problem and goes on."""
+
+    where: _Where
+    raw: dict[str, Any]
+    values: dict[str, Any]
+    databases: dict[str, DatabaseConfig]
+    database_errors: dict[str, ConfigError]
+    explode_ok: bool  # explode_by parsed (else its placeholders are unknown)
+    check: Callable[[str, Callable[[], Any]], bool]
+
+    def error(self, key: str | None, message: str) -> ConfigError:
+        return self.where.error(key, message)
+
+    def show(self, value: Any) -> str:
+        return _show(value)
+
+    def database(self, db: Any) -> DatabaseConfig:
+        """The database a `db` value names; raises ConfigError when it names
+        none, or a broken one."""
+        if not isinstance(db, str):
+            raise self.error("db", f"{_show(db)} is not a key of 'databases'")
+        if db in self.database_errors:
+            raise self.error("db", f"database {db!r} is broken (see its own error)")
+        if db not in self.databases:
+            raise self.error("db", f"{_show(db)} is not a key of 'databases'{_nearest(db, set(self.databases))}")
+        return self.databases[db]
 
 
 class ReportErrors(Exception):
@@ -858,18 +876,18 @@ def _parse_pivot(where: _Where, value: Any) -> "Pivot":
     return Pivot(fill="" if fill is None else _scalar(where, "pivot.fill", fill), **names)
 
 
-def _parse_ready(where: _Where, query_folder: Path, value: Any, report_type: str,
+def _parse_ready(where: _Where, query_folder: Path, value: Any, engine: report_types.EngineKeys,
                  available: set[str]) -> ReadyCheck:
-    if not isinstance(value, dict) or len(value) != 1 or not set(value) <= {"query", "partition", "script"}:
-        raise where.error("ready_when", f"{_show(value)} needs exactly one of query, partition, script")
+    kinds = report_types.ready_when_kinds()
+    if not isinstance(value, dict) or len(value) != 1 or not set(value) <= set(kinds):
+        raise where.error("ready_when", f"{_show(value)} needs exactly one of {', '.join(kinds)}")
     kind, text = next(iter(value.items()))
     text = _str(where, f"ready_when.{kind}", text)
     if kind == "script":
         return ReadyCheck(script_path=_find_script(where, query_folder, text))
-    if kind == "partition" and report_type != "hive":
-        raise where.error("ready_when.partition", "partitions are checked on Hive: use it in hive reports")
-    if kind == "query" and report_type == "script":
-        raise where.error("ready_when.query", "a script report has no database to query: use script")
+    if kind not in engine.ready_when:
+        raise where.error(f"ready_when.{kind}", engine.ready_when_refused.get(
+            kind, f"{engine.type} reports cannot check ready_when {kind}"))
     try:
         unknown = sorted(templates.fields(text) - available)
     except templates.TemplateError as exc:
@@ -974,8 +992,13 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
         return Granularity(_plain(where, config_keys.REPORT["granularity"], value))
 
     def report_type() -> str:
-        declared = config_keys.REPORT["type"]
-        return _plain(where, declared, raw.get("type", declared.default))
+        declared = config_keys.report_keys()["type"]
+        name = _plain(where, declared, raw.get("type", declared.default))
+        try:
+            report_types.declaration(name)
+        except report_types.UnknownReportType as exc:
+            raise where.error("type", str(exc)) from None
+        return name
 
     def explode_pattern() -> str:
         pattern = _str(where, "explode_value_pattern", raw["explode_value_pattern"])
@@ -1024,35 +1047,25 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
         if not explode_ok:
             available |= {str(name) for name in raw.get("explode_by") or {}} if isinstance(
                 raw.get("explode_by"), dict) else set()
-        if values["type"] == "sql":
-            def database() -> str:
-                db = raw.get("db")
-                if db is None:
-                    raise where.error("db", "is required for sql reports (a key of 'databases')")
-                if not isinstance(db, str):
-                    raise where.error("db", f"{_show(db)} is not a key of 'databases'")
-                if db in database_errors:
-                    raise where.error("db", f"database {db!r} is broken (see its own error)")
-                if db not in databases:
-                    raise where.error("db", f"{_show(db)} is not a key of 'databases'"
-                                            f"{_nearest(db, set(databases))}")
-                placeholder = databases[db].wiki_db_placeholder
-                if (databases[db].auto_find_db_shard and placeholder and explode_ok
-                        and placeholder not in values.get("explode_by", {})):
-                    raise where.error("explode_by", f"database {db!r} finds each wiki's shard from the "
-                                                    f"explode_by placeholder {placeholder!r}, which "
-                                                    "this report lacks")
-                return db
-            check("db", database)
-            check("template", lambda: _load_template(where, query_folder, execute, ".sql", available))
-        elif values["type"] == "hive":
-            check("db", lambda: _hive_database(where, raw.get("db"), databases, database_errors))
-            check("template", lambda: _load_template(where, query_folder, execute, ".hql", available))
+        engine = report_types.declaration(values["type"])
+        options: dict[str, Any] = {}
+        for name, declared in engine.report_keys.items():
+            if declared.kind in config_keys.PLAIN_KINDS and _given(declared, raw):
+                try:
+                    options[name] = _plain(where, declared, raw[name])
+                except ConfigError as exc:
+                    errors.append(exc)
+        values["options"] = options
+        if engine.check_report is not None:
+            engine.check_report(ReportDraft(where, raw, values, databases, database_errors, explode_ok, check))
+        suffix = engine.template_suffix
+        if suffix is not None:
+            check("template", lambda: _load_template(where, query_folder, execute, suffix, available))
         else:
             check("script_path", lambda: _find_script(where, query_folder, execute))
         if raw.get("ready_when") is not None:
             check("ready_when", lambda: _parse_ready(where, query_folder, raw["ready_when"],
-                                                     values["type"], available))
+                                                     engine, available))
 
     if errors:
         raise ReportErrors(errors)
@@ -1331,11 +1344,12 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
     defaults = raw.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise ConfigError(_clean(f"{config_path}: key 'defaults': {_show(defaults)} is not a mapping"))
-    known_report_keys = REPORT_KEYS | LEGACY_REPORT_KEYS
+    report_keys = _report_keys()
+    known_report_keys = report_keys | LEGACY_REPORT_KEYS
     for name in defaults:
         if name not in known_report_keys:
             warnings.append(_Where(config_path, "defaults").warning(
-                f"unknown key '{name}'{_nearest(name, REPORT_KEYS)}; ignored"))
+                f"unknown key '{name}'{_nearest(name, report_keys)}; ignored"))
 
     databases: dict[str, DatabaseConfig] = {}
     database_errors: dict[str, ConfigError] = {}
@@ -1377,7 +1391,7 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
         for name in raw_report:
             if name not in known_report_keys:
                 warnings.append(_Where.report_(config_path, key).warning(
-                    f"unknown key '{name}'{_nearest(name, REPORT_KEYS)}; ignored"))
+                    f"unknown key '{name}'{_nearest(name, report_keys)}; ignored"))
         merged = {**defaults, **raw_report}
         if merged.get("graphite") is not None and raw.get("graphite") is None:
             warnings.append(_Where.report_(config_path, key).warning(

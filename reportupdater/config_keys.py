@@ -7,12 +7,18 @@
 # built from them and the docs' key tables come from key_reference(). Keys
 # whose value has a shape of its own (explode_by, graphite, pivot, a URL)
 # declare their JSON Schema here and keep a parser of their own in
-# config.py. Standard library only: every run imports this module.
+# config.py. These are the core's keys; each engine declares the keys only
+# it reads (and the report types, ready_when kinds and database engines it
+# brings) in its own module, read through report_types.py: report_keys(),
+# database_keys() and sections() are the core's and the engines' together.
+# Standard library only: every run imports this module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from . import report_types
 
 MAX_YEARS = 1000  # the longest span lag, max_data_points (and starts) may cover
 MAX_SECONDS = 366 * 86400  # the longest timeout
@@ -85,7 +91,7 @@ def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 _SCALAR = {"type": ["string", "integer", "number", "boolean"]}  # read as the text written
-_NAME_TO_SCALAR = {"type": "object", "additionalProperties": _SCALAR}
+SCALAR_SCHEMA = _SCALAR  # for engines' keys
 
 
 def _keys(*keys: Key) -> dict[str, Key]:
@@ -101,8 +107,8 @@ TOP_LEVEL = _keys(
 
 # In the order config.py checks them (the order of a report's errors).
 REPORT = _keys(
-    Key("type", "choice", "What computes the report: an SQL template, a Hive template or a script",
-        default="sql", choices=("sql", "script", "hive")),
+    # Its choices and default are the registered engines (report_keys()).
+    Key("type", "choice", "What computes the report: an SQL template, a Hive template or a script"),
     Key("granularity", "choice", "The length of one interval: one row (or set of rows) per interval",
         choices=GRANULARITIES, required=True),
     Key("starts", "date", "The first day of the first interval, YYYY-MM-DD", required=True,
@@ -148,10 +154,7 @@ REPORT = _keys(
         "(default: the report's name)", null_is_unset=False),
     Key("db", "text", "The key of 'databases' the report reads"),
     Key("ready_when", "other", "Run an interval only when its data is there: a query, a Hive partition "
-        "or a script", schema={"type": "object", "minProperties": 1, "maxProperties": 1,
-                               "additionalProperties": False,
-                               "properties": {name: {"type": "string", "pattern": r"\S"}
-                                              for name in ("query", "partition", "script")}}),
+        "or a script"),  # its schema: one of the kinds the engines check (report_keys())
     Key("frequency", "other", "The original tool's key; ignored", legacy=True, schema={}),
     Key("timeboxed", "other", "The original tool's key; ignored", legacy=True, schema={}),
     Key("funnel", "other", "The original tool's key; ignored", legacy=True, schema={}),
@@ -185,19 +188,8 @@ DATABASE = _keys(
         default="_{shard}-analytics._tcp.eqiad.wmnet"),
     Key("timeout", "seconds", "Seconds per query, server and client side", null_is_unset=False),
     Key("max_connections", "integer", "Jobs at a time on this database", minimum=1, null_is_unset=False),
-    Key("engine", "choice", "sql, hive (HiveServer2) or hive-cli (a command line)", default="sql",
-        choices=("sql", "hive", "hive-cli"), null_is_unset=False),
-    Key("username", "text", "Hive user", null_is_unset=False),
-    Key("auth", "other", "Hive authentication", null_is_unset=False,
-        schema={"type": "string", "pattern": "^(?i:NONE|NOSASL|LDAP|KERBEROS|CUSTOM)$"}),
-    Key("password_env", "text", "Environment variable holding the Hive password (LDAP, CUSTOM)",
-        null_is_unset=False),
-    Key("kerberos_service_name", "text", "Hive's Kerberos service name (KERBEROS)", null_is_unset=False),
-    Key("configuration", "other", "Hive session settings: setting -> value", null_is_unset=False,
-        schema=_NAME_TO_SCALAR),
-    Key("command", "other", "hive-cli: the command line the query is appended to", null_is_unset=False,
-        schema={"anyOf": [{"type": "string", "pattern": r"\S"},
-                          {"type": "array", "minItems": 1, "items": {"type": "string"}}]}),
+    # Its choices and default are the registered engines' (database_keys()).
+    Key("engine", "choice", "sql, hive (HiveServer2) or hive-cli (a command line)", null_is_unset=False),
 )
 
 GRAPHITE = _keys(
@@ -209,9 +201,53 @@ GRAPHITE = _keys(
         schema={"type": "object", "additionalProperties": {"type": "string", "pattern": r"\S"}}),
 )
 
+# The core's keys, by section (the engines' keys: sections()).
 SECTIONS: dict[str, dict[str, Key]] = {
     "top level": TOP_LEVEL, "reports": REPORT, "databases": DATABASE, "graphite": GRAPHITE,
 }
+
+
+def _ready_when_schema(kinds: tuple[str, ...]) -> dict[str, Any]:
+    return {"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
+            "properties": {name: {"type": "string", "pattern": r"\S"} for name in kinds}}
+
+
+def _engine_keys(section: str) -> dict[str, Key]:
+    """The keys the registered engines declare for a section, in registry
+    order, each marked with its engine; a key two engines declare is the first's."""
+    keys: dict[str, Key] = {}
+    for engine in report_types.declarations():
+        declared = engine.report_keys if section == "reports" else engine.database_keys
+        for name, key in declared.items():
+            keys.setdefault(name, replace(key, owner=engine.type))
+    return keys
+
+
+def report_keys() -> dict[str, Key]:
+    """Every report key: the core's, with the registered engines as the
+    choices of `type` and their kinds as ready_when's, then the engines' own."""
+    keys = dict(REPORT)
+    keys["type"] = replace(REPORT["type"], choices=report_types.names(), default=report_types.default_type())
+    keys["ready_when"] = replace(REPORT["ready_when"], schema=_ready_when_schema(report_types.ready_when_kinds()))
+    for name, key in _engine_keys("reports").items():
+        keys.setdefault(name, key)
+    return keys
+
+
+def database_keys() -> dict[str, Key]:
+    """Every database key: the core's, then the engines' own."""
+    keys = dict(DATABASE)
+    engines = tuple(name for engine in report_types.declarations() for name in engine.database_engines)
+    keys["engine"] = replace(DATABASE["engine"], choices=engines, default=engines[0] if engines else None)
+    for name, key in _engine_keys("databases").items():
+        keys.setdefault(name, key)
+    return keys
+
+
+def sections() -> dict[str, dict[str, Key]]:
+    """Every key by section, the engines' included."""
+    return {"top level": TOP_LEVEL, "reports": report_keys(), "databases": database_keys(),
+            "graphite": GRAPHITE}
 
 
 @dataclass(frozen=True)
@@ -239,7 +275,7 @@ def _type_text(key: Key) -> str:
 def key_reference() -> list[KeyRow]:
     """Every key as (section, key, type, default, doc), in declaration order."""
     rows = []
-    for section, keys in SECTIONS.items():
+    for section, keys in sections().items():
         for key in keys.values():
             default = "required" if key.required else "" if key.default is None else str(key.default)
             if isinstance(key.default, bool):
@@ -260,11 +296,12 @@ def json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of config.yaml, as an editor reads it
     (YAML 1.2: `lag: 3600` a number, `lag: "3600"` a string). Cross-key rules
     (a sql report's db, files that must exist) are `validate`'s."""
-    report = _object(REPORT)
-    defaults = _object(REPORT)
+    reports = report_keys()
+    report = _object(reports)
+    defaults = _object(reports)
     graphite = _object(GRAPHITE, [name for name, key in GRAPHITE.items() if key.required])
-    database = _object(DATABASE)
-    required = [name for name, key in REPORT.items() if key.required]
+    database = _object(database_keys())
+    required = [name for name, key in reports.items() if key.required]
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "reportupdater config.yaml",
@@ -295,4 +332,4 @@ def plain(keys: dict[str, Key]) -> dict[str, Key]:
 
 
 __all__ = ["DATABASE", "GRAPHITE", "REPORT", "SECTIONS", "TOP_LEVEL", "Key", "KeyRow",
-           "json_schema", "key_reference", "plain"]
+           "database_keys", "json_schema", "key_reference", "plain", "report_keys", "sections"]

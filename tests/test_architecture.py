@@ -167,6 +167,8 @@ RULES = [
      "the watchdog depends on nothing of the package"),
     ("reportupdater.credentials", {"reportupdater.config", "reportupdater.runner"} | _matching(
         "reportupdater.engines"), "credentials serve every engine, know none"),
+    ("reportupdater.report_types", set(MODULES) - {"reportupdater", "reportupdater.report_types"},
+     "the registry names the engines' modules as text and imports one only when asked"),
 ]
 
 
@@ -188,3 +190,41 @@ def test_a_cycle_is_found(monkeypatch):
     """The check fails on a cycle (here one made up in the graph)."""
     monkeypatch.setitem(GRAPH, "reportupdater.datatypes", {"reportupdater.store"})
     assert _cycle() is not None
+
+
+# Drivers a run pays for only when it computes something (0.1 s and more each).
+HEAVY_DRIVERS = ("sqlalchemy", "pyhive", "thrift")
+
+
+def test_loading_a_config_imports_no_driver():
+    """Loading a config reads every engine's declarations (through the
+    report types' registry), yet imports no database driver: a no-op run must
+    start fast. In a subprocess, so that this test process's imports do not
+    count."""
+    import subprocess
+    import sys
+
+    demo = ROOT.parent / "queries" / "demo"
+    code = ("import sys\n"
+            "from reportupdater import config\n"
+            f"folder = config.load({str(demo)!r})\n"
+            "assert not folder.errors, folder.errors\n"
+            "import reportupdater.engines.sql, reportupdater.engines.hive, reportupdater.engines.script\n"
+            f"print(sorted(name for name in sys.modules if name.split('.')[0] in {HEAVY_DRIVERS!r}))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT.parent, env={"PYTHONPATH": str(ROOT.parent), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_config_stage_names_no_report_type():
+    """Engines own their keys: the report types, their rules and their keys
+    are in the engines' modules (found through report_types.py), so config.py
+    and config_keys.py hold no report type or database engine as a value (docs
+    and messages aside: those are the key's doc strings, in words)."""
+    names = {"sql", "hive", "hive-cli"}
+    for module in ("reportupdater.config", "reportupdater.config_keys"):
+        tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+        found = sorted({node.value for node in ast.walk(tree)
+                        if isinstance(node, ast.Constant) and node.value in names})
+        assert found == [], f"{module} names {found}"

@@ -8,7 +8,8 @@
 # touch: the Hive server (one connection per database for the run; a query
 # over its timeout is cancelled on the server; a server that stops answering
 # has its socket shut down by the watchdog) or the command's process group.
-# Every error leaving this engine has the database's password masked.
+# Every error leaving this engine has the database's password masked. KEYS
+# declares what it reads from config.yaml (its database keys and rules).
 
 from __future__ import annotations
 
@@ -16,27 +17,134 @@ import contextlib
 import logging
 import os
 import re
+import shlex
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.engine import make_url
-
-from ..config_keys import DEFAULT_TIMEOUT_SECONDS
+from ..config_keys import DEFAULT_TIMEOUT_SECONDS, SCALAR_SCHEMA, Key
 from ..config import DatabaseConfig, hide_secrets
 from ..credentials import read_creds_file
 from ..deadlines import watchdog
 from ..processes import run_command
+from .. import report_types
+from ..report_types import EngineKeys
 from ..datatypes import EngineError, Job, Result
 from .base import Engine, SiteDefaults, build_result, cell_text, render_query, truthy
 from .script import parse_tsv
+
+if TYPE_CHECKING:
+    from ..config import DatabaseDraft, ReportDraft
 
 log = logging.getLogger(__name__)
 # thrift logs a refused connection itself, and with no handler configured
 # for it Python prints that bare on stderr beside our one-line error.
 logging.getLogger("thrift").addHandler(logging.NullHandler())
+
+
+# ------------------------------------------------ what it reads from config.yaml
+
+AUTH_MODES = ("NONE", "NOSASL", "LDAP", "KERBEROS", "CUSTOM")
+# Command-line parts that put a password in `ps` for every user of the machine
+# (beeline -p / --password=, a JDBC URL's ;password=): refused; beeline -w
+# FILE reads it from a file.
+_PASSWORD_OPTIONS = re.compile(r"^(?:-p|--password)(?:=.*)?$|password=", re.IGNORECASE)
+
+DATABASE_KEYS = {key.name: key for key in (
+    Key("username", "text", "Hive user", null_is_unset=False),
+    Key("auth", "other", "Hive authentication", null_is_unset=False,
+        schema={"type": "string", "pattern": "^(?i:NONE|NOSASL|LDAP|KERBEROS|CUSTOM)$"}),
+    Key("password_env", "text", "Environment variable holding the Hive password (LDAP, CUSTOM)",
+        null_is_unset=False),
+    Key("kerberos_service_name", "text", "Hive's Kerberos service name (KERBEROS)", null_is_unset=False),
+    Key("configuration", "other", "Hive session settings: setting -> value", null_is_unset=False,
+        schema={"type": "object", "additionalProperties": SCALAR_SCHEMA}),
+    Key("command", "other", "hive-cli: the command line the query is appended to", null_is_unset=False,
+        schema={"anyOf": [{"type": "string", "pattern": r"\S"},
+                          {"type": "array", "minItems": 1, "items": {"type": "string"}}]}),
+)}
+
+
+def _parse_database(database: DatabaseDraft) -> None:
+    """Hive's keys of a database (its plain ones are read already): checked
+    on any database that gives them."""
+    raw, values = database.raw, database.values
+    options = values["options"]
+    if "auth" in raw:
+        auth = raw["auth"].upper() if isinstance(raw["auth"], str) else None
+        if auth not in AUTH_MODES:
+            raise database.error("auth", f"{database.show('auth', raw['auth'])} is not one of "
+                                         f"{', '.join(AUTH_MODES)}")
+        options["auth"] = auth
+    # What PyHive accepts: a password only with LDAP or CUSTOM, a Kerberos
+    # service name only with KERBEROS.
+    url_auth = re.search(r"[?&]auth=(\w+)", values.get("url") or "")
+    if url_auth and "auth" not in options:
+        options["auth"] = url_auth.group(1).upper()
+    if "password_env" in raw and options.get("auth") not in ("LDAP", "CUSTOM"):
+        raise database.error("password_env", "a password needs auth: LDAP or CUSTOM")
+    if "kerberos_service_name" in raw and options.get("auth") != "KERBEROS":
+        raise database.error("kerberos_service_name", "needs auth: KERBEROS")
+    if "configuration" in raw:
+        settings = raw["configuration"]
+        if not isinstance(settings, dict):
+            raise database.error("configuration", f"{database.show('configuration', settings)} is not a "
+                                                  "mapping setting -> value")
+        options["configuration"] = {name: database.scalar(f"configuration.{name}", value)
+                                    for name, value in settings.items()}
+    if "command" in raw:
+        command = raw["command"]
+        if isinstance(command, str):
+            try:
+                command = shlex.split(command)
+            except ValueError:  # an unclosed quote
+                command = None
+        if not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command):
+            raise database.error("command", f"{database.show('command', raw['command'])} is not a command line")
+        if any(_PASSWORD_OPTIONS.search(part) for part in command):
+            raise database.error("command", "holds a password option (-p, --password): every user of the "
+                                            "machine sees it in `ps`; use beeline -w PASSWORD_FILE")
+        options["command"] = tuple(command)
+
+
+def _check_database(database: DatabaseDraft) -> None:
+    values = database.values
+    if values["engine"] == "hive" and values.get("url") is None and "host" not in values:
+        raise database.error("host", "is required for engine hive (or give 'url: hive://user@host:10000/db')")
+
+
+def is_hive(database: DatabaseConfig) -> bool:
+    """Whether a database is served by this engine (its `engine:`, or a hive:// URL)."""
+    return report_types.database_engine(database.engine, database.url) is KEYS
+
+
+def _report_database(report: ReportDraft) -> str | None:
+    """The hive database a hive report uses: the one its `db` names, else the
+    folder's only one, else None (the site default, else `hive -e`). A `db`
+    naming a non-hive database (a defaults value meant for sql reports) is
+    ignored, as the original tool ignored `db` for hive reports; one naming
+    nothing, a broken entry, or leaving a choice of several is an error."""
+    db = report.raw.get("db")
+    if db is not None and is_hive(report.database(db)):
+        return db
+    hive = [key for key, database in report.databases.items() if is_hive(database)]
+    if len(hive) > 1:
+        raise report.error("db", f"name one of the hive databases {', '.join(hive)}")
+    return hive[0] if hive else None
+
+
+def _check_report(report: ReportDraft) -> None:
+    report.check("db", lambda: _report_database(report))
+
+
+KEYS = EngineKeys(
+    type="hive", template_suffix=".hql", ready_when=("query", "partition", "script"),
+    check_report=_check_report, database_keys=DATABASE_KEYS,
+    database_engines=("hive", "hive-cli"), url_schemes=("hive",), creds_file_with_url=True,
+    parse_database=_parse_database, check_database=_check_database,
+)
 
 DEFAULT_COMMAND = ("hive", "-e")
 POLL_SECONDS = 0.5
@@ -103,6 +211,8 @@ class HiveServer:
 
 
 def _server_from_url(url_text: str, where: str) -> HiveServer:
+    from sqlalchemy.engine import make_url  # not at module level: config reads this module
+
     try:
         url = make_url(url_text)
     except Exception:  # never the text: it may hold a password
@@ -118,11 +228,12 @@ def _server_from_url(url_text: str, where: str) -> HiveServer:
 
 
 def _password(database: DatabaseConfig) -> str | None:
-    if database.password_env:
-        if database.password_env not in os.environ:
+    variable = database.options.get("password_env")
+    if variable:
+        if variable not in os.environ:
             raise EngineError(f"database '{database.key}': environment variable "
-                              f"{database.password_env} is not set")
-        return os.environ[database.password_env]
+                              f"{variable} is not set")
+        return os.environ[variable]
     if database.creds_file:
         return read_creds_file(database.creds_file).get("password")
     return None
@@ -132,16 +243,17 @@ def server_for(database: DatabaseConfig) -> HiveServer:
     where = f"database '{database.key}'"
     if database.url:
         server = _server_from_url(database.url, where)
-        settings = {**server.configuration, **database.configuration}
-        return HiveServer(server.host, server.port, server.username or database.username,
-                          server.database, server.auth or database.auth,
+        settings = {**server.configuration, **database.options.get("configuration", {})}
+        return HiveServer(server.host, server.port, server.username or database.options.get("username"),
+                          server.database, server.auth or database.options.get("auth"),
                           server.password or _password(database),
-                          server.kerberos_service_name or database.kerberos_service_name, settings)
+                          server.kerberos_service_name or database.options.get("kerberos_service_name"),
+                          settings)
     return HiveServer(host=database.host or "localhost", port=database.port or 10000,
-                      username=database.username, database=database.db or "default",
-                      auth=database.auth, password=_password(database),
-                      kerberos_service_name=database.kerberos_service_name,
-                      configuration=dict(database.configuration))
+                      username=database.options.get("username"), database=database.db or "default",
+                      auth=database.options.get("auth"), password=_password(database),
+                      kerberos_service_name=database.options.get("kerberos_service_name"),
+                      configuration=dict(database.options.get("configuration", {})))
 
 
 # The distributions of the modules PyHive needs to reach HiveServer2 (all
@@ -339,6 +451,7 @@ class HiveEngine(Engine):
 
     def _secrets(self, database: DatabaseConfig | None) -> list[str]:
         """The passwords this database's (or the site's) errors must never show."""
+        from sqlalchemy.engine import make_url
         secrets: list[str | None] = []
         for url_text in (database.url if database else None, self.site.hive_url):
             if url_text:
@@ -355,7 +468,7 @@ class HiveEngine(Engine):
                        query: str) -> tuple[list[str], list]:
         log.debug("%s: query:\n%s", job.describe(), query)
         if database is not None and database.engine == "hive-cli":
-            return self._run_command(job, query, database.command or DEFAULT_COMMAND,
+            return self._run_command(job, query, database.options.get("command") or DEFAULT_COMMAND,
                                      job.report.timeout or database.timeout)
         if database is not None:
             key, server = database.key, server_for(database)

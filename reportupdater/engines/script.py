@@ -6,7 +6,8 @@
 # the TSV it prints. The command runs through processes.run_command (as do
 # readiness scripts and Hive command lines), which owns its process group.
 # A non-zero exit, a timeout, output still arriving after the exit or
-# unparseable output is a failure of that interval.
+# unparseable output is a failure of that interval. KEYS declares what it
+# reads from config.yaml.
 
 from __future__ import annotations
 
@@ -15,9 +16,17 @@ import logging
 from ..config_keys import DEFAULT_TIMEOUT_SECONDS
 from ..datatypes import EngineError, Job, Result
 from ..processes import run_command
+from ..report_types import EngineKeys
 from .base import Engine, build_result, script_argv
 
 log = logging.getLogger(__name__)
+
+# What a script report reads from config.yaml: `execute` names the script.
+KEYS = EngineKeys(
+    type="script", template_suffix=None, ready_when=("script",),
+    ready_when_refused={"partition": "partitions are checked on Hive: use it in hive reports",
+                        "query": "a script report has no database to query: use script"},
+)
 
 
 def parse_tsv(text: str) -> tuple[list[str], list[list[str]]]:

@@ -23,11 +23,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-import sqlalchemy
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.pool import StaticPool
+from typing import TYPE_CHECKING, Callable
 
 from .. import atomic
 from ..config_keys import DEFAULT_TIMEOUT_SECONDS
@@ -35,7 +31,56 @@ from ..config import DatabaseConfig, hide_secrets
 from ..credentials import read_creds_file
 from ..datatypes import EngineError, Job, Result
 from ..deadlines import watchdog
+from ..report_types import EngineKeys
 from .base import Engine, SiteDefaults, build_result, render_query, truthy
+
+# SQLAlchemy is imported by the functions that use it, not here: loading a
+# config reads this module's declarations, and a run that computes nothing
+# must not pay SQLAlchemy's import (0.1 s, 20 MB).
+if TYPE_CHECKING:
+    import sqlalchemy
+    from sqlalchemy.engine import URL
+
+    from ..config import DatabaseDraft, ReportDraft
+
+
+# ------------------------------------------------ what it reads from config.yaml
+
+def _report_database(report: ReportDraft) -> str:
+    """An sql report's `db`: required, a sound database, and one that finds
+    wiki shards from a placeholder the report explodes by."""
+    db = report.raw.get("db")
+    if db is None:
+        raise report.error("db", "is required for sql reports (a key of 'databases')")
+    database = report.database(db)
+    placeholder = database.wiki_db_placeholder
+    if (database.auto_find_db_shard and placeholder and report.explode_ok
+            and placeholder not in report.values.get("explode_by", {})):
+        raise report.error("explode_by", f"database {db!r} finds each wiki's shard from the "
+                                         f"explode_by placeholder {placeholder!r}, which "
+                                         "this report lacks")
+    return db
+
+
+def _check_report(report: ReportDraft) -> None:
+    report.check("db", lambda: _report_database(report))
+
+
+def _check_database(database: DatabaseDraft) -> None:
+    """A database without a URL names its server and database, and a creds
+    file, unless it finds each wiki's shard."""
+    raw, values = database.raw, database.values
+    if values.get("url") is None and not values.get("auto_find_db_shard"):
+        missing = [name for name in ("host", "port", "creds_file", "db") if name not in raw]
+        if missing:
+            raise database.error(missing[0], "is required (or give 'url')")
+
+
+KEYS = EngineKeys(
+    type="sql", template_suffix=".sql", ready_when=("query", "script"),
+    ready_when_refused={"partition": "partitions are checked on Hive: use it in hive reports"},
+    check_report=_check_report, database_engines=("sql",), check_database=_check_database,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +178,7 @@ def _srv_lookup(name: str, where: str) -> tuple[str, int]:
 def classic_url(database: DatabaseConfig, host: str | None, port: int | None,
                 name: str | None) -> URL:
     """mysql+pymysql URL from a creds file (may hold a password: never log it as is)."""
+    from sqlalchemy.engine import URL
     assert database.creds_file is not None
     creds = read_creds_file(database.creds_file)
     host = host or creds.get("host")
@@ -214,6 +260,8 @@ class SqlEngine(Engine):
     # -- where a job goes
 
     def target(self, job: Job) -> Target:
+        import sqlalchemy
+        from sqlalchemy.engine import make_url
         database = self.folder.databases[job.report.db or ""]
         if database.url is not None:
             try:
@@ -238,6 +286,8 @@ class SqlEngine(Engine):
             return self._engine_locked(target, database)
 
     def _engine_locked(self, target: Target, database: DatabaseConfig) -> sqlalchemy.Engine:
+        import sqlalchemy
+        from sqlalchemy.pool import StaticPool
         engine = self._engines.get(target.engine_key)
         if engine is None:
             memory = _is_memory(target.url)
@@ -272,6 +322,7 @@ class SqlEngine(Engine):
 
     def _secrets(self, database: DatabaseConfig) -> list[str]:
         """The passwords this database's errors must never show."""
+        from sqlalchemy.engine import make_url
         urls: list[URL | None] = [self._classic_urls.get(database.key)]
         if database.url is not None:
             try:
@@ -304,6 +355,7 @@ class SqlEngine(Engine):
                                            f"{_first_line(exc)}", self._secrets(database))) from None
 
     def _query_unmasked(self, job: Job, database: DatabaseConfig, query: str) -> tuple[list[str], list]:
+        import sqlalchemy
         log.debug("%s: query:\n%s", job.describe(), query)
         timeout = job.report.timeout or database.timeout or DEFAULT_TIMEOUT_SECONDS
         target = self.target(job)
