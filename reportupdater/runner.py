@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from collections.abc import Set
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from . import config as config_stage
 from . import intervals, journal, publish, reruns, store
@@ -249,16 +249,22 @@ class _Engines:
             return [PartOutcome(part, error=exc) for part in job.parts]
         return [PartOutcome(part, result=piece) for part, piece in split_result(result, job.parts)]
 
-    def execute(self, jobs: list[Job]) -> Iterator[tuple[Job, list[PartOutcome], float]]:
+    def execute(self, jobs: Iterable[Job]) -> Iterator[tuple[Job, list[PartOutcome], float]]:
         """Run jobs concurrently; yield (job, outcome per interval, seconds) in
-        the order of `jobs`, so that merging (and header evolution) happens
-        exactly as in a serial run.
+        the order of `jobs` (one report's), so that merging (and header
+        evolution) happens exactly as in a serial run.
 
         Only as many jobs as threads are in flight, so a million-interval
-        backfill does not hold a million futures. With one job at a time
-        they run in this thread: handing each to a worker costs two context
-        switches per interval."""
-        if self.site.jobs <= 1:
+        backfill does not hold a million futures. With one job at a time,
+        or jobs of an engine that works inside this process (SQLite), they
+        run in this thread: handing each to a worker costs two context
+        switches per interval, and such jobs hold the GIL anyway."""
+        jobs = iter(jobs)
+        first = next(jobs, None)
+        if first is None:
+            return
+        jobs = itertools.chain((first,), jobs)
+        if self.site.jobs <= 1 or self.get(first.report.type).in_process(first):
             try:
                 for job in jobs:
                     yield (job, *self._run(job))
