@@ -536,7 +536,7 @@ def _execute(plan: planning.ReportPlan, files: dict[Explode, _File],
     by _finish_files)."""
     checkpoint = _Checkpoint(run.options)
     done = 0
-    for job, parts, seconds in run.engines.execute(list(plan.jobs)):
+    for job, parts, seconds in run.engines.execute(plan.jobs):
         done += len(job.parts)
         outcome = outcome.plus(_take_result(job, parts, seconds, files[job.explode], run,
                                             outcome.reopened, entry))
