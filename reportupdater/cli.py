@@ -438,6 +438,9 @@ def _dry_run(args: argparse.Namespace) -> int:
     folder = _load(args)
     now = args.now or runner.utcnow()
     limits = planning.Limits(max_intervals=args.max_intervals, retry_failed_now=args.retry_failed_now)
+    waiting = overview.journal_waiting(args.output_folder)
+    if waiting is not None:  # its intervals are counted below as to compute; the run replays them first
+        print(waiting.line())
     for view in overview.survey(folder, args.output_folder, now, tuple(args.report), limits,
                                 forced=True):
         plan = view.plan
@@ -469,7 +472,8 @@ def _status(args: argparse.Namespace) -> int:
     folder = _load(args)
     now = args.now or runner.utcnow()
     views = overview.survey(folder, args.output_folder, now, tuple(args.report))
-    data = overview.status_json(folder, views, args.verbose)
+    data = overview.status_json(folder, views, args.verbose,
+                                overview.journal_waiting(args.output_folder))
     if args.json:
         print(json.dumps(data, indent=2))
     else:
@@ -503,6 +507,10 @@ def _print_status(data: dict, verbose: bool) -> None:
             print(f"{entry['report']}: {note}")
     for error in data["config_errors"]:
         print(f"config error: {error}")
+    if data.get("journal"):
+        waiting = data["journal"]
+        print(overview.JournalWaiting(Path(waiting["path"]), waiting["intervals"],
+                                      waiting.get("damage")).line())
 
 
 def _smoke(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 # Operating views: the plan of a run (`run --dry-run`) and the state of a
 # folder (`status`), computed from the config, the output files, the rerun
-# requests and the run state, without executing anything. May read: those;
-# writes nothing, connects to nothing.
+# requests and the run state, without executing anything. May read: those,
+# and the journal a killed run left (read only: replaying it needs the
+# folder's lock, which only a run takes); writes nothing, connects to nothing.
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
-from . import reruns
+from . import journal, reruns
 from . import plan as planning
 from .config import FolderConfig, ReportConfig
 from .datatypes import Interval
@@ -137,7 +138,39 @@ def survey(folder: FolderConfig, output_folder: Path, now: datetime,
     return views
 
 
-def status_json(folder: FolderConfig, views: list[ReportView], verbose: bool) -> dict[str, Any]:
+@dataclass(frozen=True)
+class JournalWaiting:
+    """A journal a killed run left: its intervals are computed but not yet in
+    the files, so status and dry-run count them as missing until the next
+    run replays them (before it plans anything)."""
+
+    path: Path
+    intervals: int  # records of its whole frames
+    damage: str | None = None
+
+    def line(self) -> str:
+        if self.damage is not None:
+            return (f"journal: {self.damage}; the next run applies nothing of it, moves it aside "
+                    "and computes its intervals again")
+        return (f"journal: {self.path} holds {self.intervals} computed intervals of an interrupted "
+                "run; the next run writes them into the files first")
+
+
+def journal_waiting(output_folder: Path) -> JournalWaiting | None:
+    """The journal of the output folder, read without the lock, or None."""
+    path = journal.journal_path(Path(output_folder))
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return JournalWaiting(path, 0, f"{path}: cannot be read: {exc.strerror}")
+    read = journal.read_journal(data, str(path))
+    return JournalWaiting(path, len(read.records), read.damage)
+
+
+def status_json(folder: FolderConfig, views: list[ReportView], verbose: bool,
+                waiting: JournalWaiting | None = None) -> dict[str, Any]:
     def failure_json(failure: Failure) -> dict[str, Any]:
         return {"error": failure.error, "attempts": failure.attempts,
                 "first_failed": failure.first_failed, "last_failed": failure.last_failed,
@@ -186,5 +219,7 @@ def status_json(folder: FolderConfig, views: list[ReportView], verbose: bool) ->
         "query_folder": str(folder.query_folder),
         "config_errors": [str(error) for error in folder.errors],
         "reports": reports,
+        "journal": ({"path": str(waiting.path), "intervals": waiting.intervals,
+                     **({"damage": waiting.damage} if waiting.damage else {})} if waiting else None),
         "ok": all(view.ok for view in views) and not folder.errors,
     }

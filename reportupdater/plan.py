@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence, Set
+import heapq
+import itertools
+from collections.abc import Callable, Iterator, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import Enum
@@ -69,20 +71,49 @@ class FilePlan:
         return " ".join([self.report_key] + [f"{key}={value}" for key, value in self.explode])
 
 
-@dataclass(frozen=True)
+class Jobs:
+    """A plan's jobs, in the order they run, built as they are iterated (each
+    iteration builds them anew): a million-interval backfill does not hold a
+    million Job objects. Compares equal to the tuple of the same jobs."""
+
+    def __init__(self, make: Callable[[], Iterator[Job]], intervals: int):
+        self._make = make
+        self.intervals = intervals  # intervals over all the jobs
+
+    def __iter__(self) -> Iterator[Job]:
+        return self._make()
+
+    def __bool__(self) -> bool:
+        return self.intervals > 0
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Jobs, tuple, list)):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Jobs({list(self)!r})"
+
+
+NO_JOBS = Jobs(lambda: iter(()), 0)
+
+
+@dataclass(frozen=True, eq=False)
 class ReportPlan:
     report: ReportConfig
     verdict: Verdict
     due: tuple[Interval, ...]
     files: tuple[FilePlan, ...]
-    jobs: tuple[Job, ...]
+    jobs: Jobs
     limit: int | None                   # intervals per run, when limited
     next_due: datetime | None           # when the interval after the last due one is computable
     next_schedule: datetime | None      # reports with `schedule:`: the next cron time
 
     @property
     def todo(self) -> int:
-        return sum(len(job.parts) for job in self.jobs)
+        return self.jobs.intervals
 
     @property
     def later(self) -> int:
@@ -107,10 +138,10 @@ def plan_report(report: ReportConfig, files: Sequence[FileInput], state: State,
         labels = [interval.label for interval in due]
         shown = tuple(_file_plan(report, file, due, labels, state, reruns, now, limits, why)
                       for file in files)
-        return ReportPlan(report, verdict, due, shown, (), limit, next_due, next_schedule)
+        return ReportPlan(report, verdict, due, shown, NO_JOBS, limit, next_due, next_schedule)
 
     if not due:
-        return ReportPlan(report, Verdict.NOTHING_DUE, due, (), (), limit, next_due, next_schedule)
+        return ReportPlan(report, Verdict.NOTHING_DUE, due, (), NO_JOBS, limit, next_due, next_schedule)
     if (report.schedule and not limits.forced
             and not intervals.schedule_due(report.schedule, now, state.last_started(report.key),
                                            state.first_seen(report.key))):
@@ -122,34 +153,51 @@ def plan_report(report: ReportConfig, files: Sequence[FileInput], state: State,
     # Missing intervals go before lookback's recomputations: were it the other
     # way round, a limit smaller than lookback x files would leave the
     # history missing for ever while every run said ok.
-    jobs = _jobs(report, drafts, missing=True) + _jobs(report, drafts, missing=False)
-    if limit is not None:
-        jobs = _within(jobs, limit, newest=report.backfill_order == "newest")
-    taken: dict[Explode, set[Interval]] = {}
-    for job in jobs:
-        taken.setdefault(job.explode, set()).update(job.parts)
-    shown = tuple(_apply_limit(draft, taken.get(draft.explode, set()), limit, state, now)
-                  for draft in drafts)
-    return ReportPlan(report, Verdict.DUE, due, shown, tuple(jobs), limit, next_due, next_schedule)
+    def every_job() -> Iterator[Job]:
+        return itertools.chain(_jobs(report, drafts, missing=True),
+                               _jobs(report, drafts, missing=False))
 
-
-def _jobs(report: ReportConfig, drafts: list[FilePlan], missing: bool) -> list[Job]:
-    """The jobs for the files' missing intervals (or for their lookback-only
-    ones), batched per file, newest or oldest first."""
-    jobs = []
-    for draft in drafts:
-        wanted = set(draft.missing)
-        todo = [interval for interval in draft.todo if (interval in wanted) == missing]
-        jobs += [Job(report=report, interval=batch[0].span(batch[-1]), explode=draft.explode,
-                     parts=tuple(batch)) for batch in intervals.batches(todo, report.batch)]
-    if report.backfill_order == "newest":
-        jobs.sort(key=lambda job: job.parts[-1].start, reverse=True)  # stable: files keep their order
+    if limit is None:
+        jobs = Jobs(every_job, sum(len(draft.todo) for draft in drafts))
+        shown = tuple(_apply_limit(draft, set(draft.todo), limit, state, now) for draft in drafts)
     else:
-        jobs.sort(key=lambda job: job.parts[0].start)
-    return jobs
+        kept = tuple(_within(every_job(), limit, newest=report.backfill_order == "newest"))
+        jobs = Jobs(lambda: iter(kept), sum(len(job.parts) for job in kept))
+        taken: dict[Explode, set[Interval]] = {}
+        for job in kept:
+            taken.setdefault(job.explode, set()).update(job.parts)
+        shown = tuple(_apply_limit(draft, taken.get(draft.explode, set()), limit, state, now)
+                      for draft in drafts)
+    return ReportPlan(report, Verdict.DUE, due, shown, jobs, limit, next_due, next_schedule)
 
 
-def _within(jobs: list[Job], budget: int, newest: bool) -> list[Job]:
+def _jobs(report: ReportConfig, drafts: list[FilePlan], missing: bool) -> Iterator[Job]:
+    """The jobs for the files' missing intervals (or for their lookback-only
+    ones), batched per file, newest or oldest first (by the newest interval
+    of a batch, or the oldest; files keep their order between equal ones):
+    the files' jobs merged as they are taken."""
+    newest = report.backfill_order == "newest"
+    per_file = [_file_jobs(report, draft, missing, newest) for draft in drafts]
+    if newest:
+        return heapq.merge(*per_file, key=lambda job: job.parts[-1].start, reverse=True)
+    return heapq.merge(*per_file, key=lambda job: job.parts[0].start)
+
+
+def _file_jobs(report: ReportConfig, draft: FilePlan, missing: bool, newest: bool) -> Iterator[Job]:
+    """One file's jobs, in the order of the merge in _jobs."""
+    wanted = set(draft.missing) if draft.missing else frozenset()
+    todo = [interval for interval in draft.todo if (interval in wanted) == missing]
+    if not report.batch:  # one interval per job: no batch lists at all
+        for interval in (reversed(todo) if newest else todo):
+            yield Job(report=report, interval=interval, explode=draft.explode, parts=(interval,))
+        return
+    groups = intervals.batches(todo, report.batch)
+    for batch in (reversed(groups) if newest else groups):
+        yield Job(report=report, interval=batch[0].span(batch[-1]), explode=draft.explode,
+                  parts=tuple(batch))
+
+
+def _within(jobs: Iterator[Job], budget: int, newest: bool) -> list[Job]:
     """The first jobs that fit `budget` intervals; the last one cut to fit."""
     kept: list[Job] = []
     for job in jobs:

@@ -4,9 +4,11 @@
 #   -> publish (Graphite points queued before each save, sent after)
 #
 # No stage calls the next; this module does. It holds the output folder's
-# lock for the whole run, reads each output file once, writes it at checkpoints and at the
-# end, and turns every failure into a log line and a count: one report,
-# combination or interval failing never stops the others.
+# lock for the whole run, replays the journal a killed run left (before
+# planning), reads each output file once, appends every merged interval to
+# the journal (one fsync per checkpoint), writes each file once when its
+# report is done, and turns every failure into a log line and a count: one
+# report, combination or interval failing never stops the others.
 
 from __future__ import annotations
 
@@ -21,10 +23,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from collections.abc import Set
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from . import config as config_stage
-from . import intervals, publish, reruns, store
+from . import intervals, journal, publish, reruns, store
 from . import plan as planning
 from .state import State, failure_key
 from .datatypes import EngineError, Explode, Interval, Job, Result
@@ -37,7 +39,7 @@ log = logging.getLogger("reportupdater")
 
 # Jobs in parallel by default: queries and scripts mostly wait on others.
 DEFAULT_JOBS = min(8, 2 * (os.cpu_count() or 1))
-# A crash loses at most this much work: files are written at least this often.
+# A crash loses at most this much work: the journal is made durable at least this often.
 CHECKPOINT_SECONDS = 30.0
 CHECKPOINT_INTERVALS = 1000
 
@@ -71,6 +73,7 @@ class _Run:
     state: State
     progress: reruns.RerunProgress
     engines: _Engines
+    lock: FolderLock
 
 
 @dataclass(frozen=True)
@@ -246,16 +249,22 @@ class _Engines:
             return [PartOutcome(part, error=exc) for part in job.parts]
         return [PartOutcome(part, result=piece) for part, piece in split_result(result, job.parts)]
 
-    def execute(self, jobs: list[Job]) -> Iterator[tuple[Job, list[PartOutcome], float]]:
+    def execute(self, jobs: Iterable[Job]) -> Iterator[tuple[Job, list[PartOutcome], float]]:
         """Run jobs concurrently; yield (job, outcome per interval, seconds) in
-        the order of `jobs`, so that merging (and header evolution) happens
-        exactly as in a serial run.
+        the order of `jobs` (one report's), so that merging (and header
+        evolution) happens exactly as in a serial run.
 
         Only as many jobs as threads are in flight, so a million-interval
-        backfill does not hold a million futures. With one job at a time
-        they run in this thread: handing each to a worker costs two context
-        switches per interval."""
-        if self.site.jobs <= 1:
+        backfill does not hold a million futures. With one job at a time,
+        or jobs of an engine that works inside this process (SQLite), they
+        run in this thread: handing each to a worker costs two context
+        switches per interval, and such jobs hold the GIL anyway."""
+        jobs = iter(jobs)
+        first = next(jobs, None)
+        if first is None:
+            return
+        jobs = itertools.chain((first,), jobs)
+        if self.site.jobs <= 1 or self.get(first.report.type).in_process(first):
             try:
                 for job in jobs:
                     yield (job, *self._run(job))
@@ -326,7 +335,7 @@ def run(options: RunOptions) -> RunSummary:
         raise config_stage.ConfigError(f"{options.query_folder}: query folder does not exist")
     summary = RunSummary()
     try:
-        with FolderLock(Path(options.output_folder)):  # one run per output folder
+        with FolderLock(Path(options.output_folder)) as lock:  # one run per output folder
             folder = config_stage.load(options.query_folder, options.config_path)
             summary.folder = folder
             for warning in folder.warnings:
@@ -335,7 +344,8 @@ def run(options: RunOptions) -> RunSummary:
             for error in summary.config_errors:
                 log.error("%s", error)
             selected = select_reports(folder, options.only_reports)
-            _run_locked(folder, selected, options, now, summary)
+            _replay_journal(lock, folder)
+            _run_locked(folder, selected, options, now, summary, lock)
     except FolderBusy as exc:
         log.warning("%s; exiting without touching anything", exc)
         summary.busy = True
@@ -352,8 +362,22 @@ def select_reports(folder: config_stage.FolderConfig,
     return [folder.reports[key] for key in only if key in folder.reports]
 
 
+def _replay_journal(lock: FolderLock, folder: config_stage.FolderConfig) -> None:
+    """Write the results a killed run journaled into their files, before
+    anything is planned from them. Raises ConfigError (one line) when the
+    journal cannot be read or removed: planning from files that lack its
+    results would compute them again, and a later replay would put the
+    older results back over the newer ones."""
+    def group_of(report: str) -> str | None:
+        return folder.reports[report].group if report in folder.reports else None
+    try:
+        journal.replay_into(lock, group_of)
+    except journal.JournalError as exc:
+        raise config_stage.ConfigError(f"{exc}; nothing was run") from None
+
+
 def _run_locked(folder: config_stage.FolderConfig, selected: list[config_stage.ReportConfig],
-                options: RunOptions, now: datetime, summary: RunSummary) -> None:
+                options: RunOptions, now: datetime, summary: RunSummary, lock: FolderLock) -> None:
     requests = reruns.read_requests(folder.query_folder)
     progress = reruns.RerunProgress.load(options.output_folder)
     progress.forget_except(requests)
@@ -366,7 +390,7 @@ def _run_locked(folder: config_stage.FolderConfig, selected: list[config_stage.R
         publisher = publish.Publisher(folder.graphite, options.output_folder, folder.query_folder)
         publisher.queue.remove_stale_temp()
         publisher.flush()  # what earlier runs could not deliver goes first
-    run_context = _Run(options, now, state, progress, engines)
+    run_context = _Run(options, now, state, progress, engines, lock)
     try:
         for report in selected:
             started = time.monotonic()
@@ -455,8 +479,19 @@ def _run_report(report: config_stage.ReportConfig, run: _Run, publisher: publish
     if plan.later:
         log.info("%s: %d intervals left for later runs (max %d per run)", report.key, plan.later,
                  plan.limit)
-    outcome = _execute(plan, files, publisher, run, outcome)
-    outcome = _finish_files(plan, files, publisher, outcome)
+    entry = journal.Journal.open(run.lock)
+    try:
+        outcome = _execute(plan, files, publisher, run, outcome, entry)
+        outcome = _finish_files(plan, files, publisher, outcome, entry, run.lock)
+    except Exception:
+        # A bug stopped the report: what the journal holds goes into the
+        # files now, so that the next report (which needs the journal's
+        # place) and the next run plan from them.
+        entry.close()
+        journal.replay_into(run.lock, lambda key: report.group if key == report.key else None)
+        raise
+    finally:
+        entry.close()
     _record_reruns(plan, files, pending, run.progress)
     return outcome
 
@@ -491,39 +526,72 @@ def _open_files(plan: planning.ReportPlan, outputs: dict[Explode, store.OutputFi
 
 
 def _execute(plan: planning.ReportPlan, files: dict[Explode, _File],
-             publisher: publish.Publisher | None, run: _Run, outcome: ReportOutcome) -> ReportOutcome:
-    """Run the plan's jobs, merging each result as it comes; save at checkpoints."""
+             publisher: publish.Publisher | None, run: _Run, outcome: ReportOutcome,
+             entry: journal.Journal) -> ReportOutcome:
+    """Run the plan's jobs, merging each result as it comes and journaling
+    it; make the journal durable at checkpoints (the files are written once,
+    by _finish_files)."""
     checkpoint = _Checkpoint(run.options)
     done = 0
-    for job, parts, seconds in run.engines.execute(list(plan.jobs)):
+    for job, parts, seconds in run.engines.execute(plan.jobs):
         done += len(job.parts)
         outcome = outcome.plus(_take_result(job, parts, seconds, files[job.explode], run,
-                                            outcome.reopened))
+                                            outcome.reopened, entry))
         if run.options.progress:
             run.options.progress(plan.report.key, done, plan.todo)
         if checkpoint.due(len(job.parts)):
-            outcome = outcome.plus(_save_all(files, publisher))
+            outcome = outcome.plus(_checkpoint(files, publisher, entry))
     return outcome
 
 
-def _save_all(files: dict[Explode, _File], publisher: publish.Publisher | None) -> Tally:
-    tally = Tally()
-    for each in files.values():
-        tally = tally.plus(_save(each, publisher))
+def _checkpoint(files: dict[Explode, _File], publisher: publish.Publisher | None,
+                entry: journal.Journal) -> Tally:
+    """Queue the points of the rows merged since the last checkpoint, then
+    write them to the journal in one frame and fsync it: a crash in between
+    sends points for rows not stored yet (harmless), never the reverse."""
+    queued, tally = _enqueue_all(files, publisher)
+    if not queued:  # the points cannot be recorded: journaling the rows would lose them
+        return tally
+    try:
+        entry.checkpoint()
+    except journal.JournalError as exc:
+        # Records stay pending: the next checkpoint, or the files at the end, store them.
+        log.error("%s", exc)
+        return tally.plus(Tally(file_failed=True))
     return tally
 
 
 def _finish_files(plan: planning.ReportPlan, files: dict[Explode, _File],
-                  publisher: publish.Publisher | None, outcome: ReportOutcome) -> ReportOutcome:
-    """Trim to the window, save every file, and note the newest date they hold."""
+                  publisher: publish.Publisher | None, outcome: ReportOutcome,
+                  entry: journal.Journal, lock: FolderLock) -> ReportOutcome:
+    """Make the journal durable, trim to the window, write every file once,
+    note the newest date they hold, then remove the journal. A file that
+    cannot be written is not counted as computed (its reruns stay pending);
+    its intervals are missing from it, so the next run computes them."""
+    outcome = outcome.plus(_checkpoint(files, publisher, entry))
     due_labels = [interval.label for interval in plan.due]
     for each in files.values():
         if plan.report.max_data_points and each.plan.window_start:
             each.output.trim_before(each.plan.window_start)
-        outcome = outcome.plus(_save(each, publisher))
+        tally = _save(each, publisher)
+        if tally.file_failed:
+            each.computed = set()
+        outcome = outcome.plus(tally)
         newest = _newest_date(each.output.dates, due_labels)
         if newest is not None:
             outcome = replace(outcome, newest=max(outcome.newest or newest, newest))
+    try:
+        if any(each.output.dirty for each in files.values()):
+            # A file could not be written: what the journal made durable
+            # (its points are queued) goes in by a replay, which names the
+            # files it cannot write either; the rest is computed next run.
+            entry.close()
+            journal.replay_into(lock, lambda key: plan.report.group)
+        else:
+            entry.discard()
+    except journal.JournalError as exc:
+        log.error("%s", exc)
+        outcome = replace(outcome, file_failed=True)
     return outcome
 
 
@@ -619,7 +687,7 @@ class _Checkpoint:
 
 
 def _take_result(job: Job, parts: list[PartOutcome], seconds: float, target: _File, run: _Run,
-                 reopened: bool) -> Tally:
+                 reopened: bool, entry: journal.Journal) -> Tally:
     """Merge one job's results into its file (or record failures and
     waiting), in the main thread. `reopened`: whether the report already
     asked for its history again this run (backfill_new_columns)."""
@@ -640,6 +708,9 @@ def _take_result(job: Job, parts: list[PartOutcome], seconds: float, target: _Fi
             except (EngineError, store.StoreError) as exc:
                 error = exc
             else:
+                entry.append(report.key, target.output.path, item.part.label, merged.header,
+                             merged.rows, fill=report.pivot.fill if report.pivot else "",
+                             keep_column_order=report.pivot is not None)
                 computed += 1
                 rows += len(merged.rows)
                 if new_columns and not (reopened or reopened_now):
@@ -735,30 +806,70 @@ def _reopen_history(report: config_stage.ReportConfig, part: Interval, new_colum
     return True
 
 
+def _enqueue_all(files: dict[Explode, _File], publisher: publish.Publisher | None
+                 ) -> tuple[bool, Tally]:
+    """Queue the Graphite points of every file's fresh rows as one batch (one
+    queue file per checkpoint, not one per file). (False, ...) when the
+    queue cannot be written: see _enqueue."""
+    fresh = [each for each in files.values() if each.fresh]
+    if publisher is None or not fresh:
+        return True, Tally()
+    points: list[publish.Point] = []
+    publish_failed = False
+    for each in fresh:
+        output = each.output
+        rows = [row for label in sorted(each.fresh & output.dates) for row in output.by_date[label]]
+        try:
+            points += publish.points_for_rows(each.report, each.explode, output.header, rows,
+                                              publisher.lookups(), publisher.graphite.prefix)
+        except publish.PublishError as exc:
+            log.error("%s: Graphite: %s", each.name, exc)
+            publish_failed = True
+    try:
+        publisher.queue.add(points)
+    except OSError as exc:
+        log.error("Graphite queue %s: %s; the rows computed since the last checkpoint are not "
+                  "stored yet", publisher.queue.folder, exc.strerror)
+        return False, Tally(file_failed=True)
+    for each in fresh:
+        each.fresh = set()
+    return True, Tally(publish_failed=publish_failed)
+
+
+def _enqueue(target: _File, publisher: publish.Publisher | None) -> tuple[bool, Tally]:
+    """Queue the Graphite points of the file's fresh rows. (False, ...) when
+    the queue cannot be written: storing the rows then would lose their
+    points for good, so the caller stores nothing and the next run redoes them."""
+    output = target.output
+    if publisher is None or not target.fresh:
+        return True, Tally()
+    rows = [row for label in sorted(target.fresh & output.dates) for row in output.by_date[label]]
+    try:
+        publisher.enqueue(target.report, target.explode, output.header, rows)
+    except publish.PublishError as exc:
+        log.error("%s: Graphite: %s", target.name, exc)
+        target.fresh = set()
+        return True, Tally(publish_failed=True)
+    except OSError as exc:
+        log.error("%s: Graphite queue %s: %s; %s left as it was", target.name,
+                  publisher.queue.folder, exc.strerror, output.path)
+        return False, Tally(file_failed=True)
+    target.fresh = set()
+    return True, Tally()
+
+
 def _save(target: _File, publisher: publish.Publisher | None) -> Tally:
     """Queue the points of the fresh rows, then write the file: a crash in
     between sends points for rows not stored yet (harmless), never the reverse."""
     output = target.output
     if not output.dirty:
         return Tally()
-    publish_failed = False
-    if publisher is not None and target.fresh:
-        rows = [row for label in sorted(target.fresh & output.dates) for row in output.by_date[label]]
-        try:
-            publisher.enqueue(target.report, target.explode, output.header, rows)
-        except publish.PublishError as exc:
-            log.error("%s: Graphite: %s", target.name, exc)
-            publish_failed = True
-        except OSError as exc:
-            # The points cannot be recorded: writing the rows now would lose
-            # them for good; keep the file as it was, the next run redoes it.
-            log.error("%s: Graphite queue %s: %s; %s left as it was", target.name,
-                      publisher.queue.folder, exc.strerror, output.path)
-            return Tally(file_failed=True)
+    queued, tally = _enqueue(target, publisher)
+    if not queued:
+        return tally
     try:
         output.save(group=target.report.group)
-        target.fresh = set()
     except store.StoreError as exc:
         log.error("%s: %s", target.name, exc)
-        return Tally(file_failed=True, publish_failed=publish_failed)
-    return Tally(publish_failed=publish_failed)
+        return tally.plus(Tally(file_failed=True))
+    return tally

@@ -9,8 +9,9 @@
 from __future__ import annotations
 
 import string
-from datetime import datetime, UTC
 from collections.abc import Mapping
+from datetime import UTC, datetime
+from functools import lru_cache
 
 # Placeholders every templated report gets from its interval. The original
 # gave sql only the timestamps and hive only the dates; both get all here.
@@ -23,14 +24,19 @@ class TemplateError(Exception):
     """A template that cannot be rendered."""
 
 
+@lru_cache(maxsize=256)
+def _parse(template: str) -> tuple[tuple[str, str | None, str | None, str | None], ...]:
+    """The template's parts, parsed once per run and template (not per interval)."""
+    try:
+        return tuple(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise TemplateError(f"bad placeholder syntax: {exc}") from None
+
+
 def fields(template: str) -> set[str]:
     """The placeholder names a template uses. Raises TemplateError on bad syntax."""
     names: set[str] = set()
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise TemplateError(f"bad placeholder syntax: {exc}") from None
-    for _, field_name, format_spec, conversion in parsed:
+    for _, field_name, format_spec, conversion in _parse(template):
         if field_name is None:
             continue
         _check_field(field_name, format_spec, conversion)
@@ -54,7 +60,18 @@ def _check_field(field_name: str, format_spec: str | None, conversion: str | Non
 
 def interval_values(start: datetime, end: datetime) -> dict[str, str]:
     """Placeholder values of an interval [start, end): timestamps in UTC (for
-    the database), dates and parts in the interval's own time zone."""
+    the database), dates and parts in the interval's own time zone. A new
+    dict each call (callers add their explode values to it)."""
+    # The offsets are part of the key: aware datetimes of one instant compare
+    # equal whatever their zone, and the dates are in the interval's zone.
+    return dict(_interval_values(start, end, start.utcoffset(), end.utcoffset()))
+
+
+# Every file of an exploded report renders the same interval in a row (plans
+# order jobs by interval): the values are built once, not once per file.
+@lru_cache(maxsize=1024)
+def _interval_values(start: datetime, end: datetime, start_offset: object,
+                     end_offset: object) -> dict[str, str]:
     start_utc = start.astimezone(UTC)
     end_utc = end.astimezone(UTC)
     return {
@@ -72,11 +89,7 @@ def interval_values(start: datetime, end: datetime) -> dict[str, str]:
 def render(template: str, values: Mapping[str, str]) -> str:
     """str.format with only plain names allowed; unknown names raise TemplateError."""
     out: list[str] = []
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise TemplateError(f"bad placeholder syntax: {exc}") from None
-    for literal, field_name, format_spec, conversion in parsed:
+    for literal, field_name, format_spec, conversion in _parse(template):
         out.append(literal)
         if field_name is None:
             continue

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from reportupdater import journal
 from reportupdater.cli import parse_now
+from reportupdater.lock import FolderLock
 from reportupdater.runner import RunOptions, run
 
 # The CLI in a subprocess (run_cli_process): runs race other processes for the
@@ -184,6 +187,18 @@ def assert_complete_prefixes(out: Path, reference: dict[str, str]) -> dict[str, 
     return rows
 
 
+def durable_rows(tmp_path: Path, out: Path, reference: dict[str, str]) -> dict[str, int]:
+    """What a killed run left durably (its files and its journal's whole
+    frames), as the next run would see it after replaying the journal, on a
+    copy: every file a complete prefix of the reference. Rows per file."""
+    copy = tmp_path / "durable"
+    shutil.copytree(out, copy, symlinks=True)
+    with FolderLock(copy) as lock:
+        replayed = journal.replay_into(lock)
+    assert replayed.damaged is None and not replayed.failed_files, replayed
+    return assert_complete_prefixes(copy, reference)
+
+
 def finish_and_compare(folder: Path, out: Path, reference: dict[str, str]) -> None:
     code, _, stderr = run_cli_process("run", folder, out, "--now", NOW, "-l", "info")
     assert code == 0, stderr
@@ -243,7 +258,8 @@ def test_run_killed_after_checkpoints_keeps_them_and_the_next_run_completes(tmp_
     # Killed within alpha, after at least two checkpoints (6 intervals).
     kill_when(killed, lambda: progress(folder) >= 8)
 
-    rows = assert_complete_prefixes(out, reference)
+    assert files_under(out) == {}  # files are written once, when their report is done
+    rows = durable_rows(tmp_path, out, reference)  # the checkpoints are in the journal
     assert list(rows) == ["alpha.tsv"], rows
     assert 6 <= rows["alpha.tsv"] < 35 and rows["alpha.tsv"] % 3 == 0, rows
     finish_and_compare(folder, out, reference)
@@ -270,19 +286,22 @@ def test_stale_temp_file_of_a_killed_writer_is_ignored_and_removed(tmp_path):
 
 SEES_OUTPUT = """\
 #!/bin/sh
-# How many lines the output file has while this interval is computed.
+# How many lines the output file has, and whether the journal holds a
+# checkpoint, while this interval is computed.
 lines=$(cat "$SEEN_FILE" 2>/dev/null | wc -l)
-printf 'date\\tseen\\n%s\\t%s\\n' "$1" "$lines"
+if [ -s "$JOURNAL_FILE" ]; then journaled=yes; else journaled=no; fi
+printf 'date\\tseen\\tjournaled\\n%s\\t%s\\t%s\\n' "$1" "$lines" "$journaled"
 """
 
 
-@pytest.mark.parametrize("options, seen", [
-    ({}, [0, 0, 0, 0]),                           # written once, at the end
-    ({"checkpoint_intervals": 1}, [0, 2, 3, 4]),  # written after every interval
-    ({"checkpoint_seconds": 0}, [0, 2, 3, 4]),
-    ({"checkpoint_intervals": 2}, [0, 0, 3, 3]),
+@pytest.mark.parametrize("options, journaled", [
+    ({}, "no no no no"),                            # nothing before the end
+    ({"checkpoint_intervals": 1}, "no yes yes yes"),  # after every interval
+    ({"checkpoint_seconds": 0}, "no yes yes yes"),
+    ({"checkpoint_intervals": 2}, "no no yes yes"),
 ])
-def test_checkpoints_write_the_file_during_the_run(tmp_path, monkeypatch, options, seen):
+def test_checkpoints_journal_during_the_run_and_write_the_file_once(tmp_path, monkeypatch, options,
+                                                                    journaled):
     config = """\
 reports:
   seen:
@@ -294,6 +313,7 @@ reports:
     folder = make_folder(tmp_path, config, scripts={"seen": SEES_OUTPUT})
     out = tmp_path / "out"
     monkeypatch.setenv("SEEN_FILE", str(out / "seen.tsv"))
+    monkeypatch.setenv("JOURNAL_FILE", str(out / journal.JOURNAL_NAME))
 
     # One job at a time, so what each interval sees follows from the checkpoints alone.
     summary = run(RunOptions(query_folder=folder, output_folder=out, now=parse_now(NOW), jobs=1,
@@ -301,8 +321,9 @@ reports:
 
     assert summary.exit_code == 0
     dates = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]
-    assert files_under(out) == {"seen.tsv": tsv("date\tseen", *[
-        f"{date}\t{count}" for date, count in zip(dates, seen)])}
+    assert files_under(out) == {"seen.tsv": tsv("date\tseen\tjournaled", *[
+        f"{date}\t0\t{seen}" for date, seen in zip(dates, journaled.split(), strict=True)])}
+    assert not (out / journal.JOURNAL_NAME).exists()  # removed once the file was written
 
 
 HANGS = """\

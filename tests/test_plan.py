@@ -150,3 +150,16 @@ def test_missing_history_goes_before_lookback_when_the_limit_is_small(tmp_path):
     plan = plan_report(r, files, State(tmp_path), [], NOW)
     assert [(job.explode[0][1], job.interval.label) for job in plan.jobs] == [
         ("a", "2026-01-01"), ("b", "2026-01-01"), ("a", "2026-01-04")]
+
+
+def test_jobs_are_built_as_they_are_iterated_and_again_each_time(tmp_path):
+    # A wide backfill does not hold every Job up front: the plan's jobs are
+    # made by iterating, each iteration anew, in the same order.
+    from reportupdater.plan import Jobs
+
+    plan = plan_report(report(tmp_path), one_file(()), State(tmp_path), (), NOW)
+    assert isinstance(plan.jobs, Jobs) and not isinstance(plan.jobs, tuple)
+    first, second = list(plan.jobs), list(plan.jobs)
+    assert first == second and plan.jobs == tuple(first)
+    assert plan.todo == sum(len(job.parts) for job in first) == len(plan.files[0].todo) > 0
+    assert iter(plan.jobs) is not iter(plan.jobs)

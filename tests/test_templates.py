@@ -164,3 +164,21 @@ def test_rendering_a_query_with_interval_values():
     assert query == ("SELECT '2026-03-01', COUNT(*) FROM enwiki.revision "
                      "WHERE rev_timestamp >= '20260301000000' AND rev_timestamp < '20260401000000' "
                      "/* 2026/03/01 {x} */")
+
+
+def test_interval_values_of_one_instant_follow_each_interval_zone():
+    # Cached per interval: the same instants in another zone are other dates.
+    from datetime import datetime, timedelta, timezone
+
+    from reportupdater.templates import interval_values
+
+    utc = interval_values(datetime(2026, 1, 1, 23, tzinfo=timezone.utc),
+                          datetime(2026, 1, 2, 23, tzinfo=timezone.utc))
+    plus_one = timezone(timedelta(hours=1))
+    local = interval_values(datetime(2026, 1, 2, tzinfo=plus_one), datetime(2026, 1, 3, tzinfo=plus_one))
+    assert (utc["from_date"], utc["day"], utc["hour"]) == ("2026-01-01", "01", "23")
+    assert (local["from_date"], local["day"], local["hour"]) == ("2026-01-02", "02", "00")
+    assert local["from_timestamp"] == utc["from_timestamp"] == "20260101230000"
+    local["from_date"] = "changed"  # each call gets a dict of its own
+    assert interval_values(datetime(2026, 1, 2, tzinfo=plus_one),
+                           datetime(2026, 1, 3, tzinfo=plus_one))["from_date"] == "2026-01-02"

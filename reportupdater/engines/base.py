@@ -272,5 +272,11 @@ class Engine(abc.ABC):
             return script_ready(check.script_path, job, self.query_folder)
         raise EngineError(f"{self.type} reports cannot check ready_when {check}")
 
+    def in_process(self, job: Job) -> bool:
+        """Whether the job's work runs inside this process (an embedded
+        database), holding the GIL: the runner then runs it in the calling
+        thread, since worker threads would only take turns."""
+        return False
+
     def close(self) -> None:
         """Release connections; called once at the end of a run."""

@@ -245,6 +245,11 @@ def _password_forms(url: URL | None) -> list[str]:
     return [url.password] if url is not None and url.password else []
 
 
+# A connection a thread keeps for the run goes back to the pool (and its
+# pre-ping) after this long unused: servers close idle connections.
+_HELD_IDLE_SECONDS = 30.0
+
+
 class SqlEngine(Engine):
     type = "sql"
 
@@ -256,6 +261,13 @@ class SqlEngine(Engine):
         self._lock = threading.Lock()  # jobs run in threads; engines are created once
         # In-memory SQLite: one connection for all the run's jobs, one query at a time.
         self._serial: dict[tuple, threading.Lock] = {}
+        # Parsed once per database, not per query.
+        self._targets: dict[str, Target] = {}
+        # Each thread keeps its connection per engine for the run (one
+        # checkout and pre-ping per thread, not per query); all of them are
+        # closed by close().
+        self._local = threading.local()
+        self._held: list[sqlalchemy.Connection] = []
 
     # -- where a job goes
 
@@ -263,18 +275,23 @@ class SqlEngine(Engine):
         import sqlalchemy
         from sqlalchemy.engine import make_url
         database = self.folder.databases[job.report.db or ""]
+        cached = self._targets.get(database.key)
+        if cached is not None:
+            return cached
         if database.url is not None:
             try:
                 url = make_url(database.url)
             except (sqlalchemy.exc.ArgumentError, ValueError):
                 raise EngineError(f"database '{database.key}': 'url' is not a SQLAlchemy URL") from None
-            return Target(("url", database.key), url)
+            self._targets[database.key] = Target(("url", database.key), url)
+            return self._targets[database.key]
         if database.key not in self._classic_urls:
             self._classic_urls[database.key] = classic_url(database, database.host, database.port,
                                                            None if database.auto_find_db_shard else database.db)
         base = self._classic_urls[database.key]
         if not database.auto_find_db_shard:
-            return Target(("classic", database.key), base)
+            self._targets[database.key] = Target(("classic", database.key), base)
+            return self._targets[database.key]
         wiki_db = (job.explode_values.get(database.wiki_db_placeholder or "")
                    or database.db or "")
         finder = self._shard_finders.setdefault(database.key, ShardFinder(database))
@@ -301,8 +318,10 @@ class SqlEngine(Engine):
                 # tables, and take turns on it (self._serial).
                 options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
             else:
-                # Enough connections for every job that may run at once.
-                options = {"pool_size": max(1, self.site.jobs), "max_overflow": 0, "pool_timeout": 3600}
+                # Enough connections for every job that may run at once (the
+                # worker threads and the calling thread each keep one).
+                options = {"pool_size": max(1, self.site.jobs) + 1, "max_overflow": 0,
+                           "pool_timeout": 3600}
             try:
                 engine = sqlalchemy.create_engine(target.url, pool_pre_ping=True, **options)
             except Exception as exc:  # unknown dialect, missing driver
@@ -382,28 +401,92 @@ class SqlEngine(Engine):
                                   f"{_first_line(exc)}") from None
         raise AssertionError("unreachable")
 
+    def in_process(self, job: Job) -> bool:
+        """A SQLite database runs inside this process: threads would only take
+        turns on the GIL (see docs/performance.md, case f)."""
+        try:
+            return self.target(job).url.get_backend_name() == "sqlite"
+        except EngineError:
+            return False  # the job itself reports the error
+
+    def _connection(self, engine: sqlalchemy.Engine, target: Target) -> sqlalchemy.Connection:
+        """This thread's connection to the engine, opened on first use. One
+        left unused for a while goes back to the pool and is checked out
+        again, so that the pool's pre-ping finds a connection the server
+        closed meanwhile (as it did when each query checked out its own)."""
+        held = getattr(self._local, "connections", None)
+        if held is None:
+            held = self._local.connections = {}
+        connection, last_used = held.get(target.engine_key, (None, 0.0))
+        now = time.monotonic()
+        if connection is not None and (connection.closed or connection.invalidated
+                                       or now - last_used > _HELD_IDLE_SECONDS):
+            self._drop_connection(target)
+            connection = None
+        if connection is None:
+            connection = engine.connect()
+            with self._lock:
+                self._held.append(connection)
+        held[target.engine_key] = (connection, now)
+        return connection
+
+    def _drop_connection(self, target: Target) -> None:
+        """Return this thread's connection to the pool (after a failed query:
+        the next one gets a fresh connection, as when each query checked out
+        its own; an invalidated one is discarded by the pool)."""
+        connection, _ = getattr(self._local, "connections", {}).pop(target.engine_key, (None, 0.0))
+        if connection is None:
+            return
+        with self._lock:
+            if connection in self._held:
+                self._held.remove(connection)
+        try:
+            connection.close()
+        except Exception as exc:  # closing a broken connection must not hide the query's error
+            log.debug("closing a failed connection: %s", exc)
+
     def _execute(self, engine: sqlalchemy.Engine, target: Target, query: str,
                  timeout: float) -> tuple[list[str], list]:
-        with engine.connect() as connection:
-            if engine.dialect.name == "mysql":
-                _limit_mysql(connection, timeout)
-                if target.use_database:
-                    connection.exec_driver_sql(f"USE `{target.use_database}`")
-                cancel_interrupt = None
-            else:
-                cancel_interrupt = _interrupt_after(connection, timeout)
-            try:
-                # no_parameters: the DBAPI gets the text as is, so '%' in
-                # DATE_FORMAT(...) stays literal, as with the original tool.
-                cursor = connection.execution_options(no_parameters=True).exec_driver_sql(query)
-                if not cursor.returns_rows:
-                    raise EngineError("the query returned no result set (is it a SELECT?)")
-                return list(cursor.keys()), cursor.fetchall()
-            finally:
-                if cancel_interrupt is not None:
-                    cancel_interrupt()
+        if target.engine_key in self._serial:  # in-memory sqlite: the shared connection, in turns
+            with engine.connect() as connection:
+                return self._execute_on(connection, engine, target, query, timeout)
+        connection = self._connection(engine, target)
+        try:
+            answer = self._execute_on(connection, engine, target, query, timeout)
+            connection.rollback()  # what returning it to the pool did: no snapshot outlives a query
+        except BaseException:
+            self._drop_connection(target)
+            raise
+        return answer
+
+    def _execute_on(self, connection: sqlalchemy.Connection, engine: sqlalchemy.Engine,
+                    target: Target, query: str, timeout: float) -> tuple[list[str], list]:
+        if engine.dialect.name == "mysql":
+            _limit_mysql(connection, timeout)
+            if target.use_database:
+                connection.exec_driver_sql(f"USE `{target.use_database}`")
+            cancel_interrupt = None
+        else:
+            cancel_interrupt = _interrupt_after(connection, timeout)
+        try:
+            # no_parameters: the DBAPI gets the text as is, so '%' in
+            # DATE_FORMAT(...) stays literal, as with the original tool.
+            cursor = connection.execution_options(no_parameters=True).exec_driver_sql(query)
+            if not cursor.returns_rows:
+                raise EngineError("the query returned no result set (is it a SELECT?)")
+            return list(cursor.keys()), cursor.fetchall()
+        finally:
+            if cancel_interrupt is not None:
+                cancel_interrupt()
 
     def close(self) -> None:
+        with self._lock:
+            held, self._held = self._held, []
+        for connection in held:
+            try:
+                connection.close()
+            except Exception as exc:  # closing must not hide the run's outcome
+                log.debug("closing a connection: %s", exc)
         for engine in self._engines.values():
             engine.dispose()
         self._engines.clear()

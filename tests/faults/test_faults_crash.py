@@ -26,12 +26,14 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-from reportupdater import store
+from reportupdater import journal, store
+from reportupdater.lock import FolderLock
 
 # The CLI in a subprocess (run_cli_process): runs here are killed and crash.
 from testkit import NOW, files_under, make_db, run_cli_process, start_cli, wait_for
@@ -136,12 +138,29 @@ def write_config(folder: Path, mariadb, carbon, creds: Path, prefix: str) -> Non
 
 # ------------------------------------------------------------- checks
 
+def durable_view(out: Path) -> Path:
+    """The output folder as the next run sees it once it has replayed the
+    journal a killed run left (on a copy; `out` itself when there is none).
+    The journal must be whole frames and at most a torn last one."""
+    if not (out / journal.JOURNAL_NAME).exists():
+        return out
+    copy = out.with_name(out.name + "-durable")
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(out, copy, symlinks=True)
+    with FolderLock(copy) as lock:
+        replayed = journal.replay_into(lock)
+    assert replayed.damaged is None and not replayed.failed_files, replayed
+    return copy
+
+
 def check_after_kill(out: Path, reference: dict[str, str], before: dict[str, str],
                      prefix: str, where: str) -> dict[str, str]:
-    """Every visible file is a whole checkpoint: the reference's header and a
+    """What the killed run left durably (its files, and its journal replayed
+    on a copy): every file a whole checkpoint: the reference's header and a
     run of consecutive reference rows (the oldest ones for reports computed
     oldest first, the newest ones for the others), parseable; nothing that
-    was on disk before is lost; queue files are whole. Returns the files."""
+    was durable before is lost; queue files are whole. Returns the files."""
+    out = durable_view(out)
     after = files_under(out)
     for name, text in after.items():
         assert name in reference, f"{where}: unexpected file {name}"
