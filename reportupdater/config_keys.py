@@ -7,7 +7,9 @@
 # built from them and the docs' key tables come from key_reference(). Keys
 # whose value has a shape of its own (explode_by, graphite, pivot, a URL)
 # declare their JSON Schema here and keep a parser of their own in
-# config.py. Standard library only: every run imports this module.
+# config.py. Standard library only: every run imports this module (the
+# publishers' declarations below are plain data in modules that import
+# their drivers only when they publish).
 
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ class Key:
     null_is_unset: bool = True  # `key: null` (or `key:`) means the key is not given
     required: bool = False
     legacy: bool = False       # accepted and ignored (the original tool's keys)
-    owner: str = ""            # the engine whose module declares the key, "" for the core
+    owner: str = ""            # the engine or publisher whose module declares the key, "" for the core
 
     def json_schema(self) -> dict[str, Any]:
         schema: dict[str, Any]
@@ -209,8 +211,30 @@ GRAPHITE = _keys(
         schema={"type": "object", "additionalProperties": {"type": "string", "pattern": r"\S"}}),
 )
 
+# ------------------------------------------------------------- publishers
+#
+# Publishers own their keys (like engines): each publisher module declares
+# its top-level section's keys and its report keys as plain data; they join
+# the tables here, in a block of their own.
+from .publishers import prometheus_keys as _prometheus  # noqa: E402
+from .publishers import tables_keys as _tables  # noqa: E402
+
+
+def _declared(specs: dict[str, dict[str, Any]], owner: str) -> dict[str, Key]:
+    return _keys(*(Key(name, owner=owner, **spec) for name, spec in specs.items()))
+
+
+TABLES = _declared(_tables.SECTION_KEYS, "tables")
+PROMETHEUS = _declared(_prometheus.SECTION_KEYS, "prometheus")
+TOP_LEVEL.update(_keys(Key("tables", "other", _tables.SECTION_DOC, owner="tables"),
+                       Key("prometheus", "other", _prometheus.SECTION_DOC, owner="prometheus")))
+REPORT.update(_declared(_tables.REPORT_KEYS, "tables"))
+REPORT.update(_declared(_prometheus.REPORT_KEYS, "prometheus"))
+PUBLISHER_SECTIONS = {"tables": TABLES, "prometheus": PROMETHEUS}
+
 SECTIONS: dict[str, dict[str, Key]] = {
     "top level": TOP_LEVEL, "reports": REPORT, "databases": DATABASE, "graphite": GRAPHITE,
+    **PUBLISHER_SECTIONS,
 }
 
 
@@ -279,6 +303,9 @@ def json_schema() -> dict[str, Any]:
             "databases": {**TOP_LEVEL["databases"].json_schema(), "type": ["object", "null"],
                           "additionalProperties": database},
             "graphite": {**TOP_LEVEL["graphite"].json_schema(), **_or_null(graphite)},
+            **{name: {**TOP_LEVEL[name].json_schema(),
+                      **_or_null(_object(keys, [key for key, d in keys.items() if d.required]))}
+               for name, keys in PUBLISHER_SECTIONS.items()},
         },
         # A key the defaults give is not required of each report.
         "allOf": [{"if": {"properties": {"defaults": {"type": "object", "required": [name]}},
@@ -294,5 +321,5 @@ def plain(keys: dict[str, Key]) -> dict[str, Key]:
     return {name: key for name, key in keys.items() if key.kind in PLAIN_KINDS}
 
 
-__all__ = ["DATABASE", "GRAPHITE", "REPORT", "SECTIONS", "TOP_LEVEL", "Key", "KeyRow",
+__all__ = ["DATABASE", "GRAPHITE", "PROMETHEUS", "PUBLISHER_SECTIONS", "TABLES", "REPORT", "SECTIONS", "TOP_LEVEL", "Key", "KeyRow",
            "json_schema", "key_reference", "plain"]

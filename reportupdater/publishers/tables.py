@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Mapping, Sequence
 
-from . import DeliveryError, DurableQueue, FlushResult, PublishError, StoredInterval
+from . import DeliveryError, FlushResult, PublishError, StoredInterval
+from .queue import DurableQueue
+from .tables_keys import MAX_NAME_BYTES, TablesSettings, TableTarget  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +39,6 @@ _BIGINT_MIN, _BIGINT_MAX = -(2 ** 63), 2 ** 63 - 1
 
 # Column kinds, from the values (a new column) or from the table (an existing one).
 INTEGER, FLOAT, TEXT = "integer", "float", "text"
-
-
-@dataclass(frozen=True)
-class TablesSettings:
-    url: str                    # any SQLAlchemy URL (postgresql+psycopg://..., sqlite:///...)
-    schema: str | None = None
-
-
-@dataclass(frozen=True)
-class TableTarget:
-    table: str                  # default (phase B): the report's key
 
 
 def cell_kind(text: str) -> str | None:
