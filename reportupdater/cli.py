@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("query_folder", type=Path, metavar="QUERY_FOLDER")
     _add_output_folder(run, "go")
     run.add_argument("--no-graphite", action="store_true", help="send nothing to Graphite")
+    run.add_argument("--no-publish", action="store_true",
+                     help="publish nothing (Graphite, tables, prometheus): a test run")
     run.add_argument("--hive-url", metavar="URL", action=_Once,
                      default=os.environ.get("REPORTUPDATER_HIVE_URL"),
                      help="Hive server for hive reports of folders that configure none, "
@@ -390,7 +392,7 @@ def _run(args: argparse.Namespace) -> int:
     options = runner.RunOptions(
         query_folder=args.query_folder, output_folder=args.output_folder,
         config_path=args.config_path, now=args.now, only_reports=tuple(args.report),
-        graphite=not args.no_graphite, hive_url=args.hive_url,
+        graphite=not args.no_graphite, publish=not args.no_publish, hive_url=args.hive_url,
         retry_failed_now=args.retry_failed_now, progress=progress, jobs=args.jobs,
         max_intervals=args.max_intervals, diff=_print_diff if args.diff else None)
     try:
@@ -470,6 +472,8 @@ def _status(args: argparse.Namespace) -> int:
     now = args.now or runner.utcnow()
     views = overview.survey(folder, args.output_folder, now, tuple(args.report))
     data = overview.status_json(folder, views, args.verbose)
+    from .publishers import destinations
+    data["queues"] = destinations.queue_sizes(folder, args.output_folder)
     if args.json:
         print(json.dumps(data, indent=2))
     else:
@@ -501,6 +505,9 @@ def _print_status(data: dict, verbose: bool) -> None:
     for entry in data["reports"] if verbose else []:
         for note in entry.get("notes", []):
             print(f"{entry['report']}: {note}")
+    for name, waiting in data.get("queues", {}).items():
+        from .publishers.destinations import UNITS
+        print(f"{name}: {waiting} {UNITS[name]} waiting in its queue")
     for error in data["config_errors"]:
         print(f"config error: {error}")
 

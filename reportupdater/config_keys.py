@@ -321,5 +321,5 @@ def plain(keys: dict[str, Key]) -> dict[str, Key]:
     return {name: key for name, key in keys.items() if key.kind in PLAIN_KINDS}
 
 
-__all__ = ["DATABASE", "GRAPHITE", "PROMETHEUS", "PUBLISHER_SECTIONS", "TABLES", "REPORT", "SECTIONS", "TOP_LEVEL", "Key", "KeyRow",
-           "json_schema", "key_reference", "plain"]
+__all__ = ["DATABASE", "GRAPHITE", "PROMETHEUS", "PUBLISHER_SECTIONS", "REPORT", "SECTIONS", "TABLES",
+           "TOP_LEVEL", "Key", "KeyRow", "json_schema", "key_reference", "plain"]

@@ -1,7 +1,7 @@
 # The runner: composes the stages in one place.
 #
 #   config.load -> plan.plan_report -> engines (execute) -> store (merge, save)
-#   -> publish (Graphite points queued before each save, sent after)
+#   -> publish (each destination's items queued before each save, sent after)
 #
 # No stage calls the next; this module does. It holds the output folder's
 # lock for the whole run, reads each output file once, writes it at checkpoints and at the
@@ -24,7 +24,9 @@ from collections.abc import Set
 from typing import Callable, Iterator
 
 from . import config as config_stage
-from . import intervals, publish, reruns, store
+from . import intervals, reruns, store
+from .publishers import Publisher, PublishError
+from .publishers import destinations
 from . import plan as planning
 from .state import State, failure_key
 from .datatypes import EngineError, Explode, Interval, Job, Result
@@ -50,6 +52,7 @@ class RunOptions:
     now: datetime | None = None           # evaluate everything as if it were this time (UTC)
     only_reports: tuple[str, ...] = ()    # empty: every report
     graphite: bool = True                 # --no-graphite
+    publish: bool = True                  # --no-publish: no destination at all
     hive_url: str | None = None           # site-wide Hive server for folders that name none
     retry_failed_now: bool = False        # ignore the backoff of failed intervals
     jobs: int = 0                         # parallel jobs; 0: DEFAULT_JOBS
@@ -79,7 +82,7 @@ class ReportOutcome:
     failed: int = 0
     backing_off: int = 0          # failed before; not retried yet (1, 2, 4 ... hours)
     file_failed: bool = False     # an output file could not be read or written
-    publish_failed: bool = False  # its Graphite points could not be built
+    publish_failed: bool = False  # its Graphite points (or rows, samples) could not be built
     crashed: bool = False         # an internal error stopped it (logged); the others ran
     skipped: bool = False         # starts in the future
     not_scheduled: bool = False   # its `schedule:` says not now
@@ -142,6 +145,8 @@ class RunSummary:
     busy: bool = False  # another run held the folder; nothing was touched
     folder: config_stage.FolderConfig | None = None
     graphite_queued: bool = False  # Graphite was unreachable: points wait in the queue
+    publish_refused: list[str] = field(default_factory=list)  # a store refused for good: exit 1
+    publish_queued: dict[str, int] = field(default_factory=dict)  # destination -> items waiting
 
     @property
     def exit_code(self) -> int:
@@ -150,6 +155,8 @@ class RunSummary:
             return 0
         if self.config_errors:
             return 2
+        if self.publish_refused:
+            return 1
         return 0 if all(outcome.ok for outcome in self.reports.values()) else 1
 
 
@@ -361,17 +368,13 @@ def _run_locked(folder: config_stage.FolderConfig, selected: list[config_stage.R
     state = State.load(options.output_folder)
     engines = _Engines(folder, SiteDefaults(hive_url=options.hive_url,
                                             jobs=options.jobs or DEFAULT_JOBS))
-    publisher = None
-    if folder.graphite is not None and options.graphite:
-        publisher = publish.Publisher(folder.graphite, options.output_folder, folder.query_folder)
-        publisher.queue.remove_stale_temp()
-        publisher.flush()  # what earlier runs could not deliver goes first
+    publishers = _start_publishers(folder, options, summary)
     run_context = _Run(options, now, state, progress, engines)
     try:
         for report in selected:
             started = time.monotonic()
             try:
-                outcome = _run_report(report, run_context, publisher,
+                outcome = _run_report(report, run_context, publishers,
                                       [rerun for rerun in pending if rerun.names(report.key)])
             except Exception as exc:  # a bug, or input nothing checked: this report only
                 log.error("report %s: internal error: %s: %s", report.key, type(exc).__name__, exc,
@@ -381,8 +384,9 @@ def _run_locked(folder: config_stage.FolderConfig, selected: list[config_stage.R
             _save_state(state)
     finally:
         engines.close()
-        if publisher is not None:
-            summary.graphite_queued = not publisher.flush()
+        _flush(publishers, summary)
+        for publisher in publishers:
+            publisher.close()
     state.forget_reports(set(folder.reports) | folder.broken_reports)
     _save_state(state)
     every_report = set(folder.reports) | folder.broken_reports
@@ -395,6 +399,42 @@ def _run_locked(folder: config_stage.FolderConfig, selected: list[config_stage.R
                      rerun.request.dates.end, options.output_folder)
     _save_progress(progress)
     _log_summary(summary)
+
+
+def _start_publishers(folder: config_stage.FolderConfig, options: RunOptions,
+                      summary: RunSummary) -> list[Publisher]:
+    """The run's destinations (none with --no-publish, no Graphite with
+    --no-graphite), each queue's leftovers sent first."""
+    if not options.publish:
+        return []
+    names = [name for name in destinations.NAMES if options.graphite or name != "graphite"]
+    built = destinations.build(folder, options.output_folder, names)
+    for error in built.errors:
+        log.error("%s", error)
+        summary.publish_refused.append(error)
+    for publisher in built.publishers:
+        publisher.queue.remove_stale_temp()
+    _flush(built.publishers, summary)  # what earlier runs could not deliver goes first
+    return built.publishers
+
+
+def _flush(publishers: list[Publisher], summary: RunSummary) -> None:
+    """Deliver every queue; an outage waits for the next run, a refusal fails the run."""
+    for publisher in publishers:
+        result = publisher.flush()
+        summary.publish_queued[publisher.name] = result.waiting
+        if publisher.name == "graphite":
+            summary.graphite_queued = not result.ok
+        if result.refused and result.error:
+            line = f"{publisher.name}: {result.error}"
+            log.error("%s; the batch stays queued in %s", line, publisher.queue.folder)
+            if line not in summary.publish_refused:
+                summary.publish_refused.append(line)
+
+
+def _label(publisher: Publisher) -> str:
+    """The destination as the log names it (Graphite's messages as they always were)."""
+    return "Graphite" if publisher.name == "graphite" else publisher.name
 
 
 def _save_progress(progress: reruns.RerunProgress) -> None:
@@ -420,7 +460,7 @@ def _log_summary(summary: RunSummary) -> None:
                                          (outcome.not_scheduled, "not scheduled now"),
                                          (outcome.file_failed, "output file error"),
                                          (outcome.crashed, "internal error"),
-                                         (outcome.publish_failed, "Graphite step failed")) if flag]
+                                         (outcome.publish_failed, "publish step failed")) if flag]
         log.info("report %s: %d computed, %d failed, %d waiting to retry, %d waiting for data, "
                  "%.1f s%s", key, outcome.computed, outcome.failed, outcome.backing_off,
                  outcome.waiting, outcome.seconds,
@@ -433,7 +473,7 @@ def _log_summary(summary: RunSummary) -> None:
              sum(o.engine_seconds for o in outcomes), sum(o.seconds for o in outcomes))
 
 
-def _run_report(report: config_stage.ReportConfig, run: _Run, publisher: publish.Publisher | None,
+def _run_report(report: config_stage.ReportConfig, run: _Run, publishers: list[Publisher],
                 pending: list[reruns.PendingRerun]) -> ReportOutcome:
     """Plan the report, execute the plan, store and publish what it computed."""
     inputs, outputs = read_outputs(report, run.options.output_folder)
@@ -447,16 +487,15 @@ def _run_report(report: config_stage.ReportConfig, run: _Run, publisher: publish
         return _not_due(plan, run, pending)
     if report.schedule:
         run.state.started(report.key, run.now)
-    if report.graphite is None:
-        publisher = None
+    publishers = [each for each in publishers if destinations.publishes(each, report.key)]
     files, unreadable = _open_files(plan, outputs)
     outcome = ReportOutcome(file_failed=unreadable,
                             backing_off=sum(len(file.backing_off) for file in plan.files))
     if plan.later:
         log.info("%s: %d intervals left for later runs (max %d per run)", report.key, plan.later,
                  plan.limit)
-    outcome = _execute(plan, files, publisher, run, outcome)
-    outcome = _finish_files(plan, files, publisher, outcome)
+    outcome = _execute(plan, files, publishers, run, outcome)
+    outcome = _finish_files(plan, files, publishers, outcome)
     _record_reruns(plan, files, pending, run.progress)
     return outcome
 
@@ -491,7 +530,7 @@ def _open_files(plan: planning.ReportPlan, outputs: dict[Explode, store.OutputFi
 
 
 def _execute(plan: planning.ReportPlan, files: dict[Explode, _File],
-             publisher: publish.Publisher | None, run: _Run, outcome: ReportOutcome) -> ReportOutcome:
+             publishers: list[Publisher], run: _Run, outcome: ReportOutcome) -> ReportOutcome:
     """Run the plan's jobs, merging each result as it comes; save at checkpoints."""
     checkpoint = _Checkpoint(run.options)
     done = 0
@@ -502,25 +541,25 @@ def _execute(plan: planning.ReportPlan, files: dict[Explode, _File],
         if run.options.progress:
             run.options.progress(plan.report.key, done, plan.todo)
         if checkpoint.due(len(job.parts)):
-            outcome = outcome.plus(_save_all(files, publisher))
+            outcome = outcome.plus(_save_all(files, publishers))
     return outcome
 
 
-def _save_all(files: dict[Explode, _File], publisher: publish.Publisher | None) -> Tally:
+def _save_all(files: dict[Explode, _File], publishers: list[Publisher]) -> Tally:
     tally = Tally()
     for each in files.values():
-        tally = tally.plus(_save(each, publisher))
+        tally = tally.plus(_save(each, publishers))
     return tally
 
 
 def _finish_files(plan: planning.ReportPlan, files: dict[Explode, _File],
-                  publisher: publish.Publisher | None, outcome: ReportOutcome) -> ReportOutcome:
+                  publishers: list[Publisher], outcome: ReportOutcome) -> ReportOutcome:
     """Trim to the window, save every file, and note the newest date they hold."""
     due_labels = [interval.label for interval in plan.due]
     for each in files.values():
         if plan.report.max_data_points and each.plan.window_start:
             each.output.trim_before(each.plan.window_start)
-        outcome = outcome.plus(_save(each, publisher))
+        outcome = outcome.plus(_save(each, publishers))
         newest = _newest_date(each.output.dates, due_labels)
         if newest is not None:
             outcome = replace(outcome, newest=max(outcome.newest or newest, newest))
@@ -735,26 +774,30 @@ def _reopen_history(report: config_stage.ReportConfig, part: Interval, new_colum
     return True
 
 
-def _save(target: _File, publisher: publish.Publisher | None) -> Tally:
-    """Queue the points of the fresh rows, then write the file: a crash in
-    between sends points for rows not stored yet (harmless), never the reverse."""
+def _save(target: _File, publishers: list[Publisher]) -> Tally:
+    """Queue the fresh intervals for every destination, then write the file:
+    a crash in between publishes rows not stored yet (harmless, the next run
+    replaces them), never the reverse. The one place that enqueues."""
     output = target.output
     if not output.dirty:
         return Tally()
     publish_failed = False
-    if publisher is not None and target.fresh:
-        rows = [row for label in sorted(target.fresh & output.dates) for row in output.by_date[label]]
-        try:
-            publisher.enqueue(target.report, target.explode, output.header, rows)
-        except publish.PublishError as exc:
-            log.error("%s: Graphite: %s", target.name, exc)
-            publish_failed = True
-        except OSError as exc:
-            # The points cannot be recorded: writing the rows now would lose
-            # them for good; keep the file as it was, the next run redoes it.
-            log.error("%s: Graphite queue %s: %s; %s left as it was", target.name,
-                      publisher.queue.folder, exc.strerror, output.path)
-            return Tally(file_failed=True)
+    if publishers and target.fresh:
+        # Fresh dates the file no longer holds are intervals without rows:
+        # a table deletes what it held for them.
+        stored = destinations.stored_intervals(target.report, target.explode, output, target.fresh)
+        for publisher in publishers:
+            try:
+                publisher.enqueue(stored)
+            except PublishError as exc:
+                log.error("%s: %s: %s", target.name, _label(publisher), exc)
+                publish_failed = True
+            except OSError as exc:
+                # The items cannot be recorded: writing the rows now would lose
+                # them for good; keep the file as it was, the next run redoes it.
+                log.error("%s: %s queue %s: %s; %s left as it was", target.name, _label(publisher),
+                          publisher.queue.folder, exc.strerror, output.path)
+                return Tally(file_failed=True)
     try:
         output.save(group=target.report.group)
         target.fresh = set()

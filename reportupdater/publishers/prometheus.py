@@ -19,7 +19,6 @@ import math
 import os
 import re
 import struct
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from collections.abc import Mapping, Sequence

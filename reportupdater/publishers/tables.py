@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import dataclass
 from datetime import date, datetime, UTC
 from pathlib import Path
 from typing import Any
