@@ -532,7 +532,9 @@ def _resolve_sqlite_url(url: str, query_folder: Path) -> str:
 _URL_EXAMPLE = "such as postgresql://reports@pg.example.org/analytics"
 
 
-def _parse_url(where: _Where, raw: Any, query_folder: Path) -> str:
+def _parse_url(where: _Where, raw: Any, query_folder: Path | None) -> str:
+    """The URL with ${VAR} expanded; a relative sqlite path made relative to
+    `query_folder` (None: left relative, for its user to resolve)."""
     if not isinstance(raw, str) or not raw.strip():
         raise where.error("url", f"{where.show('url', raw)} is not a URL ({_URL_EXAMPLE})")
     authority = raw.strip().partition("://")[2].split("/", 1)[0]
@@ -541,7 +543,9 @@ def _parse_url(where: _Where, raw: Any, query_folder: Path) -> str:
         # for the host name, which then shows in every connection error.
         raise where.error("url", "the password holds an @: percent-encode it (%40) or put it in "
                                  "an environment variable, ${NAME}")
-    url = _resolve_sqlite_url(_expand_env(where, "url", raw.strip()), query_folder)
+    url = _expand_env(where, "url", raw.strip())
+    if query_folder is not None:
+        url = _resolve_sqlite_url(url, query_folder)
     # The shape SQLAlchemy's make_url takes, checked here without importing
     # SQLAlchemy (0.1 s and 20 MB for every run, most of which run nothing);
     # the engine parses it fully on first use.
@@ -1134,7 +1138,7 @@ def _parse_publisher_sections(config_path: Path, query_folder: Path, raw: dict,
                               errors: list[ConfigError], warnings: list[str]) -> dict[str, Any]:
     """{"tables": TablesSettings | None, "prometheus": PrometheusSettings | None}."""
     parsers: dict[str, Callable[[_Where, dict], Any]] = {
-        "tables": lambda where, section: _parse_tables(where, section, query_folder),
+        "tables": _parse_tables,
         "prometheus": _parse_prometheus,
     }
     parsed: dict[str, Any] = {}
@@ -1165,10 +1169,12 @@ def _parse_publisher_sections(config_path: Path, query_folder: Path, raw: dict,
     return parsed
 
 
-def _parse_tables(where: _Where, raw: dict, query_folder: Path) -> TablesSettings:
+def _parse_tables(where: _Where, raw: dict) -> TablesSettings:
     if raw.get("url") is None:
         raise where.error("url", f"is required ({_URL_EXAMPLE.replace('analytics', 'metrics')})")
-    url = _parse_url(where, raw["url"], query_folder)
+    # A relative sqlite:///metrics.db is relative to the output folder (the
+    # tables publisher resolves it): published tables are outputs.
+    url = _parse_url(where, raw["url"], None)
     schema = None
     if raw.get("schema") is not None:
         schema = _plain(where, config_keys.TABLES["schema"], raw["schema"])

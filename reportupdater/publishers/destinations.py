@@ -93,3 +93,50 @@ def queue_sizes(folder: FolderConfig, output_folder: Path) -> dict[str, int]:
         if getattr(folder, name) is not None:
             sizes[name] = DurableQueue(name, output_folder, folder.query_folder).size()
     return sizes
+
+
+@dataclass
+class BackfillSummary:
+    queued: dict[str, int] = field(default_factory=dict)      # destination -> items queued
+    delivered: dict[str, bool] = field(default_factory=dict)  # destination -> its queue all went
+    problems: list[str] = field(default_factory=list)         # one line each
+
+
+def backfill(folder: FolderConfig, output_folder: Path, to: Iterable[str] = NAMES,
+             only_reports: Iterable[str] = (), since: str | None = None) -> BackfillSummary:
+    """Publish again what the TSVs hold (a new store, a changed table or
+    metric, rows a --no-publish run left out): every stored interval of the
+    reports each destination publishes (from `since` on), queued, then the
+    queues delivered. Graphite keeps its own backfill (publish.backfill)."""
+    from .. import publish
+    wanted, only = list(to), list(only_reports)
+    summary = BackfillSummary()
+    if "graphite" in wanted and folder.graphite is not None:
+        graphite = publish.backfill(folder, output_folder, only, since)
+        summary.queued["graphite"] = graphite.queued
+        summary.delivered["graphite"] = graphite.sent
+        summary.problems += graphite.problems
+    built = build(folder, output_folder, [name for name in wanted if name != "graphite"])
+    summary.problems += built.errors
+    for publisher in built.publishers:
+        queued = 0
+        for report in folder.reports.values():
+            if (only and report.key not in only) or not publishes(publisher, report.key):
+                continue
+            for explode in report.combinations():
+                try:
+                    path = store.output_path(output_folder, report.key, explode)
+                    if not path.exists():
+                        continue
+                    output = store.OutputFile.load(path, root=output_folder)
+                    labels = [label for label in output.dates if since is None or label >= since]
+                    queued += publisher.enqueue(stored_intervals(report, explode, output, labels))
+                except (store.StoreError, PublishError) as exc:
+                    summary.problems.append(f"{report.key}: {publisher.name}: {exc}")
+        result = publisher.flush()
+        publisher.close()
+        summary.queued[publisher.name] = queued
+        summary.delivered[publisher.name] = result.ok
+        if result.refused and result.error:
+            summary.problems.append(f"{publisher.name}: {result.error}")
+    return summary

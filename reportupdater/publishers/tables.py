@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from dataclasses import replace
 from datetime import date, datetime, UTC
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,17 @@ _BIGINT_MIN, _BIGINT_MAX = -(2 ** 63), 2 ** 63 - 1
 
 # Column kinds, from the values (a new column) or from the table (an existing one).
 INTEGER, FLOAT, TEXT = "integer", "float", "text"
+
+
+def resolve_sqlite_path(url: str, output_folder: Path) -> str:
+    """sqlite:///metrics.db names a file of the output folder (published
+    tables are outputs, like the TSVs); sqlite:////abs.db and other URLs
+    are left as they are."""
+    match = re.match(r"^(sqlite(?:\+\w+)?:///)([^/:?][^?]*)(\?.*)?$", url)
+    if not match:
+        return url
+    prefix, path, query = match.groups()
+    return f"{prefix}{(output_folder / path).resolve()}{query or ''}"
 
 
 def cell_kind(text: str) -> str | None:
@@ -84,7 +96,7 @@ class TablesPublisher:
 
     def __init__(self, settings: TablesSettings, targets: Mapping[str, TableTarget],
                  output_folder: Path, query_folder: Path):
-        self.settings = settings
+        self.settings = replace(settings, url=resolve_sqlite_path(settings.url, output_folder))
         self.targets = dict(targets)        # report key -> its table; others are not published
         self.queue = DurableQueue(NAME, output_folder, query_folder)
         self._engine = None

@@ -72,9 +72,14 @@ reports:
     assert reports["hidden"].prometheus is None
 
 
-def test_a_relative_sqlite_url_is_relative_to_the_query_folder(tmp_path):
+def test_a_relative_sqlite_url_is_relative_to_the_output_folder(tmp_path):
+    from reportupdater.publishers.tables import TablesPublisher
     folder = load(tmp_path, "tables: {url: \"sqlite:///metrics.db\"}\nreports:\n  a: {}\n")
-    assert folder.tables.url == f"sqlite:///{tmp_path / 'query' / 'metrics.db'}"
+    assert folder.tables.url == "sqlite:///metrics.db"  # resolved by the publisher
+    publisher = TablesPublisher(folder.tables, {}, tmp_path / "out", folder.query_folder)
+    assert publisher.settings.url == f"sqlite:///{(tmp_path / 'out' / 'metrics.db').resolve()}"
+    absolute = TablesPublisher(folder.tables.__class__("sqlite:////srv/m.db"), {}, tmp_path, tmp_path)
+    assert absolute.settings.url == "sqlite:////srv/m.db"
 
 
 @pytest.mark.parametrize(("text", "message"), [
