@@ -31,7 +31,8 @@ from .engines import SiteDefaults
 from .lock import FolderBusy, FolderLock, LockError
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-COMMANDS = ("run", "rerun", "status", "smoke", "validate", "graphite-backfill", "grafana", "schema")
+COMMANDS = ("run", "rerun", "status", "smoke", "validate", "publish-backfill", "graphite-backfill",
+            "grafana", "schema")
 log = logging.getLogger("reportupdater")
 
 
@@ -142,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("query_folder", type=Path, metavar="QUERY_FOLDER")
     _add_output_folder(run, "go")
     run.add_argument("--no-graphite", action="store_true", help="send nothing to Graphite")
+    run.add_argument("--no-publish", action="store_true",
+                     help="publish nothing (Graphite, tables, prometheus): a test run")
     run.add_argument("--hive-url", metavar="URL", action=_Once,
                      default=os.environ.get("REPORTUPDATER_HIVE_URL"),
                      help="Hive server for hive reports of folders that configure none, "
@@ -213,6 +216,20 @@ def build_parser() -> argparse.ArgumentParser:
     rerun.add_argument("--output-folder", type=Path, action=_Once, default=Path("output"),
                        metavar="OUTPUT_FOLDER",
                        help="with --diff: where the TSV files are (default: ./output)")
+    publish_backfill = commands.add_parser(
+        "publish-backfill", parents=[common], help="publish again what the TSVs hold",
+        description="Publish every row of the reports' TSV files again, to every destination the "
+                    "config sets up or to the one --to names (a new store, a changed table or "
+                    "metric, a run with --no-publish). Publishing replaces what a store holds "
+                    "for those intervals.")
+    publish_backfill.add_argument("query_folder", type=Path, metavar="QUERY_FOLDER")
+    _add_output_folder(publish_backfill, "are")
+    publish_backfill.add_argument("--to", choices=("graphite", "tables", "prometheus"), action=_Once,
+                                  help="only this destination (default: every one configured)")
+    publish_backfill.add_argument("-r", "--report", action="append", default=[], metavar="REPORT",
+                                  help="only this report (repeatable)")
+    publish_backfill.add_argument("--since", type=parse_date, action=_Once, metavar="DATE",
+                                  help="only rows from this date on (YYYY-MM-DD)")
     backfill = commands.add_parser(
         "graphite-backfill", parents=[common], help="re-send what the TSVs hold to Graphite",
         description="Send every point of the reports' TSV files to Graphite again "
@@ -231,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "it in a provisioned dashboards folder.")
     grafana.add_argument("query_folder", type=Path, metavar="QUERY_FOLDER")
     grafana.add_argument("--title", action=_Once, help="dashboard title (default: reportupdater: <folder>)")
+    grafana.add_argument("--datasource", choices=("graphite", "postgres"), default="graphite", action=_Once,
+                         help="graphite: the reports' graphite metrics; postgres: SQL panels on the "
+                              "tables of the top-level 'tables' (default: graphite)")
+    grafana.add_argument("--output-folder", type=Path, action=_Once, default=Path("output"),
+                         metavar="OUTPUT_FOLDER",
+                         help="with --datasource postgres: where the TSV files are, to tell text "
+                              "from number columns (default: ./output)")
     commands.add_parser(
         "schema", parents=[common], help="print the JSON Schema of config.yaml",
         description="Print the JSON Schema (draft 2020-12) of config.yaml, for an editor's YAML "
@@ -361,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handler = {"run": _run, "rerun": _rerun, "status": _status, "smoke": _smoke,
                    "validate": _validate, "graphite-backfill": _graphite_backfill,
+                   "publish-backfill": _publish_backfill,
                    "grafana": _grafana, "schema": _schema}[args.command]
         return handler(args)
     except (config_stage.ConfigError, reruns.RerunError, runner.RunRefused, UsageError) as exc:
@@ -390,7 +415,7 @@ def _run(args: argparse.Namespace) -> int:
     options = runner.RunOptions(
         query_folder=args.query_folder, output_folder=args.output_folder,
         config_path=args.config_path, now=args.now, only_reports=tuple(args.report),
-        graphite=not args.no_graphite, hive_url=args.hive_url,
+        graphite=not args.no_graphite, publish=not args.no_publish, hive_url=args.hive_url,
         retry_failed_now=args.retry_failed_now, progress=progress, jobs=args.jobs,
         max_intervals=args.max_intervals, diff=_print_diff if args.diff else None)
     try:
@@ -474,6 +499,8 @@ def _status(args: argparse.Namespace) -> int:
     views = overview.survey(folder, args.output_folder, now, tuple(args.report))
     data = overview.status_json(folder, views, args.verbose,
                                 overview.journal_waiting(args.output_folder))
+    from .publishers import destinations
+    data["queues"] = destinations.queue_sizes(folder, args.output_folder)
     if args.json:
         print(json.dumps(data, indent=2))
     else:
@@ -505,6 +532,9 @@ def _print_status(data: dict, verbose: bool) -> None:
     for entry in data["reports"] if verbose else []:
         for note in entry.get("notes", []):
             print(f"{entry['report']}: {note}")
+    for name, waiting in data.get("queues", {}).items():
+        from .publishers.destinations import UNITS
+        print(f"{name}: {waiting} {UNITS[name]} waiting in its queue")
     for error in data["config_errors"]:
         print(f"config error: {error}")
     if data.get("journal"):
@@ -610,6 +640,62 @@ def _graphite_backfill(args: argparse.Namespace) -> int:
     return 0 if summary.sent and not summary.problems else 1
 
 
+def _publish_backfill(args: argparse.Namespace) -> int:
+    """`graphite-backfill` for every destination (that command stays, as `--to graphite`)."""
+    from .publishers import destinations
+    if not args.query_folder.is_dir():
+        raise UsageError(f"{args.query_folder}: query folder does not exist")
+    try:
+        with FolderLock(args.output_folder):  # runs send the same queues
+            folder = config_stage.load(args.query_folder, args.config_path)
+            config_stage.check_known_reports(folder, args.report)
+            configured = [name for name in destinations.NAMES if getattr(folder, name) is not None]
+            if args.to is not None and args.to not in configured:
+                raise UsageError(f"{folder.config_path}: no top-level {args.to!r} section")
+            if not configured:
+                raise UsageError(f"{folder.config_path}: no destination (graphite, tables, "
+                                 "prometheus) is set up")
+            since = args.since.isoformat() if args.since else None
+            summary = destinations.backfill(folder, args.output_folder,
+                                            [args.to] if args.to else configured, args.report, since)
+    except FolderBusy as exc:
+        log.error("%s; try again when it is done", exc)
+        return 1
+    except LockError as exc:
+        raise UsageError(str(exc)) from None
+    for problem in summary.problems:
+        log.error("%s", problem)
+    for name, queued in summary.queued.items():
+        state = "all delivered" if summary.delivered[name] else "not all delivered, kept for the next run"
+        print(f"{name}: {queued} {destinations.UNITS[name]} queued; {state}")
+    return 0 if all(summary.delivered.values()) and not summary.problems else 1
+
+
+def _grafana_sql(folder: config_stage.FolderConfig, args: argparse.Namespace) -> int:
+    from .publishers.tables import TEXT, column_kind
+    if folder.tables is None:
+        raise UsageError(f"{folder.config_path}: no top-level 'tables' section")
+    columns: dict[str, tuple[list[str], list[str]]] = {}
+    for report in folder.reports.values():
+        if report.table_name is None:
+            continue
+        _, outputs = runner.read_outputs(report, args.output_folder)
+        kinds: dict[str, set[str]] = {}
+        for output in outputs.values():
+            for index, name in enumerate(output.header[1:], start=1):
+                kind = column_kind([row[index] for row in output.rows if len(row) > index])
+                kinds.setdefault(name, set()).add(kind or "")
+        if not kinds:
+            log.warning("%s: no output yet in %s: no panel", report.key, args.output_folder)
+            continue
+        texts = [name for name, found in kinds.items() if TEXT in found]
+        # Number columns: no text, and at least one number (an all-empty column plots nothing).
+        numbers = [name for name, found in kinds.items() if name not in texts and found - {""}]
+        columns[report.key] = (texts, numbers)
+    print(json.dumps(dashboard.build_sql(folder, columns, args.title), indent=2))
+    return 0
+
+
 def _schema(args: argparse.Namespace) -> int:
     print(json.dumps(config_stage.json_schema(), indent=2))
     return 0
@@ -619,6 +705,8 @@ def _grafana(args: argparse.Namespace) -> int:
     folder = config_stage.load(args.query_folder, args.config_path)
     for error in folder.errors:
         log.warning("%s", error)
+    if args.datasource == "postgres":
+        return _grafana_sql(folder, args)
     board = dashboard.build(folder, args.title)
     if not board["panels"]:
         log.warning("%s: no report has a 'graphite' section: the dashboard is empty",

@@ -33,6 +33,10 @@ from . import config_keys, report_types, templates
 from .config_keys import (DEFAULT_EXPLODE_VALUE_PATTERN, MAX_LAG_SECONDS, MAX_SECONDS, MAX_YEARS, Key, KeyRow,
                           json_schema, key_reference)
 from .datatypes import Granularity
+from .publishers import prometheus_keys as prometheus_publisher
+from .publishers import tables_keys as tables_publisher
+from .publishers.prometheus_keys import PrometheusSettings, PrometheusTarget
+from .publishers.tables_keys import TablesSettings
 
 # Re-exported: the schema and the docs' key rows are built from the declarations
 # in config_keys.py, and callers reach them through the config stage.
@@ -194,6 +198,17 @@ class ReportConfig:
     backfill_order: str = "newest"  # newest: yesterday first; oldest: history first
     max_intervals_per_run: int | None = None
     backfill_new_columns: bool = False  # a new column reopens older intervals
+    # Publishers (with their top-level sections): True the report's key, a
+    # name, or False (not published there); the report's prometheus section.
+    table: str | bool = True
+    prometheus: PrometheusTarget | None = None
+
+    @property
+    def table_name(self) -> str | None:
+        """The report's table under a top-level `tables`, None when `table: false`."""
+        if self.table is False:
+            return None
+        return self.key if self.table is True else str(self.table)
 
     @property
     def zone(self) -> tzinfo:
@@ -224,6 +239,8 @@ class FolderConfig:
     warnings: list[str] = field(default_factory=list)  # ConfigWarning, mostly
     broken_reports: set[str] = field(default_factory=set)
     key_lines: dict[tuple[str, str, str | None], int] = field(default_factory=dict)  # see _key_lines
+    tables: TablesSettings | None = None          # top-level `tables:`
+    prometheus: PrometheusSettings | None = None  # top-level `prometheus:`
 
     def line(self, kind: str, name: str, key: str | None = None) -> int | None:
         """The line of a report's or database's key (kind 'report' or 'database'), else of its name."""
@@ -515,7 +532,9 @@ def _resolve_sqlite_url(url: str, query_folder: Path) -> str:
 _URL_EXAMPLE = "such as postgresql://reports@pg.example.org/analytics"
 
 
-def _parse_url(where: _Where, raw: Any, query_folder: Path) -> str:
+def _parse_url(where: _Where, raw: Any, query_folder: Path | None) -> str:
+    """The URL with ${VAR} expanded; a relative sqlite path made relative to
+    `query_folder` (None: left relative, for its user to resolve)."""
     if not isinstance(raw, str) or not raw.strip():
         raise where.error("url", f"{where.show('url', raw)} is not a URL ({_URL_EXAMPLE})")
     authority = raw.strip().partition("://")[2].split("/", 1)[0]
@@ -524,7 +543,9 @@ def _parse_url(where: _Where, raw: Any, query_folder: Path) -> str:
         # for the host name, which then shows in every connection error.
         raise where.error("url", "the password holds an @: percent-encode it (%40) or put it in "
                                  "an environment variable, ${NAME}")
-    url = _resolve_sqlite_url(_expand_env(where, "url", raw.strip()), query_folder)
+    url = _expand_env(where, "url", raw.strip())
+    if query_folder is not None:
+        url = _resolve_sqlite_url(url, query_folder)
     # The shape SQLAlchemy's make_url takes, checked here without importing
     # SQLAlchemy (0.1 s and 20 MB for every run, most of which run nothing);
     # the engine parses it fully on first use.
@@ -937,7 +958,7 @@ def _parse_schedule(where: _Where, value: Any) -> str:
 # Parsed before the others (type, granularity, starts) or after them, by
 # rules of their own (what the report's type needs).
 _REPORT_KEYS_APART = frozenset({"type", "granularity", "starts", "explode_value_pattern", "explode_by",
-                                "graphite", "execute", "db", "ready_when"})
+                                "graphite", "execute", "db", "ready_when", "table", "prometheus"})
 
 
 def _given(declared: Key, raw: dict) -> bool:
@@ -1037,6 +1058,11 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
     values.pop("explode_value_pattern", None)
     if raw.get("graphite") is not None:
         check("graphite", lambda: _parse_report_graphite(where, raw["graphite"]))
+    if raw.get("table") is not None:
+        check("table", lambda: _parse_report_table(where, raw["table"]))
+    if raw.get("prometheus") is not None and explode_ok:
+        check("prometheus", lambda: _parse_report_prometheus(where, raw["prometheus"],
+                                                             values.get("explode_by", {})))
     execute_ok = check("execute", lambda: _str(where, "execute", raw.get("execute", key)))
 
     if type_ok and execute_ok:
@@ -1103,6 +1129,185 @@ def _parse_graphite(config_path: Path, query_folder: Path, raw: Any,
             raise where.error(f"lookups.{placeholder}", f"{file_name!r} points outside the query folder")
         lookups[str(placeholder)] = path
     return GraphiteConfig(host=host, port=port, prefix=prefix, lookups=lookups)
+
+
+# ------------------------------------------------------------- publishers
+#
+# The top-level `tables:` and `prometheus:` sections and the report keys
+# `table:` and `prometheus:`, declared in their publisher modules (see
+# config_keys.py). A broken section is a config error; the reports still
+# run and nothing is published there.
+
+
+def _section_error(where: _Where, key_lines: KeyLines, name: str, key: str | None,
+                   message: str) -> ConfigError:
+    error = where.error(key, message)
+    error.line = key_lines.get(("top", name, None))
+    return error
+
+
+def _parse_publisher_sections(config_path: Path, query_folder: Path, raw: dict,
+                              duplicates: list[_Duplicate], key_lines: KeyLines,
+                              errors: list[ConfigError], warnings: list[str]) -> dict[str, Any]:
+    """{"tables": TablesSettings | None, "prometheus": PrometheusSettings | None}."""
+    parsers: dict[str, Callable[[_Where, dict], Any]] = {
+        "tables": _parse_tables,
+        "prometheus": _parse_prometheus,
+    }
+    parsed: dict[str, Any] = {}
+    for name, parse in parsers.items():
+        parsed[name] = None
+        section = raw.get(name)
+        if section is None:
+            continue
+        # Its values may hold a password (a URL, a header's token): never shown.
+        where = _Where(config_path, name, hides_values=True)
+        twice = [d for d in duplicates if d.path[:1] == (name,)]
+        if twice:
+            errors.append(_duplicate_error(config_path, twice[0])[2])
+            continue
+        if not isinstance(section, dict):
+            errors.append(_section_error(where, key_lines, name, None,
+                                         f"{_describe(section)} is not a mapping"))
+            continue
+        known = config_keys.PUBLISHER_SECTIONS[name]
+        for key in section:
+            if key not in known:
+                warnings.append(where.warning(f"unknown key '{key}'{_nearest(key, set(known))}; ignored"))
+        try:
+            parsed[name] = parse(where, section)
+        except ConfigError as exc:
+            exc.line = exc.line or key_lines.get(("top", name, None))
+            errors.append(exc)
+    return parsed
+
+
+def _parse_tables(where: _Where, raw: dict) -> TablesSettings:
+    if raw.get("url") is None:
+        raise where.error("url", f"is required ({_URL_EXAMPLE.replace('analytics', 'metrics')})")
+    # A relative sqlite:///metrics.db is relative to the output folder (the
+    # tables publisher resolves it): published tables are outputs.
+    url = _parse_url(where, raw["url"], None)
+    schema = None
+    if raw.get("schema") is not None:
+        schema = _plain(where, config_keys.TABLES["schema"], raw["schema"])
+    return TablesSettings(url=url, schema=schema)
+
+
+def _parse_prometheus(where: _Where, raw: dict) -> PrometheusSettings:
+    if raw.get("remote_write_url") is None:
+        raise where.error("remote_write_url", "is required (such as "
+                                              "http://127.0.0.1:8428/api/v1/write)")
+    url = _expand_env(where, "remote_write_url", _str(where, "remote_write_url", raw["remote_write_url"]))
+    if not re.match(r"(?i)https?://[^/?#\s]+", url.strip()):
+        raise where.error("remote_write_url", "is not an http:// or https:// URL (such as "
+                                              "http://127.0.0.1:8428/api/v1/write)")
+    values: dict[str, Any] = {"remote_write_url": url.strip()}
+    for name in ("basic_auth_user", "basic_auth_password_env", "timeout"):
+        if raw.get(name) is not None:
+            values[name] = _plain(where, config_keys.PROMETHEUS[name], raw[name])
+    if "basic_auth_password_env" in values and "basic_auth_user" not in values:
+        raise where.error("basic_auth_password_env", "needs basic_auth_user")
+    headers = raw.get("headers")
+    if headers is not None:
+        if not isinstance(headers, dict):
+            raise where.error("headers", f"{_describe(headers)} is not a mapping name -> value")
+        for name, value in headers.items():
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", str(name)):
+                raise where.error(f"headers.{name}", "is not an HTTP header name")
+            if not isinstance(value, str) or "\n" in value or "\r" in value:
+                raise where.error(f"headers.{name}", f"{_describe(value)} is not one line of text")
+        values["headers"] = {str(name): value for name, value in headers.items()}
+    return PrometheusSettings(**values)
+
+
+def _publisher_warnings(config_path: Path, key: str, merged: dict, raw: dict) -> list[str]:
+    """A report's publisher key without the top-level section it needs."""
+    where = _Where.report_(config_path, key)
+    found = []
+    if merged.get("prometheus") is not None and raw.get("prometheus") is None:
+        found.append(where.warning("has a 'prometheus' section but the config has no top-level "
+                                   "'prometheus' (remote_write_url): nothing is sent"))
+    if isinstance(merged.get("table"), str) and raw.get("tables") is None:
+        found.append(where.warning("has a 'table' but the config has no top-level 'tables' (url): "
+                                   "nothing is published"))
+    return found
+
+
+def _parse_report_table(where: _Where, raw: Any) -> str | bool:
+    if raw is False or (isinstance(raw, str) and not isinstance(raw, QuotedText)
+                        and raw.strip() in _FALSE):
+        return False
+    if isinstance(raw, str) and not isinstance(raw, QuotedText) and raw.strip() in _TRUE:
+        return True
+    name = _str(where, "table", raw).strip()
+    if len(name.encode("utf-8")) > tables_publisher.MAX_NAME_BYTES:
+        raise where.error("table", f"{name[:20]!r}...: longer than {tables_publisher.MAX_NAME_BYTES} "
+                                   "bytes (PostgreSQL would cut it)")
+    return name
+
+
+def _parse_report_prometheus(where: _Where, raw: Any,
+                             explode_by: dict[str, tuple[str, ...]]) -> PrometheusTarget:
+    """Names are checked here; whether a label or a metric's column is a
+    result column can only be told from the results (at publish)."""
+    if not isinstance(raw, dict) or raw.get("metrics") is None:
+        raise where.error("prometheus", "needs 'metrics' (metric name -> column)")
+    unknown = sorted(set(raw) - {"metrics", "labels"})
+    if unknown:
+        raise where.error(f"prometheus.{unknown[0]}", "is not a key of a report's prometheus "
+                                                      "section (metrics, labels)")
+    metrics = raw["metrics"]
+    if not isinstance(metrics, dict) or not metrics:
+        raise where.error("prometheus.metrics", f"{_show(metrics)} is not a mapping metric -> column")
+    for name in metrics:
+        problem = prometheus_publisher.metric_name_problem(str(name))
+        if problem:
+            raise where.error(f"prometheus.metrics.{name}", problem)
+    columns = {str(name): _str(where, f"prometheus.metrics.{name}", column).strip()
+               for name, column in metrics.items()}
+    labels: list[str] | None = None
+    if raw.get("labels") is not None:
+        if isinstance(raw["labels"], str):
+            raw_labels: Any = [part.strip() for part in raw["labels"].split(",")]
+        else:
+            raw_labels = raw["labels"]
+        if not isinstance(raw_labels, list):
+            raise where.error("prometheus.labels", f"{_show(raw['labels'])} is not a list of names")
+        labels = []
+        for label in raw_labels:
+            text = _scalar(where, "prometheus.labels", label).strip()
+            problem = prometheus_publisher.label_name_problem(text)
+            if problem:
+                raise where.error("prometheus.labels", problem)
+            if text in labels:
+                raise where.error("prometheus.labels", f"lists {text!r} twice")
+            labels.append(text)
+    else:
+        for name in explode_by:  # the default labels: every explode key
+            problem = prometheus_publisher.label_name_problem(name)
+            if problem:
+                raise where.error("prometheus.labels", f"explode key {problem}; give 'labels' without it")
+    return PrometheusTarget(metrics=columns, labels=tuple(labels) if labels is not None else None)
+
+
+def _check_shared_tables(config_path: Path, reports: dict[str, ReportConfig],
+                         errors: list[ConfigError], broken: set[str]) -> None:
+    """Two reports in one table would replace each other's rows: the later one is an error."""
+    owners: dict[str, str] = {}
+    for key, report in list(reports.items()):
+        name = report.table_name
+        if name is None:
+            continue
+        folded = name.lower()  # databases compare names case-insensitively (unquoted)
+        if folded in owners:
+            errors.append(_Where.report_(config_path, key).error(
+                "table", f"{name!r} is also the table of report {owners[folded]!r}: give one of "
+                         "them another 'table'"))
+            del reports[key]
+            broken.add(key)
+        else:
+            owners[folded] = key
 
 
 # ------------------------------------------------------------------- YAML
@@ -1333,6 +1538,8 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
             database_duplicates.setdefault(database, []).append(error)
         elif duplicate.path[:1] == ("graphite",):
             graphite_duplicate = graphite_duplicate or error
+        elif duplicate.path[:1] in (("tables",), ("prometheus",)):
+            pass  # breaks that section: _parse_publisher_sections
         else:
             raise error
     for name in raw:
@@ -1376,6 +1583,9 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
         except ConfigError as exc:  # the reports still run; nothing is sent
             errors.append(exc)
 
+    publishers = _parse_publisher_sections(config_path, query_folder, raw, duplicates, key_lines,
+                                           errors, warnings)
+
     reports: dict[str, ReportConfig] = {}
     broken: set[str] = set()
     for key, raw_report in raw["reports"].items():
@@ -1397,19 +1607,22 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
             warnings.append(_Where.report_(config_path, key).warning(
                 "has a 'graphite' section but the config has no top-level 'graphite' (host, port): "
                 "nothing is sent"))
+        warnings.extend(_publisher_warnings(config_path, key, merged, raw))
         try:
             reports[key] = _parse_report(config_path, query_folder, key, merged,
                                          databases, database_errors)
         except ReportErrors as exc:
             errors.extend(exc.errors)
             broken.add(key)
+    if publishers.get("tables") is not None:
+        _check_shared_tables(config_path, reports, errors, broken)
 
     for problem in (*errors, *warnings):
         if isinstance(problem, _Located):
             _set_line(problem, key_lines)
     return FolderConfig(config_path=config_path, query_folder=query_folder, reports=reports,
                         databases=databases, graphite=graphite, errors=errors, warnings=warnings,
-                        broken_reports=broken, key_lines=key_lines)
+                        broken_reports=broken, key_lines=key_lines, **publishers)
 
 
 def _set_line(problem: _Located, key_lines: dict[tuple[str, str, str | None], int]) -> None:

@@ -11,7 +11,8 @@
 # it reads (and the report types, ready_when kinds and database engines it
 # brings) in its own module, read through report_types.py: report_keys(),
 # database_keys() and sections() are the core's and the engines' together.
-# Standard library only: every run imports this module.
+# Publishers declare theirs as plain data (publishers/*_keys.py, no driver),
+# joined in a block below. Standard library only: every run imports this module.
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ class Key:
     null_is_unset: bool = True  # `key: null` (or `key:`) means the key is not given
     required: bool = False
     legacy: bool = False       # accepted and ignored (the original tool's keys)
-    owner: str = ""            # the engine whose module declares the key, "" for the core
+    owner: str = ""            # the engine or publisher whose module declares the key, "" for the core
 
     def json_schema(self) -> dict[str, Any]:
         schema: dict[str, Any]
@@ -201,9 +202,31 @@ GRAPHITE = _keys(
         schema={"type": "object", "additionalProperties": {"type": "string", "pattern": r"\S"}}),
 )
 
+# ------------------------------------------------------------- publishers
+#
+# Publishers own their keys (like engines): each publisher module declares
+# its top-level section's keys and its report keys as plain data; they join
+# the tables here, in a block of their own.
+from .publishers import prometheus_keys as _prometheus  # noqa: E402
+from .publishers import tables_keys as _tables  # noqa: E402
+
+
+def _declared(specs: dict[str, dict[str, Any]], owner: str) -> dict[str, Key]:
+    return _keys(*(Key(name, owner=owner, **spec) for name, spec in specs.items()))
+
+
+TABLES = _declared(_tables.SECTION_KEYS, "tables")
+PROMETHEUS = _declared(_prometheus.SECTION_KEYS, "prometheus")
+TOP_LEVEL.update(_keys(Key("tables", "other", _tables.SECTION_DOC, owner="tables"),
+                       Key("prometheus", "other", _prometheus.SECTION_DOC, owner="prometheus")))
+REPORT.update(_declared(_tables.REPORT_KEYS, "tables"))
+REPORT.update(_declared(_prometheus.REPORT_KEYS, "prometheus"))
+PUBLISHER_SECTIONS = {"tables": TABLES, "prometheus": PROMETHEUS}
+
 # The core's keys, by section (the engines' keys: sections()).
 SECTIONS: dict[str, dict[str, Key]] = {
     "top level": TOP_LEVEL, "reports": REPORT, "databases": DATABASE, "graphite": GRAPHITE,
+    **PUBLISHER_SECTIONS,
 }
 
 
@@ -247,7 +270,7 @@ def database_keys() -> dict[str, Key]:
 def sections() -> dict[str, dict[str, Key]]:
     """Every key by section, the engines' included."""
     return {"top level": TOP_LEVEL, "reports": report_keys(), "databases": database_keys(),
-            "graphite": GRAPHITE}
+            "graphite": GRAPHITE, **PUBLISHER_SECTIONS}
 
 
 @dataclass(frozen=True)
@@ -316,6 +339,9 @@ def json_schema() -> dict[str, Any]:
             "databases": {**TOP_LEVEL["databases"].json_schema(), "type": ["object", "null"],
                           "additionalProperties": database},
             "graphite": {**TOP_LEVEL["graphite"].json_schema(), **_or_null(graphite)},
+            **{name: {**TOP_LEVEL[name].json_schema(),
+                      **_or_null(_object(keys, [key for key, d in keys.items() if d.required]))}
+               for name, keys in PUBLISHER_SECTIONS.items()},
         },
         # A key the defaults give is not required of each report.
         "allOf": [{"if": {"properties": {"defaults": {"type": "object", "required": [name]}},
@@ -331,5 +357,6 @@ def plain(keys: dict[str, Key]) -> dict[str, Key]:
     return {name: key for name, key in keys.items() if key.kind in PLAIN_KINDS}
 
 
-__all__ = ["DATABASE", "GRAPHITE", "REPORT", "SECTIONS", "TOP_LEVEL", "Key", "KeyRow",
-           "database_keys", "json_schema", "key_reference", "plain", "report_keys", "sections"]
+__all__ = ["DATABASE", "GRAPHITE", "PROMETHEUS", "PUBLISHER_SECTIONS", "REPORT", "SECTIONS", "TABLES",
+           "TOP_LEVEL", "Key", "KeyRow", "database_keys", "json_schema", "key_reference", "plain",
+           "report_keys", "sections"]

@@ -3,8 +3,10 @@
 # Builds the dashboard JSON (importable through Grafana's UI or file
 # provisioning) from the reports' `graphite:` sections: one panel per metric,
 # a Graphite datasource variable, and a template variable for every
-# placeholder in the metric paths (wiki, editor, bucket ...). Pure: reads the
-# config objects only and returns a dict.
+# placeholder in the metric paths (wiki, editor, bucket ...); or, for the
+# SQL tables publisher, one panel per number column of each report's table.
+# Pure: reads the config objects (and the column kinds it is given) only
+# and returns a dict.
 
 from __future__ import annotations
 
@@ -107,5 +109,60 @@ def build(folder: FolderConfig, title: str | None = None) -> dict[str, Any]:
              "current": {}, "hide": 0},
             *variables.values(),
         ]},
+        "panels": panels,
+    }
+
+
+# ------------------------------------------------------------- SQL tables
+#
+# `grafana --datasource postgres`: panels whose queries read the tables the
+# tables publisher fills (Grafana's PostgreSQL data source and its
+# $__timeFilter macro). Which result columns are numbers is known only from
+# the results: the caller says, per report, its text and number columns.
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def sql_query(table: str, schema: str | None, labels: list[str], value: str) -> str:
+    """One panel's query: time, the label (text) columns, one number column."""
+    source = (f"{_quoted(schema)}." if schema else "") + _quoted(table)
+    columns = ", ".join([f'{_quoted("date")} AS "time"', *map(_quoted, labels), _quoted(value)])
+    return (f"SELECT {columns} FROM {source} WHERE $__timeFilter({_quoted('date')}) "
+            f"AND {_quoted(value)} IS NOT NULL ORDER BY 1")
+
+
+def build_sql(folder: FolderConfig, columns: dict[str, tuple[list[str], list[str]]],
+              title: str | None = None) -> dict[str, Any]:
+    """columns: report key -> (its text result columns, its number result columns)."""
+    schema = folder.tables.schema if folder.tables else None
+    panels: list[dict[str, Any]] = []
+    for report in folder.reports.values():
+        table = report.table_name
+        if table is None or report.key not in columns:
+            continue
+        texts, numbers = columns[report.key]
+        labels = [*report.explode_by, *texts]
+        for value in numbers:
+            position = len(panels)
+            panels.append({
+                "id": position + 1, "type": "timeseries", "title": f"{report.key}: {value}",
+                "datasource": {"type": "grafana-postgresql-datasource", "uid": "${datasource}"},
+                "targets": [{"refId": "A", "format": "time_series", "rawQuery": True,
+                             "editorMode": "code", "rawSql": sql_query(table, schema, labels, value)}],
+                "gridPos": {"x": (position % 2) * PANEL_WIDTH, "y": (position // 2) * PANEL_HEIGHT,
+                            "w": PANEL_WIDTH, "h": PANEL_HEIGHT},
+                "fieldConfig": {"defaults": {"custom": {"drawStyle": "line", "spanNulls": False}},
+                                "overrides": []},
+                "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
+            })
+    title = title or f"reportupdater: {folder.query_folder.resolve().name} (tables)"
+    return {
+        "uid": hashlib.sha1(title.encode()).hexdigest()[:12], "title": title,
+        "tags": ["reportupdater"], "timezone": "utc", "schemaVersion": 39, "version": 1,
+        "editable": True, "time": {"from": "now-1y", "to": "now"},
+        "templating": {"list": [{"name": "datasource", "label": "PostgreSQL", "type": "datasource",
+                                 "query": "grafana-postgresql-datasource", "current": {}, "hide": 0}]},
         "panels": panels,
     }

@@ -1,7 +1,7 @@
 # The runner: composes the stages in one place.
 #
 #   config.load -> plan.plan_report -> engines (execute) -> store (merge, save)
-#   -> publish (Graphite points queued before each save, sent after)
+#   -> publish (each destination's items queued before each save, sent after)
 #
 # No stage calls the next; this module does. It holds the output folder's
 # lock for the whole run, replays the journal a killed run left (before
@@ -26,7 +26,9 @@ from collections.abc import Set
 from typing import Callable, Iterable, Iterator
 
 from . import config as config_stage
-from . import intervals, journal, publish, reruns, store
+from . import intervals, journal, reruns, store
+from .publishers import Publisher, PublishError
+from .publishers import destinations
 from . import plan as planning
 from .state import State, failure_key
 from .datatypes import EngineError, Explode, Interval, Job, Result
@@ -52,6 +54,7 @@ class RunOptions:
     now: datetime | None = None           # evaluate everything as if it were this time (UTC)
     only_reports: tuple[str, ...] = ()    # empty: every report
     graphite: bool = True                 # --no-graphite
+    publish: bool = True                  # --no-publish: no destination at all
     hive_url: str | None = None           # site-wide Hive server for folders that name none
     retry_failed_now: bool = False        # ignore the backoff of failed intervals
     jobs: int = 0                         # parallel jobs; 0: DEFAULT_JOBS
@@ -82,7 +85,7 @@ class ReportOutcome:
     failed: int = 0
     backing_off: int = 0          # failed before; not retried yet (1, 2, 4 ... hours)
     file_failed: bool = False     # an output file could not be read or written
-    publish_failed: bool = False  # its Graphite points could not be built
+    publish_failed: bool = False  # its Graphite points (or rows, samples) could not be built
     crashed: bool = False         # an internal error stopped it (logged); the others ran
     skipped: bool = False         # starts in the future
     not_scheduled: bool = False   # its `schedule:` says not now
@@ -145,6 +148,8 @@ class RunSummary:
     busy: bool = False  # another run held the folder; nothing was touched
     folder: config_stage.FolderConfig | None = None
     graphite_queued: bool = False  # Graphite was unreachable: points wait in the queue
+    publish_refused: list[str] = field(default_factory=list)  # a store refused for good: exit 1
+    publish_queued: dict[str, int] = field(default_factory=dict)  # destination -> items waiting
 
     @property
     def exit_code(self) -> int:
@@ -153,6 +158,8 @@ class RunSummary:
             return 0
         if self.config_errors:
             return 2
+        if self.publish_refused:
+            return 1
         return 0 if all(outcome.ok for outcome in self.reports.values()) else 1
 
 
@@ -385,17 +392,13 @@ def _run_locked(folder: config_stage.FolderConfig, selected: list[config_stage.R
     state = State.load(options.output_folder)
     engines = _Engines(folder, SiteDefaults(hive_url=options.hive_url,
                                             jobs=options.jobs or DEFAULT_JOBS))
-    publisher = None
-    if folder.graphite is not None and options.graphite:
-        publisher = publish.Publisher(folder.graphite, options.output_folder, folder.query_folder)
-        publisher.queue.remove_stale_temp()
-        publisher.flush()  # what earlier runs could not deliver goes first
+    publishers = _start_publishers(folder, options, summary)
     run_context = _Run(options, now, state, progress, engines, lock)
     try:
         for report in selected:
             started = time.monotonic()
             try:
-                outcome = _run_report(report, run_context, publisher,
+                outcome = _run_report(report, run_context, publishers,
                                       [rerun for rerun in pending if rerun.names(report.key)])
             except Exception as exc:  # a bug, or input nothing checked: this report only
                 log.error("report %s: internal error: %s: %s", report.key, type(exc).__name__, exc,
@@ -405,8 +408,9 @@ def _run_locked(folder: config_stage.FolderConfig, selected: list[config_stage.R
             _save_state(state)
     finally:
         engines.close()
-        if publisher is not None:
-            summary.graphite_queued = not publisher.flush()
+        _flush(publishers, summary)
+        for publisher in publishers:
+            publisher.close()
     state.forget_reports(set(folder.reports) | folder.broken_reports)
     _save_state(state)
     every_report = set(folder.reports) | folder.broken_reports
@@ -419,6 +423,42 @@ def _run_locked(folder: config_stage.FolderConfig, selected: list[config_stage.R
                      rerun.request.dates.end, options.output_folder)
     _save_progress(progress)
     _log_summary(summary)
+
+
+def _start_publishers(folder: config_stage.FolderConfig, options: RunOptions,
+                      summary: RunSummary) -> list[Publisher]:
+    """The run's destinations (none with --no-publish, no Graphite with
+    --no-graphite), each queue's leftovers sent first."""
+    if not options.publish:
+        return []
+    names = [name for name in destinations.NAMES if options.graphite or name != "graphite"]
+    built = destinations.build(folder, options.output_folder, names)
+    for error in built.errors:
+        log.error("%s", error)
+        summary.publish_refused.append(error)
+    for publisher in built.publishers:
+        publisher.queue.remove_stale_temp()
+    _flush(built.publishers, summary)  # what earlier runs could not deliver goes first
+    return built.publishers
+
+
+def _flush(publishers: list[Publisher], summary: RunSummary) -> None:
+    """Deliver every queue; an outage waits for the next run, a refusal fails the run."""
+    for publisher in publishers:
+        result = publisher.flush()
+        summary.publish_queued[publisher.name] = result.waiting
+        if publisher.name == "graphite":
+            summary.graphite_queued = not result.ok
+        if result.refused and result.error:
+            line = f"{publisher.name}: {result.error}"
+            log.error("%s; the batch stays queued in %s", line, publisher.queue.folder)
+            if line not in summary.publish_refused:
+                summary.publish_refused.append(line)
+
+
+def _label(publisher: Publisher) -> str:
+    """The destination as the log names it (Graphite's messages as they always were)."""
+    return "Graphite" if publisher.name == "graphite" else publisher.name
 
 
 def _save_progress(progress: reruns.RerunProgress) -> None:
@@ -444,7 +484,7 @@ def _log_summary(summary: RunSummary) -> None:
                                          (outcome.not_scheduled, "not scheduled now"),
                                          (outcome.file_failed, "output file error"),
                                          (outcome.crashed, "internal error"),
-                                         (outcome.publish_failed, "Graphite step failed")) if flag]
+                                         (outcome.publish_failed, "publish step failed")) if flag]
         log.info("report %s: %d computed, %d failed, %d waiting to retry, %d waiting for data, "
                  "%.1f s%s", key, outcome.computed, outcome.failed, outcome.backing_off,
                  outcome.waiting, outcome.seconds,
@@ -457,7 +497,7 @@ def _log_summary(summary: RunSummary) -> None:
              sum(o.engine_seconds for o in outcomes), sum(o.seconds for o in outcomes))
 
 
-def _run_report(report: config_stage.ReportConfig, run: _Run, publisher: publish.Publisher | None,
+def _run_report(report: config_stage.ReportConfig, run: _Run, publishers: list[Publisher],
                 pending: list[reruns.PendingRerun]) -> ReportOutcome:
     """Plan the report, execute the plan, store and publish what it computed."""
     inputs, outputs = read_outputs(report, run.options.output_folder)
@@ -471,8 +511,7 @@ def _run_report(report: config_stage.ReportConfig, run: _Run, publisher: publish
         return _not_due(plan, run, pending)
     if report.schedule:
         run.state.started(report.key, run.now)
-    if report.graphite is None:
-        publisher = None
+    publishers = [each for each in publishers if destinations.publishes(each, report.key)]
     files, unreadable = _open_files(plan, outputs)
     outcome = ReportOutcome(file_failed=unreadable,
                             backing_off=sum(len(file.backing_off) for file in plan.files))
@@ -481,8 +520,8 @@ def _run_report(report: config_stage.ReportConfig, run: _Run, publisher: publish
                  plan.limit)
     entry = journal.Journal.open(run.lock)
     try:
-        outcome = _execute(plan, files, publisher, run, outcome, entry)
-        outcome = _finish_files(plan, files, publisher, outcome, entry, run.lock)
+        outcome = _execute(plan, files, publishers, run, outcome, entry)
+        outcome = _finish_files(plan, files, publishers, outcome, entry, run.lock)
     except Exception:
         # A bug stopped the report: what the journal holds goes into the
         # files now, so that the next report (which needs the journal's
@@ -526,7 +565,7 @@ def _open_files(plan: planning.ReportPlan, outputs: dict[Explode, store.OutputFi
 
 
 def _execute(plan: planning.ReportPlan, files: dict[Explode, _File],
-             publisher: publish.Publisher | None, run: _Run, outcome: ReportOutcome,
+             publishers: list[Publisher], run: _Run, outcome: ReportOutcome,
              entry: journal.Journal) -> ReportOutcome:
     """Run the plan's jobs, merging each result as it comes and journaling
     it; make the journal durable at checkpoints (the files are written once,
@@ -540,17 +579,18 @@ def _execute(plan: planning.ReportPlan, files: dict[Explode, _File],
         if run.options.progress:
             run.options.progress(plan.report.key, done, plan.todo)
         if checkpoint.due(len(job.parts)):
-            outcome = outcome.plus(_checkpoint(files, publisher, entry))
+            outcome = outcome.plus(_checkpoint(files, publishers, entry))
     return outcome
 
 
-def _checkpoint(files: dict[Explode, _File], publisher: publish.Publisher | None,
+def _checkpoint(files: dict[Explode, _File], publishers: list[Publisher],
                 entry: journal.Journal) -> Tally:
-    """Queue the points of the rows merged since the last checkpoint, then
-    write them to the journal in one frame and fsync it: a crash in between
-    sends points for rows not stored yet (harmless), never the reverse."""
-    queued, tally = _enqueue_all(files, publisher)
-    if not queued:  # the points cannot be recorded: journaling the rows would lose them
+    """Queue the intervals merged since the last checkpoint for every
+    destination, then write them to the journal in one frame and fsync it: a
+    crash in between publishes rows not stored yet (harmless, the next run
+    replaces them), never the reverse."""
+    queued, tally = _enqueue_all(files, publishers)
+    if not queued:  # the items cannot be recorded: journaling the rows would lose them
         return tally
     try:
         entry.checkpoint()
@@ -562,18 +602,18 @@ def _checkpoint(files: dict[Explode, _File], publisher: publish.Publisher | None
 
 
 def _finish_files(plan: planning.ReportPlan, files: dict[Explode, _File],
-                  publisher: publish.Publisher | None, outcome: ReportOutcome,
+                  publishers: list[Publisher], outcome: ReportOutcome,
                   entry: journal.Journal, lock: FolderLock) -> ReportOutcome:
     """Make the journal durable, trim to the window, write every file once,
     note the newest date they hold, then remove the journal. A file that
     cannot be written is not counted as computed (its reruns stay pending);
     its intervals are missing from it, so the next run computes them."""
-    outcome = outcome.plus(_checkpoint(files, publisher, entry))
+    outcome = outcome.plus(_checkpoint(files, publishers, entry))
     due_labels = [interval.label for interval in plan.due]
     for each in files.values():
         if plan.report.max_data_points and each.plan.window_start:
             each.output.trim_before(each.plan.window_start)
-        tally = _save(each, publisher)
+        tally = _save(each, publishers)
         if tally.file_failed:
             each.computed = set()
         outcome = outcome.plus(tally)
@@ -806,67 +846,74 @@ def _reopen_history(report: config_stage.ReportConfig, part: Interval, new_colum
     return True
 
 
-def _enqueue_all(files: dict[Explode, _File], publisher: publish.Publisher | None
+def _enqueue_all(files: dict[Explode, _File], publishers: list[Publisher]
                  ) -> tuple[bool, Tally]:
-    """Queue the Graphite points of every file's fresh rows as one batch (one
-    queue file per checkpoint, not one per file). (False, ...) when the
-    queue cannot be written: see _enqueue."""
+    """Queue the fresh intervals of every file for every destination as one
+    batch per destination (one queue file per checkpoint, not one per file).
+    (False, ...) when a queue cannot be written: see _enqueue."""
     fresh = [each for each in files.values() if each.fresh]
-    if publisher is None or not fresh:
+    if not publishers or not fresh:
+        for each in fresh:
+            each.fresh = set()
         return True, Tally()
-    points: list[publish.Point] = []
+    # Fresh dates a file no longer holds are intervals without rows: a table
+    # deletes what it held for them.
+    stored = [item for each in fresh
+              for item in destinations.stored_intervals(each.report, each.explode, each.output, each.fresh)]
     publish_failed = False
-    for each in fresh:
-        output = each.output
-        rows = [row for label in sorted(each.fresh & output.dates) for row in output.by_date[label]]
+    for publisher in publishers:
         try:
-            points += publish.points_for_rows(each.report, each.explode, output.header, rows,
-                                              publisher.lookups(), publisher.graphite.prefix)
-        except publish.PublishError as exc:
-            log.error("%s: Graphite: %s", each.name, exc)
-            publish_failed = True
-    try:
-        publisher.queue.add(points)
-    except OSError as exc:
-        log.error("Graphite queue %s: %s; the rows computed since the last checkpoint are not "
-                  "stored yet", publisher.queue.folder, exc.strerror)
-        return False, Tally(file_failed=True)
+            publisher.enqueue(stored)
+        except PublishError:
+            # One file's rows spoil the batch: queue file by file, so that
+            # the others still go and the error names the file.
+            for each in fresh:
+                queued, tally = _enqueue(each, [publisher])
+                if not queued:
+                    return False, tally
+                publish_failed = publish_failed or tally.publish_failed
+        except OSError as exc:
+            log.error("%s queue %s: %s; the rows computed since the last checkpoint are not "
+                      "stored yet", _label(publisher), publisher.queue.folder, exc.strerror)
+            return False, Tally(file_failed=True)
     for each in fresh:
         each.fresh = set()
     return True, Tally(publish_failed=publish_failed)
 
 
-def _enqueue(target: _File, publisher: publish.Publisher | None) -> tuple[bool, Tally]:
-    """Queue the Graphite points of the file's fresh rows. (False, ...) when
-    the queue cannot be written: storing the rows then would lose their
-    points for good, so the caller stores nothing and the next run redoes them."""
+def _enqueue(target: _File, publishers: list[Publisher]) -> tuple[bool, Tally]:
+    """Queue the file's fresh intervals for every destination. (False, ...)
+    when a queue cannot be written: storing the rows then would lose them for
+    good, so the caller stores nothing and the next run redoes them."""
     output = target.output
-    if publisher is None or not target.fresh:
+    if not publishers or not target.fresh:
         return True, Tally()
-    rows = [row for label in sorted(target.fresh & output.dates) for row in output.by_date[label]]
-    try:
-        publisher.enqueue(target.report, target.explode, output.header, rows)
-    except publish.PublishError as exc:
-        log.error("%s: Graphite: %s", target.name, exc)
-        target.fresh = set()
-        return True, Tally(publish_failed=True)
-    except OSError as exc:
-        log.error("%s: Graphite queue %s: %s; %s left as it was", target.name,
-                  publisher.queue.folder, exc.strerror, output.path)
-        return False, Tally(file_failed=True)
-    target.fresh = set()
-    return True, Tally()
+    stored = destinations.stored_intervals(target.report, target.explode, output, target.fresh)
+    publish_failed = False
+    for publisher in publishers:
+        try:
+            publisher.enqueue(stored)
+        except PublishError as exc:
+            log.error("%s: %s: %s", target.name, _label(publisher), exc)
+            publish_failed = True
+        except OSError as exc:
+            log.error("%s: %s queue %s: %s; %s left as it was", target.name, _label(publisher),
+                      publisher.queue.folder, exc.strerror, output.path)
+            return False, Tally(file_failed=True)
+    return True, Tally(publish_failed=publish_failed)
 
 
-def _save(target: _File, publisher: publish.Publisher | None) -> Tally:
-    """Queue the points of the fresh rows, then write the file: a crash in
-    between sends points for rows not stored yet (harmless), never the reverse."""
+def _save(target: _File, publishers: list[Publisher]) -> Tally:
+    """Queue the fresh intervals for every destination, then write the file:
+    a crash in between publishes rows not stored yet (harmless, the next run
+    replaces them), never the reverse."""
     output = target.output
     if not output.dirty:
         return Tally()
-    queued, tally = _enqueue(target, publisher)
+    queued, tally = _enqueue(target, publishers)
     if not queued:
         return tally
+    target.fresh = set()
     try:
         output.save(group=target.report.group)
     except store.StoreError as exc:

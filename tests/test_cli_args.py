@@ -20,7 +20,8 @@ import pytest
 from testkit import NOW, assert_failed, files_under, make_folder, run_cli, tsv
 
 REPO = Path(__file__).resolve().parent.parent
-COMMANDS = ("run", "rerun", "status", "smoke", "validate", "graphite-backfill", "grafana", "schema")
+COMMANDS = ("run", "rerun", "status", "smoke", "validate", "publish-backfill", "graphite-backfill",
+            "grafana", "schema")
 
 CONFIG = """\
 graphite:
@@ -77,6 +78,7 @@ COMMAND_ARGS = {
     "smoke": (["{folder}", "daily", "2026-01-03"], "2026-01-03\t1"),
     "validate": (["{folder}"], ": OK"),
     "rerun": (["{folder}", "2026-01-02", "2026-01-03"], "daily: marked to be recomputed"),
+    "publish-backfill": (["{folder}", "{out}", "--to", "graphite"], "points queued"),
     "graphite-backfill": (["{folder}", "{out}"], "points queued"),
     "grafana": (["{folder}"], '"title"'),
     "schema": ([], '"$schema"'),

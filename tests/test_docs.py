@@ -88,11 +88,13 @@ def declared_keys() -> dict[str, set[str]]:
     parser and schema from (`key_reference()`), the sub-keys of the shaped
     keys (pivot, ready_when, a report's graphite) written out below."""
     heading = {"top level": "## config.yaml", "reports": "### Report keys",
-               "databases": "### databases", "graphite": "### graphite keys"}
+               "databases": "### databases", "graphite": "### graphite keys",
+               "tables": "### tables keys", "prometheus": "### prometheus keys"}
     keys: dict[str, set[str]] = {name: set() for name in heading.values()}
     for row in config_stage.key_reference():
         keys[heading[row.section]].add(row.key)
     keys["### graphite keys"] |= {"path", "metrics"}  # a report's graphite section
+    keys["### prometheus keys"] |= {"metrics", "labels"}  # a report's prometheus section
     keys["## Pivot: one column per category"] = {"index", "columns", "values", "fill"}
     keys["## Late data: ready_when, ready_timeout, lookback"] = {"query", "partition", "script"}
     return keys

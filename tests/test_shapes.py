@@ -248,3 +248,12 @@ def test_demo_outputs_are_byte_identical_to_the_runner_before_these_shapes(tmp_p
     expected = {p.relative_to(golden): p.read_bytes() for p in golden.rglob("*.tsv")}
     produced = {p.relative_to(out): p.read_bytes() for p in out.rglob("*.tsv")}
     assert produced == expected
+    # The demo also publishes every row to out/metrics.db (its `tables:`).
+    import sqlite3
+    with sqlite3.connect(out / "metrics.db") as connection:
+        for name, data in expected.items():
+            table = name.parts[0].removesuffix(".tsv")
+            lines = data.decode().splitlines()[1:]
+            where = f" WHERE wiki = '{name.stem}'" if len(name.parts) == 2 else ""
+            count = connection.execute(f'SELECT count(*) FROM "{table}"{where}').fetchone()[0]
+            assert count == len(lines), name

@@ -19,44 +19,26 @@ import math
 import os
 import re
 import struct
-import urllib.error
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from collections.abc import Mapping, Sequence
 
-from . import DurableQueue, FlushResult, PublishError, StoredInterval
+from . import FlushResult, PublishError, StoredInterval
+from .prometheus_keys import (_LABEL_NAME, _METRIC_NAME, DEFAULT_TIMEOUT_SECONDS,  # noqa: F401
+                              PrometheusSettings, PrometheusTarget)
+from .queue import DurableQueue
 
 log = logging.getLogger(__name__)
 
 NAME = "prometheus"
-DEFAULT_TIMEOUT_SECONDS = 30.0
 SAMPLES_PER_REQUEST = 5000
-_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _TOO_OLD = re.compile(r"too old sample|out of bounds", re.IGNORECASE)
-_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 HEADERS = {
     "Content-Encoding": "snappy",
     "Content-Type": "application/x-protobuf",
     "X-Prometheus-Remote-Write-Version": "0.1.0",
     "User-Agent": "reportupdater",
 }
-
-
-@dataclass(frozen=True)
-class PrometheusSettings:
-    remote_write_url: str
-    basic_auth_user: str | None = None
-    basic_auth_password_env: str | None = None  # the name of the variable holding the password
-    headers: Mapping[str, str] = field(default_factory=dict)
-    timeout: float = DEFAULT_TIMEOUT_SECONDS
-
-
-@dataclass(frozen=True)
-class PrometheusTarget:
-    metrics: Mapping[str, str]          # metric name -> result column
-    labels: Sequence[str] | None = None  # explode keys and/or result columns; None: every explode key
 
 
 def check_metric_name(name: str, where: str) -> None:
@@ -220,6 +202,8 @@ class PrometheusPublisher:
                 series.setdefault(tuple(map(tuple, labels)), {})[int(timestamp)] = float(value)
             body = encode_write_request([(labels, sorted(points.items()))
                                          for labels, points in series.items()])
+            import urllib.error  # here: config imports this module, and urllib.request loads OpenSSL
+            import urllib.request
             request = urllib.request.Request(self.settings.remote_write_url, data=compress(body),
                                              headers=self._headers, method="POST")
             try:

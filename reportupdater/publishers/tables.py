@@ -18,13 +18,15 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import date, datetime, UTC
 from pathlib import Path
 from typing import Any
 from collections.abc import Mapping, Sequence
 
-from . import DeliveryError, DurableQueue, FlushResult, PublishError, StoredInterval
+from . import DeliveryError, FlushResult, PublishError, StoredInterval
+from .queue import DurableQueue
+from .tables_keys import MAX_NAME_BYTES, TablesSettings, TableTarget  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +41,15 @@ _BIGINT_MIN, _BIGINT_MAX = -(2 ** 63), 2 ** 63 - 1
 INTEGER, FLOAT, TEXT = "integer", "float", "text"
 
 
-@dataclass(frozen=True)
-class TablesSettings:
-    url: str                    # any SQLAlchemy URL (postgresql+psycopg://..., sqlite:///...)
-    schema: str | None = None
-
-
-@dataclass(frozen=True)
-class TableTarget:
-    table: str                  # default (phase B): the report's key
+def resolve_sqlite_path(url: str, output_folder: Path) -> str:
+    """sqlite:///metrics.db names a file of the output folder (published
+    tables are outputs, like the TSVs); sqlite:////abs.db and other URLs
+    are left as they are."""
+    match = re.match(r"^(sqlite(?:\+\w+)?:///)([^/:?][^?]*)(\?.*)?$", url)
+    if not match:
+        return url
+    prefix, path, query = match.groups()
+    return f"{prefix}{(output_folder / path).resolve()}{query or ''}"
 
 
 def cell_kind(text: str) -> str | None:
@@ -94,7 +96,7 @@ class TablesPublisher:
 
     def __init__(self, settings: TablesSettings, targets: Mapping[str, TableTarget],
                  output_folder: Path, query_folder: Path):
-        self.settings = settings
+        self.settings = replace(settings, url=resolve_sqlite_path(settings.url, output_folder))
         self.targets = dict(targets)        # report key -> its table; others are not published
         self.queue = DurableQueue(NAME, output_folder, query_folder)
         self._engine = None

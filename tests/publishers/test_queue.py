@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from reportupdater.publishers import DurableQueue
+from reportupdater.publishers.queue import DurableQueue
 
 
 def test_batches_in_order_and_counted(tmp_path):
