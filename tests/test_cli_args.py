@@ -20,7 +20,7 @@ import pytest
 from testkit import NOW, assert_failed, files_under, make_folder, run_cli, tsv
 
 REPO = Path(__file__).resolve().parent.parent
-COMMANDS = ("run", "rerun", "status", "smoke", "validate", "graphite-backfill", "grafana")
+COMMANDS = ("run", "rerun", "status", "smoke", "validate", "graphite-backfill", "grafana", "view")
 
 CONFIG = """\
 graphite:
@@ -79,6 +79,7 @@ COMMAND_ARGS = {
     "rerun": (["{folder}", "2026-01-02", "2026-01-03"], "daily: marked to be recomputed"),
     "graphite-backfill": (["{folder}", "{out}"], "points queued"),
     "grafana": (["{folder}"], '"title"'),
+    "view": (["{folder}", "{out}", "-o", "{out}/report.html"], "wrote "),
 }
 
 
