@@ -22,12 +22,12 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import atomic, intervals, overview, store
+from . import atomic, intervals, overview
 from . import plan as planning
 from .config import FolderConfig, Granularity, ReportConfig
 from .runner import read_outputs
@@ -142,6 +142,8 @@ def _file_coverage(combination: overview.CombinationView, labels: list[str],
     if file_plan.error is not None:
         return {"name": name, "runs": [UNREADABLE, reasons(file_plan.error), len(labels)]
                 if labels else []}
+    if not file_plan.missing and not file_plan.lookback:  # the common case: complete
+        return {"name": name, "runs": [COMPUTED, reasons("computed"), len(labels)] if labels else []}
     position = {label: index for index, label in enumerate(labels)}
     cells = [(COMPUTED, reasons("computed"))] * len(labels)
     again = reasons("computed; the next run computes it again (lookback)")
@@ -206,10 +208,11 @@ def delta_runs(numbers: Sequence[int]) -> list[int]:
 def _label_number(label: str) -> int:
     """Days (or hours, for hourly labels) since 1970-01-01 of the label as written:
     the page turns it back into the same text without any time zone."""
-    moment = datetime.strptime(label[:19], "%Y-%m-%dT%H:%M:%S") if "T" in label \
-        else datetime.strptime(label[:10], "%Y-%m-%d")
-    seconds = int(moment.replace(tzinfo=UTC).timestamp())
-    return seconds // 3600 if "T" in label else seconds // 86400
+    days = date.fromisoformat(label[:10]).toordinal() - _EPOCH_ORDINAL
+    return days * 24 + int(label[11:13]) if "T" in label else days
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 # ---------------------------------------------------------------- series
@@ -226,20 +229,44 @@ def _number(text: str) -> int | float | None:
     return value if math.isfinite(value) else None
 
 
+# A column's cells joined by newlines: all whole numbers (or empty), all decimals (or empty).
+_INTEGER_LINES = re.compile(r"(?:[-+]?\d{1,15})?(?:\n(?:[-+]?\d{1,15})?)*\Z", re.ASCII)
+_DECIMAL_LINES = re.compile(r"(?:[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)?"
+                            r"(?:\n(?:[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)?)*\Z", re.ASCII)
+
+
+def numbers(cells: Sequence[str]) -> list[int | float | None] | None:
+    """A column's cells as chart values (None for an empty cell); None when a
+    cell is not a finite number. Whole columns at a time: a big folder has
+    millions of cells."""
+    joined = "\n".join(cells)
+    for pattern, kind in ((_INTEGER_LINES, int), (_DECIMAL_LINES, float)):
+        if pattern.match(joined):
+            values: list[Any] = list(map(kind, cells)) if all(cells) else \
+                [kind(cell) if cell else None for cell in cells]
+            if kind is int or all(math.isfinite(value) for value in values if value is not None):
+                return values
+            return None
+    found = []
+    for cell in cells:
+        value = _number(cell) if cell else None
+        if cell and value is None:
+            return None
+        found.append(value)
+    return found
+
+
 def dimension_columns(report: ReportConfig, header: Sequence[str],
-                      rows: Sequence[Sequence[str]]) -> list[str]:
+                      columns: Sequence[Sequence[str]]) -> list[str]:
     """The columns that tell the rows of one date apart, as the Graphite path
     does: the path's placeholders that are columns; without a graphite
-    section, the columns holding anything but numbers."""
-    columns = list(header[1:])
+    section, the columns holding anything but numbers. `columns`: the
+    file's cells, column by column."""
     if report.graphite is not None:
         named = set(_FIELD.findall(report.graphite.path))
-        return [column for column in columns if column in named]
-    found = []
-    for index, column in enumerate(header[1:], start=1):
-        if any(index < len(row) and row[index] != "" and _number(row[index]) is None for row in rows):
-            found.append(column)
-    return found
+        return [column for column in header[1:] if column in named]
+    return [column for column, cells in zip(header[1:], columns[1:], strict=False)
+            if numbers(cells) is None]
 
 
 def _series(report: ReportConfig, output_folder: Path) -> tuple[dict[str, Any], int]:
@@ -247,73 +274,104 @@ def _series(report: ReportConfig, output_folder: Path) -> tuple[dict[str, Any], 
     explode combination and dimension values (a Graphite path); and the
     number of values in it."""
     _, outputs = read_outputs(report, output_folder)
-    files: list[tuple[tuple[tuple[str, str], ...], store.OutputFile]] = [
-        (explode, output) for explode, output in outputs.items() if output.dates]
-    tables = [(explode, output.header, output.rows) for explode, output in files]
+    tables = []  # (explode, header, the cells column by column)
+    for explode, output in outputs.items():
+        if not output.dates:
+            continue
+        header, by_date = output.header, output.by_date
+        width = len(header)
+        rows = [row for label in sorted(by_date) for row in by_date[label]]
+        if any(len(row) != width for row in rows):
+            rows = [(list(row) + [""] * width)[:width] for row in rows]
+        tables.append((explode, header, list(zip(*rows, strict=True))))
     dims: list[str] = []
-    for _, header, rows in tables:
-        for column in dimension_columns(report, header, rows):
+    for _, header, columns in tables:
+        for column in dimension_columns(report, header, columns):
             if column not in dims:
                 dims.append(column)
+    labels = sorted({label for _, _, columns in tables for label in columns[0]})
+    column_of = {label: index for index, label in enumerate(labels)}
     names: list[str] = []
     name_index: dict[str, int] = {}
-    points: dict[str, dict[int, dict[str, int | float]]] = {}  # column -> line -> {label: value}
-    numeric: dict[str, bool] = {}
+    dates_of: dict[int, set[int]] = {}    # line -> the labels it has (for collisions)
+    lines: dict[str, dict[int, list[Any]]] = {}  # column -> line -> value per label
+    not_numeric: set[str] = set()
     collisions = 0
-    for explode, header, rows in tables:
+    for explode, header, columns in tables:
         positions = {column: index for index, column in enumerate(header)}
-        charted = [(column, index) for index, column in enumerate(header)
-                   if index > 0 and column not in dims]
-        for row in rows:
+        dim_positions = [(column, positions[column]) for column in dims if column in positions]
+        keys = list(zip(*(columns[index] for _, index in dim_positions), strict=True)) \
+            if dim_positions else [()] * len(columns[0])
+        groups: dict[tuple[str, ...], list[int]] = {}
+        if len(set(keys)) == 1:  # the common case: one line per file
+            groups[keys[0]] = []
+        else:
+            for row, key in enumerate(keys):
+                groups.setdefault(key, []).append(row)
+        for key, members in groups.items():
             parts = dict(explode)
-            parts.update({column: row[positions[column]] for column in dims
-                          if column in positions and positions[column] < len(row)})
-            name = " ".join(f"{key}={value}" for key, value in parts.items()) or report.key
+            parts.update(zip((column for column, _ in dim_positions), key, strict=True))
+            name = " ".join(f"{part}={value}" for part, value in parts.items()) or report.key
             line = name_index.setdefault(name, len(names))
             if line == len(names):
                 names.append(name)
-            seen = False
-            for column, index in charted:
-                text = row[index] if index < len(row) else ""
-                if text == "":
+            whole = len(groups) == 1
+            where = [column_of[label] for label in
+                     (columns[0] if whole else [columns[0][row] for row in members])]
+            seen = dates_of.setdefault(line, set())
+            collisions += len(where) - len(set(where)) + len(seen.intersection(where))
+            # Rows are sorted by date: all labels once each means cell i is label i.
+            every = not seen and len(where) == len(labels) == len(set(where))
+            seen.update(where)
+            for column, index in positions.items():
+                if index == 0 or column in dims or column in not_numeric:
                     continue
-                value = _number(text)
-                if value is None:
-                    numeric[column] = False
+                values = numbers(columns[index] if whole else [columns[index][row] for row in members])
+                if values is None:
+                    not_numeric.add(column)
                     continue
-                numeric.setdefault(column, True)
-                by_label = points.setdefault(column, {}).setdefault(line, {})
-                seen = seen or row[0] in by_label
-                by_label[row[0]] = value  # the last row wins, as in Graphite
-            collisions += seen
-    labels = sorted({row[0] for _, _, rows in tables for row in rows})
-    column_of = {label: index for index, label in enumerate(labels)}
+                by_line = lines.setdefault(column, {})
+                if every:
+                    by_line[line] = values
+                    continue
+                aligned = by_line.setdefault(line, [None] * len(labels))
+                for at, value in zip(where, values, strict=True):
+                    if value is not None:
+                        aligned[at] = value  # the last row wins, as in Graphite
     charts = []
     count = 0
-    for column, lines in points.items():
-        if not numeric.get(column):
+    for column, by_line in lines.items():
+        if column in not_numeric:
             continue
-        values: list[list[int | float | None] | None] = [None] * len(names)
+        values: list[list[Any] | None] = [None] * len(names)
         totals = [0.0] * len(names)
-        for line, by_label in lines.items():
-            aligned: list[int | float | None] = [None] * len(labels)
-            for label, value in by_label.items():
-                aligned[column_of[label]] = value
+        for line, aligned in by_line.items():
+            if aligned.count(None) == len(aligned):
+                continue
             values[line] = aligned
-            totals[line] = sum(abs(value) for value in by_label.values())
+            totals[line] = sum(map(abs, filter(None, aligned)))
             count += len(labels)
         order = sorted((line for line in range(len(names)) if values[line] is not None),
                        key=lambda line: (-totals[line], names[line]))
-        charts.append({"column": column, "values": values, "order": order})
+        if order:
+            charts.append({"column": column, "values": values, "order": order})
     notes = []
     if collisions:
         notes.append(f"{collisions} rows share their line and date with an earlier row: each "
                      "line shows the last one, as Graphite would keep it"
                      + (" (add the column that tells them apart to graphite.path)"
                         if report.graphite is not None else ""))
-    x = [int(intervals.label_start(label, report).timestamp()) for label in labels]
-    return {"names": names, "dimensions": dims, "x": delta_runs(x), "charts": charts,
-            "notes": notes}, count
+    return {"names": names, "dimensions": dims, "x": delta_runs(_x_values(report, labels)),
+            "charts": charts, "notes": notes}, count
+
+
+def _x_values(report: ReportConfig, labels: Sequence[str]) -> list[int]:
+    """UTC epoch seconds of each label's interval start (the Graphite timestamp)."""
+    if report.granularity is Granularity.HOURS:
+        return [_label_number(label) * 3600 for label in labels]
+    if report.timezone == "UTC":
+        return [_label_number(label) * 86400 for label in labels]
+    return [int(intervals.label_start(label, report).timestamp()) for label in labels]
 
 
 # ------------------------------------------------------------------ page

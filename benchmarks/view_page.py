@@ -1,0 +1,150 @@
+"""The `view` page of a big folder: its size, the time to build it, and the
+time headless Chromium takes to render it.
+
+    .venv/bin/python benchmarks/view_page.py [--reports 200] [--repeat 3] [--keep DIR]
+
+Builds the folder of benchmark case (d) (200 daily reports x 20 wikis x 730
+days, every file complete: columns date, wiki, edits, editors), runs
+`reportupdater view` on it in a child process (as cron would), and loads the
+page in Debian's chromium (--headless, a new empty profile, no network)
+with a probe script appended to a copy of it, which logs the time from the
+start of navigation (reading and parsing the file included) to the first
+frame after the page's script, uPlot's drawing and the load event. Twice:
+as it opens (the coverage of every report; charts are drawn as they scroll
+into view) and with `#all` (all 400 charts drawn at once). Prints a
+Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync")
+NOW = "2026-01-01T05:00"  # 730 days after 2024-01-01
+
+
+def build_folder(root: Path, reports: int, combos: int, days: int) -> tuple[Path, Path]:
+    """Case (d)'s folder (benchmarks/cases.py): complete outputs, nothing to run."""
+    folder, out = root / "queries", root / "out"
+    folder.mkdir(parents=True)
+    starts = date(2024, 1, 1)
+    wikis = [f"wiki{i:02d}" for i in range(combos)]
+    (folder / "wikis.txt").write_text("\n".join(wikis) + "\n")
+    config = ["databases:", "  noop:", "    url: sqlite:///noop.db", "reports:"]
+    for r in range(reports):
+        key = f"report{r:03d}"
+        config += [f"  {key}:", "    db: noop", "    granularity: days",
+                   f"    starts: {starts.isoformat()}", "    explode_by:", "      wiki: wikis.txt"]
+        (folder / f"{key}.sql").write_text(
+            "SELECT '{from_date}' AS date, '{wiki}' AS wiki, 1 AS edits, 2 AS editors\n")
+    (folder / "config.yaml").write_text("\n".join(config) + "\n")
+    for wiki in wikis:
+        lines = ["date\twiki\tedits\teditors"] + [
+            f"{(starts + timedelta(days=i)).isoformat()}\t{wiki}\t{(i * 7919) % 1000}\t{(i * 104729) % 97}"
+            for i in range(days)]
+        text = "\n".join(lines) + "\n"
+        for r in range(reports):
+            path = out / f"report{r:03d}" / f"{wiki}.tsv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    return folder, out
+
+
+# Appended to a copy of the page: logs, on the console, the time from the
+# start of navigation to the first frame after the page's script, uPlot's
+# drawing (microtasks) and the load event.
+PROBE = """<script>addEventListener("load", function () {
+  requestAnimationFrame(function () { setTimeout(function () {
+    console.log("view-probe " + performance.now()); }, 0); }); });</script>"""
+
+
+def render_ms(chromium: str, root: Path, page: Path, fragment: str, run: int) -> tuple[float, float]:
+    """(ms to the first frame after the page is built, wall seconds of the chromium process)."""
+    probe = page.with_name(f"probe-{page.name}")
+    if not probe.exists():
+        probe.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"),
+                         encoding="utf-8")
+    profile = root / f"profile-{run}"
+    profile.mkdir()
+    started = time.monotonic()
+    done = subprocess.run([chromium, *FLAGS, f"--user-data-dir={profile}", "--window-size=1200,900",
+                           "--enable-logging=stderr", "--virtual-time-budget=600000", "--dump-dom",
+                           probe.as_uri() + fragment],
+                          capture_output=True, text=True, timeout=900, check=True)
+    wall = time.monotonic() - started
+    shutil.rmtree(profile, ignore_errors=True)
+    found = re.search(r'"view-probe ([0-9.]+)"', done.stderr)
+    if not found:
+        raise RuntimeError(f"no probe line from chromium: {done.stderr[-800:]}")
+    return float(found.group(1)), wall
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reports", type=int, default=200)
+    parser.add_argument("--combos", type=int, default=20)
+    parser.add_argument("--days", type=int, default=730)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--keep", type=Path, help="build the folder and page here and keep them")
+    args = parser.parse_args()
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        print("chromium is missing: apt-get install chromium", file=sys.stderr)
+        return 2
+    root = args.keep or Path(tempfile.mkdtemp(prefix="view-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        started = time.monotonic()
+        folder, out = build_folder(root / "folder", args.reports, args.combos, args.days)
+        print(f"folder built in {time.monotonic() - started:.1f} s", file=sys.stderr)
+        page = root / "report.html"
+        builds = []
+        for _ in range(args.repeat):
+            started = time.monotonic()
+            subprocess.run([sys.executable, "-m", "reportupdater", "view", str(folder), str(out),
+                            "-o", str(page), "--now", NOW], check=True, cwd=REPO,
+                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+            builds.append(time.monotonic() - started)
+        size = page.stat().st_size
+        empty = root / "empty.html"
+        empty.write_text("<!DOCTYPE html><html><body></body></html>")
+        baseline = [render_ms(chromium, root, empty, "", 100 + i) for i in range(args.repeat)]
+        rows = [("an empty page (Chromium's own start)", statistics.median(m[0] for m in baseline),
+                 statistics.median(m[1] for m in baseline))]
+        run = 0
+        for label, fragment in (("as it opens (charts drawn when scrolled to)", ""),
+                                ("`#all`: all charts drawn at once", "#all")):
+            measured = []
+            for _ in range(args.repeat):
+                run += 1
+                measured.append(render_ms(chromium, root, page, fragment, run))
+            rows.append((label, statistics.median(m[0] for m in measured),
+                         statistics.median(m[1] for m in measured)))
+        version = subprocess.run([chromium, "--version"], capture_output=True, text=True).stdout.strip()
+        print(f"\n{args.reports} reports x {args.combos} files x {args.days} days; {version}; "
+              f"median of {args.repeat}\n")
+        print(f"Page: {size / 1e6:.1f} MB; `reportupdater view` wall {statistics.median(builds):.1f} s "
+              f"(min {min(builds):.1f}, max {max(builds):.1f})\n")
+        print("| Page | Navigation start to first frame | chromium process wall |")
+        print("|---|---|---|")
+        for label, ms, wall in rows:
+            print(f"| {label} | {ms / 1000:.2f} s | {wall:.2f} s |")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
