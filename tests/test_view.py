@@ -361,6 +361,12 @@ def test_run_view_writes_the_page_after_the_run(tmp_path):
     report = page_json(target.read_text())["reports"][0]
     assert report["summary"]["missing"] == 0 and report["summary"]["due"] == 4
     assert [decode_runs(file["runs"]) for file in report["files"]] == [[(0, 0)] * 2] * 2
+    # A page that cannot be written fails the run (exit 1, one line); what it computed stays.
+    code, _, stderr = run_cli("run", folder, out, "--view", tmp_path, "--now", "2026-01-04T05:00")
+    assert code == 1
+    errors = [line for line in stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and f"{tmp_path}: cannot write the page" in errors[0], stderr
+    assert "2026-01-03\t1" in (out / "edits" / "enwiki.tsv").read_text()
 
 
 # ------------------------------------------------------------- browser
