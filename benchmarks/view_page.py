@@ -18,7 +18,9 @@ Markdown table.
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -109,13 +111,16 @@ def main() -> int:
         folder, out = build_folder(root / "folder", args.reports, args.combos, args.days)
         print(f"folder built in {time.monotonic() - started:.1f} s", file=sys.stderr)
         page = root / "report.html"
-        builds = []
+        builds, cpus = [], []
         for _ in range(args.repeat):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.monotonic()
             subprocess.run([sys.executable, "-m", "reportupdater", "view", str(folder), str(out),
                             "-o", str(page), "--now", NOW], check=True, cwd=REPO,
                            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
             builds.append(time.monotonic() - started)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
         size = page.stat().st_size
         empty = root / "empty.html"
         empty.write_text("<!DOCTYPE html><html><body></body></html>")
@@ -134,8 +139,11 @@ def main() -> int:
         version = subprocess.run([chromium, "--version"], capture_output=True, text=True).stdout.strip()
         print(f"\n{args.reports} reports x {args.combos} files x {args.days} days; {version}; "
               f"median of {args.repeat}\n")
+        with open("/proc/loadavg") as handle:
+            load = handle.read().split()[:3]
         print(f"Page: {size / 1e6:.1f} MB; `reportupdater view` wall {statistics.median(builds):.1f} s "
-              f"(min {min(builds):.1f}, max {max(builds):.1f})\n")
+              f"(min {min(builds):.1f}, max {max(builds):.1f}), CPU {statistics.median(cpus):.1f} s; "
+              f"load average at the end {' '.join(load)} ({os.cpu_count()} CPUs)\n")
         print("| Page | Navigation start to first frame | chromium process wall |")
         print("|---|---|---|")
         for label, ms, wall in rows:

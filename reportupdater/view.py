@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -256,17 +257,18 @@ def numbers(cells: Sequence[str]) -> list[int | float | None] | None:
     return found
 
 
-def dimension_columns(report: ReportConfig, header: Sequence[str],
-                      columns: Sequence[Sequence[str]]) -> list[str]:
+def dimension_columns(report: ReportConfig, header: Sequence[str], columns: Sequence[Sequence[str]],
+                      parsed: Sequence[list[Any] | None] | None = None) -> list[str]:
     """The columns that tell the rows of one date apart, as the Graphite path
     does: the path's placeholders that are columns; without a graphite
     section, the columns holding anything but numbers. `columns`: the
-    file's cells, column by column."""
+    file's cells, column by column; `parsed`: numbers() of each, if known."""
     if report.graphite is not None:
         named = set(_FIELD.findall(report.graphite.path))
         return [column for column in header[1:] if column in named]
-    return [column for column, cells in zip(header[1:], columns[1:], strict=False)
-            if numbers(cells) is None]
+    if parsed is None:
+        parsed = [None] + [numbers(cells) for cells in columns[1:]]
+    return [column for column, values in zip(header[1:], parsed[1:], strict=True) if values is None]
 
 
 def _series(report: ReportConfig, output_folder: Path) -> tuple[dict[str, Any], int]:
@@ -280,13 +282,18 @@ def _series(report: ReportConfig, output_folder: Path) -> tuple[dict[str, Any], 
             continue
         header, by_date = output.header, output.by_date
         width = len(header)
-        rows = [row for label in sorted(by_date) for row in by_date[label]]
-        if any(len(row) != width for row in rows):
+        rows = list(itertools.chain.from_iterable(map(by_date.__getitem__, sorted(by_date))))
+        if set(map(len, rows)) != {width}:
             rows = [(list(row) + [""] * width)[:width] for row in rows]
         tables.append((explode, header, list(zip(*rows, strict=True))))
     dims: list[str] = []
-    for _, header, columns in tables:
-        for column in dimension_columns(report, header, columns):
+    parsed: dict[tuple[int, int], list[Any] | None] = {}  # (file, column index) -> numbers()
+    for file, (_, header, columns) in enumerate(tables):
+        if report.graphite is None:
+            for index in range(1, len(header)):
+                parsed[file, index] = numbers(columns[index])
+        for column in dimension_columns(report, header, columns,
+                                        [parsed.get((file, index)) for index in range(len(header))]):
             if column not in dims:
                 dims.append(column)
     labels = sorted({label for _, _, columns in tables for label in columns[0]})
@@ -297,7 +304,7 @@ def _series(report: ReportConfig, output_folder: Path) -> tuple[dict[str, Any], 
     lines: dict[str, dict[int, list[Any]]] = {}  # column -> line -> value per label
     not_numeric: set[str] = set()
     collisions = 0
-    for explode, header, columns in tables:
+    for file, (explode, header, columns) in enumerate(tables):
         positions = {column: index for index, column in enumerate(header)}
         dim_positions = [(column, positions[column]) for column in dims if column in positions]
         keys = list(zip(*(columns[index] for _, index in dim_positions), strict=True)) \
@@ -326,7 +333,8 @@ def _series(report: ReportConfig, output_folder: Path) -> tuple[dict[str, Any], 
             for column, index in positions.items():
                 if index == 0 or column in dims or column in not_numeric:
                     continue
-                values = numbers(columns[index] if whole else [columns[index][row] for row in members])
+                values = (parsed[file, index] if (file, index) in parsed else numbers(columns[index])) \
+                    if whole else numbers([columns[index][row] for row in members])
                 if values is None:
                     not_numeric.add(column)
                     continue
