@@ -1,7 +1,7 @@
 # The command line: a thin layer over the library.
 #
-# Parses arguments, sets up logging to stderr, calls runner.run or
-# reruns.request_rerun, and maps outcomes to exit codes: 0 done, 1 something
+# Parses arguments, sets up logging to stderr, calls runner.run,
+# reruns.request_rerun or view.build_page, and maps outcomes to exit codes: 0 done, 1 something
 # failed, 2 usage or config error. Bad input is one line on stderr, never a
 # traceback (tracebacks only at -l debug, for bugs). Touches no file itself:
 # the only file system look-up is whether a first word that is not a command
@@ -24,6 +24,7 @@ from typing import NoReturn
 from . import __version__
 from . import config as config_stage
 from . import dashboard, metrics, overview, publish, reruns, runner
+from . import view as view_page
 from . import plan as planning
 from . import smoke as smoke_stage
 from . import validate as validate_stage
@@ -31,8 +32,12 @@ from .engines import SiteDefaults
 from .lock import FolderBusy, FolderLock, LockError
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+<<<<<<< HEAD
 COMMANDS = ("run", "rerun", "status", "smoke", "validate", "publish-backfill", "graphite-backfill",
             "grafana", "schema")
+=======
+COMMANDS = ("run", "rerun", "status", "smoke", "validate", "graphite-backfill", "grafana", "view")
+>>>>>>> fix-view
 log = logging.getLogger("reportupdater")
 
 
@@ -165,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="retry failed intervals now, whatever their backoff says")
     run.add_argument("--metrics-file", type=Path, action=_Once, metavar="PATH",
                      help="write the run's figures in Prometheus text format (textfile collector)")
+    run.add_argument("--view", type=Path, action=_Once, metavar="PATH",
+                     help="at the end, write the folder's HTML page there (as the 'view' command)")
 
     status = commands.add_parser(
         "status", parents=[common], help="what is computed, missing or failing, per report",
@@ -248,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "it in a provisioned dashboards folder.")
     grafana.add_argument("query_folder", type=Path, metavar="QUERY_FOLDER")
     grafana.add_argument("--title", action=_Once, help="dashboard title (default: reportupdater: <folder>)")
+<<<<<<< HEAD
     grafana.add_argument("--datasource", choices=("graphite", "postgres"), default="graphite", action=_Once,
                          help="graphite: the reports' graphite metrics; postgres: SQL panels on the "
                               "tables of the top-level 'tables' (default: graphite)")
@@ -260,6 +268,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the JSON Schema (draft 2020-12) of config.yaml, for an editor's YAML "
                     "extension to complete keys and underline mistakes. Checks of files and of "
                     "keys that depend on each other are 'validate's.")
+=======
+    view = commands.add_parser(
+        "view", parents=[common], help="write one HTML page of the folder's coverage and series",
+        description="Write one self-contained HTML file (no server, no network) showing, per "
+                    "report, the coverage of every output file (from the plan 'status' prints), "
+                    "a chart per numeric column, and what the next run would do.")
+    view.add_argument("query_folder", type=Path, metavar="QUERY_FOLDER")
+    _add_output_folder(view, "are")
+    view.add_argument("-o", "--output", type=Path, action=_Once, default=Path("report.html"),
+                      metavar="PATH", help="the HTML file to write (default: ./report.html)")
+    view.add_argument("-r", "--report", action="append", default=[], metavar="REPORT",
+                      help="only this report (repeatable)")
+>>>>>>> fix-view
     parser.command_parsers = dict(commands.choices)
     return parser
 
@@ -385,8 +406,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handler = {"run": _run, "rerun": _rerun, "status": _status, "smoke": _smoke,
                    "validate": _validate, "graphite-backfill": _graphite_backfill,
+<<<<<<< HEAD
                    "publish-backfill": _publish_backfill,
                    "grafana": _grafana, "schema": _schema}[args.command]
+=======
+                   "grafana": _grafana, "view": _view}[args.command]
+>>>>>>> fix-view
         return handler(args)
     except (config_stage.ConfigError, reruns.RerunError, runner.RunRefused, UsageError) as exc:
         log.error("%s", exc)
@@ -430,6 +455,10 @@ def _run(args: argparse.Namespace) -> int:
         except OSError as exc:
             log.error("%s: cannot write the metrics file: %s", args.metrics_file, exc.strerror)
             return max(summary.exit_code, 1)
+    if (args.view and summary.folder is not None and not summary.busy
+            and not _write_view(args.view, summary.folder, args.output_folder,
+                                args.now or runner.utcnow(), tuple(args.report))):
+        return max(summary.exit_code, 1)
     return summary.exit_code
 
 
@@ -640,6 +669,7 @@ def _graphite_backfill(args: argparse.Namespace) -> int:
     return 0 if summary.sent and not summary.problems else 1
 
 
+<<<<<<< HEAD
 def _publish_backfill(args: argparse.Namespace) -> int:
     """`graphite-backfill` for every destination (that command stays, as `--to graphite`)."""
     from .publishers import destinations
@@ -699,6 +729,26 @@ def _grafana_sql(folder: config_stage.FolderConfig, args: argparse.Namespace) ->
 def _schema(args: argparse.Namespace) -> int:
     print(json.dumps(config_stage.json_schema(), indent=2))
     return 0
+=======
+def _view(args: argparse.Namespace) -> int:
+    folder = _load(args)
+    now = args.now or runner.utcnow()
+    if not _write_view(args.output, folder, args.output_folder, now, tuple(args.report)):
+        return 1
+    print(f"wrote {args.output}")
+    return 2 if folder.errors else 0
+
+
+def _write_view(path: Path, folder: config_stage.FolderConfig, output_folder: Path, now: datetime,
+                reports: tuple[str, ...]) -> bool:
+    try:
+        view_page.write_page(path, view_page.build_page(folder, output_folder, now, reports))
+    except OSError as exc:
+        log.error("%s: cannot write the page: %s", path, exc.strerror or exc)
+        return False
+    log.info("wrote %s", path)
+    return True
+>>>>>>> fix-view
 
 
 def _grafana(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from testkit import NOW, assert_failed, files_under, make_folder, run_cli, tsv
 
 REPO = Path(__file__).resolve().parent.parent
 COMMANDS = ("run", "rerun", "status", "smoke", "validate", "publish-backfill", "graphite-backfill",
-            "grafana", "schema")
+            "grafana", "schema", "view")
 
 CONFIG = """\
 graphite:
@@ -82,6 +82,7 @@ COMMAND_ARGS = {
     "graphite-backfill": (["{folder}", "{out}"], "points queued"),
     "grafana": (["{folder}"], '"title"'),
     "schema": ([], '"$schema"'),
+    "view": (["{folder}", "{out}", "-o", "{out}/report.html"], "wrote "),
 }
 
 
