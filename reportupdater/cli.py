@@ -32,12 +32,8 @@ from .engines import SiteDefaults
 from .lock import FolderBusy, FolderLock, LockError
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-<<<<<<< HEAD
 COMMANDS = ("run", "rerun", "status", "smoke", "validate", "publish-backfill", "graphite-backfill",
-            "grafana", "schema")
-=======
-COMMANDS = ("run", "rerun", "status", "smoke", "validate", "graphite-backfill", "grafana", "view")
->>>>>>> fix-view
+            "grafana", "schema", "view")
 log = logging.getLogger("reportupdater")
 
 
@@ -255,7 +251,6 @@ def build_parser() -> argparse.ArgumentParser:
                     "it in a provisioned dashboards folder.")
     grafana.add_argument("query_folder", type=Path, metavar="QUERY_FOLDER")
     grafana.add_argument("--title", action=_Once, help="dashboard title (default: reportupdater: <folder>)")
-<<<<<<< HEAD
     grafana.add_argument("--datasource", choices=("graphite", "postgres"), default="graphite", action=_Once,
                          help="graphite: the reports' graphite metrics; postgres: SQL panels on the "
                               "tables of the top-level 'tables' (default: graphite)")
@@ -268,7 +263,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the JSON Schema (draft 2020-12) of config.yaml, for an editor's YAML "
                     "extension to complete keys and underline mistakes. Checks of files and of "
                     "keys that depend on each other are 'validate's.")
-=======
     view = commands.add_parser(
         "view", parents=[common], help="write one HTML page of the folder's coverage and series",
         description="Write one self-contained HTML file (no server, no network) showing, per "
@@ -280,7 +274,6 @@ def build_parser() -> argparse.ArgumentParser:
                       metavar="PATH", help="the HTML file to write (default: ./report.html)")
     view.add_argument("-r", "--report", action="append", default=[], metavar="REPORT",
                       help="only this report (repeatable)")
->>>>>>> fix-view
     parser.command_parsers = dict(commands.choices)
     return parser
 
@@ -406,12 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handler = {"run": _run, "rerun": _rerun, "status": _status, "smoke": _smoke,
                    "validate": _validate, "graphite-backfill": _graphite_backfill,
-<<<<<<< HEAD
                    "publish-backfill": _publish_backfill,
-                   "grafana": _grafana, "schema": _schema}[args.command]
-=======
-                   "grafana": _grafana, "view": _view}[args.command]
->>>>>>> fix-view
+                   "grafana": _grafana, "schema": _schema, "view": _view}[args.command]
         return handler(args)
     except (config_stage.ConfigError, reruns.RerunError, runner.RunRefused, UsageError) as exc:
         log.error("%s", exc)
@@ -669,7 +658,6 @@ def _graphite_backfill(args: argparse.Namespace) -> int:
     return 0 if summary.sent and not summary.problems else 1
 
 
-<<<<<<< HEAD
 def _publish_backfill(args: argparse.Namespace) -> int:
     """`graphite-backfill` for every destination (that command stays, as `--to graphite`)."""
     from .publishers import destinations
@@ -729,7 +717,8 @@ def _grafana_sql(folder: config_stage.FolderConfig, args: argparse.Namespace) ->
 def _schema(args: argparse.Namespace) -> int:
     print(json.dumps(config_stage.json_schema(), indent=2))
     return 0
-=======
+
+
 def _view(args: argparse.Namespace) -> int:
     folder = _load(args)
     now = args.now or runner.utcnow()
@@ -748,7 +737,6 @@ def _write_view(path: Path, folder: config_stage.FolderConfig, output_folder: Pa
         return False
     log.info("wrote %s", path)
     return True
->>>>>>> fix-view
 
 
 def _grafana(args: argparse.Namespace) -> int:
