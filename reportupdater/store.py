@@ -146,7 +146,7 @@ class OutputFile:
         return [row for label in sorted(self.by_date) for row in self.by_date[label]]
 
     @classmethod
-    def load(cls, path: Path, root: Path | None = None) -> "OutputFile":
+    def load(cls, path: Path, root: Path | None = None) -> OutputFile:
         """Read an output file (a missing one is empty). Raises StoreError when it
         cannot be parsed, or is a link or not a regular file: such a file is
         never overwritten. root: the output folder (see __init__)."""
@@ -196,9 +196,8 @@ class OutputFile:
             if len(cells) != len(header):
                 raise StoreError(f"{path}:{number}: {len(cells)} fields, but the header has "
                                  f"{len(header)}; the file is left as it is (move it aside to recompute)")
-            if cells[0] not in by_date:
-                if not is_label(cells[0]):
-                    raise StoreError(f"{path}:{number}: first field {cells[0]!r} is not a date "
+            if cells[0] not in by_date and not is_label(cells[0]):
+                raise StoreError(f"{path}:{number}: first field {cells[0]!r} is not a date "
                                      "YYYY-MM-DD; the file is left as it is (move it aside to "
                                      "recompute)")
             by_date.setdefault(cells[0], []).append(cells)

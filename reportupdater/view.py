@@ -351,18 +351,18 @@ def _series(report: ReportConfig, output_folder: Path) -> tuple[dict[str, Any], 
     for column, by_line in lines.items():
         if column in not_numeric:
             continue
-        values: list[list[Any] | None] = [None] * len(names)
+        series: list[list[Any] | None] = [None] * len(names)
         totals = [0.0] * len(names)
         for line, aligned in by_line.items():
             if aligned.count(None) == len(aligned):
                 continue
-            values[line] = aligned
+            series[line] = aligned
             totals[line] = sum(map(abs, filter(None, aligned)))
             count += len(labels)
-        order = sorted((line for line in range(len(names)) if values[line] is not None),
+        order = sorted((line for line in range(len(names)) if series[line] is not None),
                        key=lambda line: (-totals[line], names[line]))
         if order:
-            charts.append({"column": column, "values": values, "order": order})
+            charts.append({"column": column, "values": series, "order": order})
     notes = []
     if collisions:
         notes.append(f"{collisions} rows share their line and date with an earlier row: each "

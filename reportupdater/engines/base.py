@@ -15,10 +15,11 @@ import abc
 import logging
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, UTC
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar
+from collections.abc import Iterable, Sequence
 
 from .. import templates
 from ..config_keys import DEFAULT_TIMEOUT_SECONDS
@@ -86,7 +87,7 @@ def date_label(value: Any, hourly: bool = False) -> str:
     if hourly:
         if isinstance(value, datetime):
             if value.utcoffset() is not None:  # hourly labels are UTC
-                value = value.astimezone(timezone.utc).replace(tzinfo=None)
+                value = value.astimezone(UTC).replace(tzinfo=None)
             if value.microsecond:
                 raise EngineError(f"first column must be a date and hour YYYY-MM-DDTHH:00:00, "
                                   f"got {cell_text(value)!r} (a fraction of a second)")
@@ -153,7 +154,7 @@ def build_result(header: Sequence[Any], rows: Iterable[Sequence[Any]], interval:
         try:
             cells = (label,) + tuple(cell_text(value) for value in row[1:])
         except EngineError:
-            for name, value in zip(names[1:], row[1:]):
+            for name, value in zip(names[1:], row[1:], strict=True):
                 try:
                     cell_text(value)
                 except EngineError as exc:
@@ -161,14 +162,14 @@ def build_result(header: Sequence[Any], rows: Iterable[Sequence[Any]], interval:
             raise
         joined = "".join(cells)  # one check per row, not per cell: results can be large
         if _NOT_IN_A_CELL.search(joined):
-            name, cell = next((name, cell) for name, cell in zip(names, cells)
+            name, cell = next((name, cell) for name, cell in zip(names, cells, strict=True)
                               if _NOT_IN_A_CELL.search(cell))
             what = "a NUL character" if "\x00" in cell else "a tab or line break"
             raise EngineError(f"row {number} column {name!r} holds {what}, "
                               "which a TSV file cannot store; replace it in the query")
         if not joined.isascii() and not _encodes(joined):
             # A lone surrogate (from a driver): the file could not be written.
-            name = next(name for name, cell in zip(names, cells) if not _encodes(cell))
+            name = next(name for name, cell in zip(names, cells, strict=True) if not _encodes(cell))
             raise EngineError(f"row {number} column {name!r} holds text that is not valid "
                               "Unicode (a lone surrogate)")
         normalised.append(cells)
@@ -278,5 +279,5 @@ class Engine(abc.ABC):
         thread, since worker threads would only take turns."""
         return False
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional: most engines hold nothing)
         """Release connections; called once at the end of a run."""

@@ -102,7 +102,8 @@ def _parse_database(database: DatabaseDraft) -> None:
             except ValueError:  # an unclosed quote
                 command = None
         if not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command):
-            raise database.error("command", f"{database.show('command', raw['command'])} is not a command line")
+            raise database.error("command",
+                                 f"{database.show('command', raw['command'])} is not a command line")
         if any(_PASSWORD_OPTIONS.search(part) for part in command):
             raise database.error("command", "holds a password option (-p, --password): every user of the "
                                             "machine sees it in `ps`; use beeline -w PASSWORD_FILE")
@@ -219,7 +220,8 @@ def _server_from_url(url_text: str, where: str) -> HiveServer:
         raise EngineError(f"{where}: the URL is not a hive:// URL") from None
     if not url.get_backend_name().startswith("hive"):
         raise EngineError(f"{where}: expected a hive:// URL")
-    query = dict(url.query)
+    # A key given twice in the URL's query comes as a tuple: the last one wins.
+    query = {key: value if isinstance(value, str) else value[-1] for key, value in url.query.items()}
     auth = query.pop("auth", None)
     return HiveServer(host=url.host or "localhost", port=url.port or 10000, username=url.username,
                       database=url.database or "default", auth=auth, password=url.password,
@@ -612,7 +614,5 @@ def _one_line(value: Any) -> str:
 
 
 def _close_quietly(thing: Any) -> None:
-    try:
+    with contextlib.suppress(Exception):
         thing.close()
-    except Exception:
-        pass

@@ -23,7 +23,8 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .. import atomic
 from ..config_keys import DEFAULT_TIMEOUT_SECONDS
@@ -234,6 +235,7 @@ def _seed_memory(engine: sqlalchemy.Engine, seed: Path) -> None:
         script = seed.read_text(encoding="utf-8")
         with engine.connect() as connection:
             raw = connection.connection.dbapi_connection
+            assert raw is not None  # a checked-out connection holds its DBAPI connection
             raw.executescript(script)
             raw.commit()
     except (OSError, UnicodeDecodeError, sqlite3.Error) as exc:
@@ -286,8 +288,8 @@ class SqlEngine(Engine):
             self._targets[database.key] = Target(("url", database.key), url)
             return self._targets[database.key]
         if database.key not in self._classic_urls:
-            self._classic_urls[database.key] = classic_url(database, database.host, database.port,
-                                                           None if database.auto_find_db_shard else database.db)
+            db = None if database.auto_find_db_shard else database.db
+            self._classic_urls[database.key] = classic_url(database, database.host, database.port, db)
         base = self._classic_urls[database.key]
         if not database.auto_find_db_shard:
             self._targets[database.key] = Target(("classic", database.key), base)
@@ -363,7 +365,7 @@ class SqlEngine(Engine):
         header, rows = self._query(job, render_query(job))
         return build_result(header, rows, job.interval)
 
-    def _query(self, job: Job, query: str) -> tuple[list[str], list]:
+    def _query(self, job: Job, query: str) -> tuple[list[str], Sequence[Any]]:
         database = self.folder.databases[job.report.db or ""]
         try:
             return self._query_unmasked(job, database, query)
@@ -373,7 +375,8 @@ class SqlEngine(Engine):
             raise EngineError(hide_secrets(f"database '{database.key}': {type(exc).__name__}: "
                                            f"{_first_line(exc)}", self._secrets(database))) from None
 
-    def _query_unmasked(self, job: Job, database: DatabaseConfig, query: str) -> tuple[list[str], list]:
+    def _query_unmasked(self, job: Job, database: DatabaseConfig, query: str
+                        ) -> tuple[list[str], Sequence[Any]]:
         import sqlalchemy
         log.debug("%s: query:\n%s", job.describe(), query)
         timeout = job.report.timeout or database.timeout or DEFAULT_TIMEOUT_SECONDS
@@ -446,7 +449,7 @@ class SqlEngine(Engine):
             log.debug("closing a failed connection: %s", exc)
 
     def _execute(self, engine: sqlalchemy.Engine, target: Target, query: str,
-                 timeout: float) -> tuple[list[str], list]:
+                 timeout: float) -> tuple[list[str], Sequence[Any]]:
         if target.engine_key in self._serial:  # in-memory sqlite: the shared connection, in turns
             with engine.connect() as connection:
                 return self._execute_on(connection, engine, target, query, timeout)
@@ -460,7 +463,7 @@ class SqlEngine(Engine):
         return answer
 
     def _execute_on(self, connection: sqlalchemy.Connection, engine: sqlalchemy.Engine,
-                    target: Target, query: str, timeout: float) -> tuple[list[str], list]:
+                    target: Target, query: str, timeout: float) -> tuple[list[str], Sequence[Any]]:
         if engine.dialect.name == "mysql":
             _limit_mysql(connection, timeout)
             if target.use_database:
@@ -499,7 +502,7 @@ def _limit_mysql(connection: sqlalchemy.Connection, timeout: float) -> None:
         connection.exec_driver_sql(f"SET SESSION max_statement_time = {timeout:.3f}")
     else:
         connection.exec_driver_sql(f"SET SESSION max_execution_time = {int(timeout * 1000)}")
-    raw = connection.connection.dbapi_connection
+    raw: Any = connection.connection.dbapi_connection  # PyMySQL's private attributes
     if hasattr(raw, "_read_timeout"):  # PyMySQL applies it to every socket read
         raw._read_timeout = timeout + _CLIENT_GRACE
         if getattr(raw, "_sock", None) is not None:
