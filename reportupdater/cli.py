@@ -26,6 +26,7 @@ from . import config as config_stage
 from . import dashboard, metrics, overview, publish, reruns, runner
 from . import view as view_page
 from . import plan as planning
+from . import compare as compare_stage
 from . import smoke as smoke_stage
 from . import validate as validate_stage
 from .engines import SiteDefaults
@@ -184,7 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     smoke = commands.add_parser(
         "smoke", parents=[common], help="compute one interval and print it; store nothing",
         description="Compute the interval of REPORT that holds DATE and print the TSV exactly as "
-                    "'run' would store it. Writes no file, takes no lock, sends nothing.")
+                    "'run' would store it. Writes no file, takes no lock, sends nothing. With "
+                    "--compare, print the rows the output folder stores for that date beside the "
+                    "new ones instead, marking the values that differ: exit 0 when they are the "
+                    "same, 3 when something differs, 1 when a computation failed.")
     smoke.add_argument("query_folder", type=Path, metavar="QUERY_FOLDER")
     smoke.add_argument("report", metavar="REPORT")
     smoke.add_argument("date", type=parse_date, metavar="DATE", help="YYYY-MM-DD, inside the interval")
@@ -197,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     smoke.add_argument("--hive-url", metavar="URL", action=_Once,
                        default=os.environ.get("REPORTUPDATER_HIVE_URL"),
                        help="as for run")
+    smoke.add_argument("--compare", action="store_true",
+                       help="compare with the rows stored for DATE in --output-folder "
+                            "(checks a changed query before it is deployed; still writes nothing)")
+    smoke.add_argument("--output-folder", type=Path, action=_Once, metavar="OUTPUT_FOLDER",
+                       help="with --compare: where the TSV files are (default: ./output)")
 
     validate = commands.add_parser(
         "validate", parents=[common], help="check a query folder without touching any database",
@@ -569,6 +578,10 @@ def _smoke(args: argparse.Namespace) -> int:
         if not sep or not name or not value:
             raise UsageError(f"--explode {item!r}: expected NAME=VALUE, e.g. wiki=enwiki")
         wanted.setdefault(name, []).append(value)
+    if args.output_folder is not None and not args.compare:
+        raise UsageError("--output-folder is read only with --compare")
+    if args.compare:
+        return _smoke_compare(args, folder, wanted)
     results = smoke_stage.smoke(folder, args.report, args.date, wanted,
                                 SiteDefaults(hive_url=args.hive_url))
     failed = False
@@ -587,6 +600,35 @@ def _smoke(args: argparse.Namespace) -> int:
             for line in result.graphite:
                 sys.stderr.write(f"graphite: {line}\n")
     return 1 if failed else 0
+
+
+# smoke --compare: the new rows differ from the stored ones (not a failure).
+COMPARE_DIFFERS = 3
+
+
+def _smoke_compare(args: argparse.Namespace, folder: config_stage.FolderConfig,
+                   wanted: dict[str, list[str]]) -> int:
+    try:
+        comparisons = compare_stage.compare(
+            folder, args.report, args.date, wanted, args.output_folder or Path("output"),
+            args.now or runner.utcnow(), SiteDefaults(hive_url=args.hive_url))
+    except compare_stage.CompareError as exc:
+        raise UsageError(str(exc)) from None
+    failed = differs = False
+    for comparison in comparisons:
+        if args.show_query:
+            sys.stderr.write(f"-- {comparison.file}\n{comparison.smoke.query.rstrip()}\n")
+        if comparison.error:
+            log.error("%s: %s", comparison.file, comparison.error)
+            failed = True
+            continue
+        sys.stdout.write(compare_stage.render(comparison))
+        sys.stdout.flush()
+        differs = differs or comparison.differs
+        if args.show_graphite:
+            for line in comparison.smoke.graphite:
+                sys.stderr.write(f"graphite: {line}\n")
+    return 1 if failed else COMPARE_DIFFERS if differs else 0
 
 
 def _validate(args: argparse.Namespace) -> int:

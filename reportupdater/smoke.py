@@ -3,8 +3,9 @@
 # Computes the interval holding a date, for every explode combination (or
 # the ones asked for), and returns the TSV text exactly as `run` would store
 # it for that interval, the rendered query, and the Graphite lines it would
-# send. May touch: the report's database or script (to compute). Writes no
-# file, takes no lock, sends nothing.
+# send (and the engine's result itself, which compare.py merges into the
+# stored file). May touch: the report's database or script (to compute).
+# Writes no file, takes no lock, sends nothing.
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from . import intervals, publish, store
 from .config import ConfigError, FolderConfig, ReportConfig, find_report
-from .datatypes import EngineError, Granularity, Interval, Job
+from .datatypes import EngineError, Granularity, Interval, Job, Result
 from .engines import SiteDefaults, engine_class
 from .engines.base import render_query, script_argv
 from .pivot import merge_shaped
@@ -29,6 +30,7 @@ class SmokeResult:
     text: str = ""              # the TSV as it would be stored (header + this interval's rows)
     graphite: list[str] = field(default_factory=list)
     error: str | None = None
+    result: Result | None = None  # what the engine returned, before any pivot
 
 
 def interval_of(report: ReportConfig, day: date) -> Interval:
@@ -72,7 +74,8 @@ def smoke(folder: FolderConfig, report_key: str, day: date, wanted: dict[str, li
                 elif report.script_path is not None:  # a script report: its command line
                     result.query = shlex.join(script_argv(report.script_path, job))
                 output = store.OutputFile(result.file)
-                merge_shaped(output, engine.run(job), interval.label, report)
+                result.result = engine.run(job)
+                merge_shaped(output, result.result, interval.label, report)
                 result.text = output.text()
                 if report.graphite is not None and folder.graphite is not None:
                     lookups = lookups or publish.load_lookups(folder.graphite)
