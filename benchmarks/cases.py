@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from harness import REPO, Item, Measurement, Row, Target, measure_set, wipe
 
@@ -296,7 +296,7 @@ reports:
     ctx.log(f"(c) {wikis} wikis x {months} months on sqlite")
     repeat = ctx.repeats(5)
     measured = measure_set([_item(folder, base / f"out-j{jobs}", now, jobs) for jobs in (1, 0)], repeat)
-    for jobs, m in zip((1, 0), measured):
+    for jobs, m in zip((1, 0), measured, strict=True):
         _row(ctx, "c", f"{wikis} wikis × {months} months, sqlite", jobs,
              _check(folder, m, wikis * months))
 
@@ -520,14 +520,14 @@ def case_f(ctx: Context) -> None:
                  for driver in ("sqlalchemy", "sqlite3")]
         items += [_item(folder, base / f"out-j{jobs}", now, jobs) for jobs in jobs_variants]
         measured = measure_set(items, ctx.repeats(1))
-        floors = dict(zip(("sqlalchemy", "sqlite3"), measured[:2]))
+        floors = dict(zip(("sqlalchemy", "sqlite3"), measured[:2], strict=True))
         for driver, m in floors.items():
             if m.data["queries"] != intervals:
                 raise RuntimeError(f"floor {driver}: {m.data['queries']} queries, expected {intervals}")
             ctx.wide_rows.append(WideRow(shape, f"floor: plain {driver} loop", "1", intervals, m,
                                          _tsv_bytes(base / f"out-floor-{driver}")))
         runs = {}
-        for jobs, m in zip(jobs_variants, measured[2:]):
+        for jobs, m in zip(jobs_variants, measured[2:], strict=True):
             _check(folder, m, intervals)
             runs[jobs] = m
             out = base / f"out-j{jobs}"

@@ -102,14 +102,20 @@ def floor(spec: dict) -> dict:
     if spec["driver"] == "sqlite3":
         import sqlite3
         connection = sqlite3.connect(spec["database"])
-        execute = lambda sql: connection.execute(sql)
-        header_of = lambda cursor: [d[0] for d in cursor.description]
+        def execute(sql):
+            return connection.execute(sql)
+
+        def header_of(cursor):
+            return [d[0] for d in cursor.description]
     else:
         import sqlalchemy
         engine = sqlalchemy.create_engine(f"sqlite:///{spec['database']}")
         connection = engine.connect()
-        execute = lambda sql: connection.execute(sqlalchemy.text(sql))
-        header_of = lambda result: list(result.keys())
+        def execute(sql):
+            return connection.execute(sqlalchemy.text(sql))
+
+        def header_of(result):
+            return list(result.keys())
     queries = 0
     for wiki in spec["wikis"]:
         header, lines = None, []

@@ -18,9 +18,9 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -85,7 +85,7 @@ def _spawn_once(mode: str, spec_path: Path, log_path: Path) -> tuple[float, floa
     try:
         data = json.loads(out.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        raise ChildFailed(f"child {mode} {spec_path} printed no JSON:\n{out[-1000:]}")
+        raise ChildFailed(f"child {mode} {spec_path} printed no JSON:\n{out[-1000:]}") from None
     module = data.get("module")
     if module and not Path(module).resolve().is_relative_to(SOURCE.resolve()):
         raise ChildFailed(f"the child imported reportupdater from {module}, not from {SOURCE}")
@@ -230,7 +230,7 @@ def machine() -> dict[str, str]:
     except OSError:
         pass
     return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": str(os.cpu_count()),
         "cpu": cpu,
         "memory": memory,

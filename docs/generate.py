@@ -29,7 +29,8 @@ REPO = DOCS.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # the checkout's package, not an installed one
 
-SECTION = re.compile(r"(<!-- BEGIN generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- END generated: (?P=name) -->)",
+SECTION = re.compile(r"(<!-- BEGIN generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)"
+                     r"(<!-- END generated: (?P=name) -->)",
                      re.S)
 HELP_WIDTH = 80  # fixed, so that the text does not depend on the terminal
 

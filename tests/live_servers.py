@@ -20,7 +20,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 USER = "analyst"
 
@@ -241,7 +241,8 @@ def start_thrift_server(base: Path, conf: Sequence[str] = (), timeout: float = 2
                     break
             except Exception:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"Spark Thrift Server not ready:\n{log_path.read_text()[-3000:]}")
+                    raise RuntimeError(f"Spark Thrift Server not ready:\n{log_path.read_text()[-3000:]}") \
+                        from None
                 time.sleep(1)
     except BaseException:
         server.stop()

@@ -63,7 +63,7 @@ READY_4 = READY_3 + "2026-01-04\tv04\n"
 def test_ready_when_script_waits_for_the_day_then_computes_it(tmp_path):
     folder = ready_folder(tmp_path)
     out = tmp_path / "out"
-    for attempt in (1, 2):
+    for _attempt in (1, 2):
         code, stdout, stderr = run_cli("run", folder, out, "--now", NOW, "-l", "info")
         # Waiting is not a failure: exit 0, no ERROR, nothing stored for the day
         # (not even the empty row an empty result gets).

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import pytest
@@ -99,7 +99,7 @@ def closed_port() -> int:
 
 
 def epoch(text: str) -> int:
-    return int(datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp())
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp())
 
 
 def state_of(out: Path) -> dict:
@@ -374,7 +374,7 @@ STATUS_HEADER = ("REPORT", "GRAN", "FIRST", "LAST", "MISSING", "FAILING", "RERUN
 def table(*rows: tuple[str, ...]) -> str:
     """The status table as _print_status lays it out: columns padded to the widest cell."""
     widths = [max(len(row[i]) for row in (STATUS_HEADER, *rows)) for i in range(len(STATUS_HEADER))]
-    return "".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n"
+    return "".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip() + "\n"
                    for row in (STATUS_HEADER, *rows))
 
 

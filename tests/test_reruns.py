@@ -246,7 +246,7 @@ def test_unparseable_request_is_skipped_with_a_warning(tmp_path):
     assert code == 0, stderr
     warnings = [line for line in stderr.splitlines() if "WARNING" in line]
     assert len(warnings) == 3, stderr
-    for name, warning in zip(["1767571200001", "1767571200002", "1767571200003"], warnings):
+    for name, warning in zip(["1767571200001", "1767571200002", "1767571200003"], warnings, strict=True):
         assert f"{reruns / name}: rerun request skipped" in warning
     assert files_under(out) == {
         "daily_edits.tsv": DAILY.replace("2026-01-01\t2", "2026-01-01\t3"),

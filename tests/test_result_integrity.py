@@ -7,7 +7,7 @@ the file is left as it was."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, UTC
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from reportupdater.engines.base import build_result, cell_text, date_label, spli
 from reportupdater.pivot import NULL_CATEGORY, pivot_result
 from reportupdater.store import OutputFile, StoreError
 
-UTC = timezone.utc
+UTC = UTC
 DAY = "2026-01-04"  # the one interval due at NOW for a report starting then
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-from datetime import date, datetime, timezone
+from datetime import date, datetime, UTC
 from functools import partial
 from pathlib import Path
 
@@ -15,21 +15,21 @@ from reportupdater.config import ReportConfig, ReportGraphite
 from reportupdater.datatypes import Granularity
 
 ROOT = Path(__file__).resolve().parents[1]
-UTC = timezone.utc
+UTC = UTC
 
 
 run_cli = partial(testkit.run_cli, timeout=120)
 
 
-def folder_with(tmp_path: Path, config_text: str, files: dict[str, str] = {},
-                scripts: dict[str, str] = {}) -> Path:
+def folder_with(tmp_path: Path, config_text: str, files: dict[str, str] | None = None,
+                scripts: dict[str, str] | None = None) -> Path:
     folder = tmp_path / "queries"
     folder.mkdir()
     (folder / "config.yaml").write_text(config_text)
     sqlite3.connect(folder / "empty.db").close()
-    for name, text in files.items():
+    for name, text in (files or {}).items():
         (folder / name).write_text(text)
-    for name, text in scripts.items():
+    for name, text in (scripts or {}).items():
         (folder / name).write_text(text)
         (folder / name).chmod(0o755)
     return folder

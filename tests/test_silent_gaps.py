@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 
@@ -265,7 +265,7 @@ reports:
     out = tmp_path / "out"
     assert run_cli("run", folder, out, "--now", NOW)[0] == 0
     before = files_under(out, hidden=True)
-    future = (datetime.now(timezone.utc) + timedelta(days=365 * 36)).strftime("%Y-%m-%dT%H:%M")
+    future = (datetime.now(UTC) + timedelta(days=365 * 36)).strftime("%Y-%m-%dT%H:%M")
 
     code, stdout, stderr = run_cli("run", folder, out, "--now", future)
 
@@ -295,6 +295,6 @@ reports:
     max_data_points: 3
 """
     folder = make_folder(tmp_path, config, files={"value": "v\n"}, scripts={"r": FROM_FILE})
-    soon = (datetime.now(timezone.utc) + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M")
+    soon = (datetime.now(UTC) + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M")
     code, _, stderr = run_cli("run", folder, tmp_path / "out", "--now", soon)
     assert code == 0, stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from reportupdater.datatypes import Interval, Result
 from reportupdater.engines.base import build_result
 from reportupdater.store import OutputFile, StoreError, output_path
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def day(label: str) -> Interval:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, UTC
 
 import pytest
 
 from reportupdater.templates import (INTERVAL_PLACEHOLDERS, TemplateError, fields,
                                      interval_values, render)
 
-UTC = timezone.utc
+UTC = UTC
 
 
 # ----------------------------------------------------------------- fields
@@ -172,8 +172,8 @@ def test_interval_values_of_one_instant_follow_each_interval_zone():
 
     from reportupdater.templates import interval_values
 
-    utc = interval_values(datetime(2026, 1, 1, 23, tzinfo=timezone.utc),
-                          datetime(2026, 1, 2, 23, tzinfo=timezone.utc))
+    utc = interval_values(datetime(2026, 1, 1, 23, tzinfo=UTC),
+                          datetime(2026, 1, 2, 23, tzinfo=UTC))
     plus_one = timezone(timedelta(hours=1))
     local = interval_values(datetime(2026, 1, 2, tzinfo=plus_one), datetime(2026, 1, 3, tzinfo=plus_one))
     assert (utc["from_date"], utc["day"], utc["hour"]) == ("2026-01-01", "01", "23")

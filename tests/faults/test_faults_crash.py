@@ -29,7 +29,7 @@ import re
 import shutil
 import signal
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, UTC
 from pathlib import Path
 
 from reportupdater import journal, store
@@ -165,7 +165,7 @@ def check_after_kill(out: Path, reference: dict[str, str], before: dict[str, str
     for name, text in after.items():
         assert name in reference, f"{where}: unexpected file {name}"
         assert text.endswith("\n"), f"{where}: {name} is cut short: {text[-60:]!r}"
-        store.OutputFile.load(out / name).rows  # parses, every row checked (raises otherwise)
+        assert store.OutputFile.load(out / name).rows is not None  # parses, every row checked (raises otherwise)
         want = reference[name].splitlines(keepends=True)
         got = text.splitlines(keepends=True)
         assert len(got) >= 2, f"{where}: {name} holds a header and no row"
@@ -209,7 +209,7 @@ def expected_points(reference: dict[str, str], prefix: str) -> dict[str, dict[in
         points[metric] = {}
         for line in reference[f"graph/{wiki}.tsv"].splitlines()[1:]:
             day, _, number = line.split("\t")
-            stamp = int(datetime.fromisoformat(day).replace(tzinfo=timezone.utc).timestamp())
+            stamp = int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp())
             points[metric][stamp] = float(number)
     return points
 
@@ -299,8 +299,8 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path, mariadb, carbon):
         zygote.close()
     elapsed = time.monotonic() - started
 
-    start = int(datetime(2025, 11, 1, tzinfo=timezone.utc).timestamp())
-    end = int(datetime(2026, 1, 4, tzinfo=timezone.utc).timestamp())
+    start = int(datetime(2025, 11, 1, tzinfo=UTC).timestamp())
+    end = int(datetime(2026, 1, 4, tzinfo=UTC).timestamp())
     for metric, expected in points.items():
         assert carbon.wait_for(metric, expected, start, end) == expected, f"seed {SEED}: {metric}"
     print(f"\ncrash: seed {SEED}: {kills} kills ({cli_kills} of the CLI) in {episodes} episodes, "

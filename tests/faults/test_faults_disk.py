@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import pytest
@@ -115,9 +115,9 @@ COLUMNS = [f"c{n:02d}" for n in range(1, 21)]
 # 20 columns a row: 35 rows are 700 points, about 20 KB of queue.
 MANY = """\
 #!/bin/sh
-printf 'date'; for c in %s; do printf '\\t%%s' $c; done; printf '\\n'
-printf '%%s' "$1"; for c in %s; do printf '\\t1234567.%%s' ${c#c}; done; printf '\\n'
-""" % (" ".join(COLUMNS), " ".join(COLUMNS))
+printf 'date'; for c in {columns}; do printf '\\t%s' $c; done; printf '\\n'
+printf '%s' "$1"; for c in {columns}; do printf '\\t1234567.%s' ${{c#c}}; done; printf '\\n'
+""".format(columns=" ".join(COLUMNS))
 
 
 def closed_port() -> int:
@@ -156,7 +156,7 @@ def test_disk_full_while_queueing_graphite_points_never_queues_a_partial_batch(t
     assert len(rows) == 35
     queued = {line for path in queue.rglob("*.txt") for line in path.read_text().splitlines()}
     wanted = {f"g.m{c[1:]} 1234567.{c[1:]} "
-              f"{int(datetime.fromisoformat(row[:10]).replace(tzinfo=timezone.utc).timestamp())}"
+              f"{int(datetime.fromisoformat(row[:10]).replace(tzinfo=UTC).timestamp())}"
               for row in rows for c in COLUMNS}
     assert wanted <= queued
     assert sorted(path.name for path in out.rglob(".*.tmp")) == []

@@ -282,7 +282,7 @@ reports:
             in stderr, stderr
         assert not (out / f"sql_{name}").exists()
     # A Graphite path is text too: no point is built from it, none queued or sent.
-    for name, field in (("attribute", "{wiki.__class__}"), ("index", "{wiki[0]}")):
+    for _kind, field in (("attribute", "{wiki.__class__}"), ("index", "{wiki[0]}")):
         assert f"placeholder {field} is not a plain name" in stderr, stderr
     assert not list(out.glob(".graphite-queue/*/*.txt"))
     code, stdout, _ = run_cli("validate", folder)

@@ -190,7 +190,8 @@ DEBUG = False
         except Exception:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                raise RuntimeError(f"graphite-web did not start:\n{(base / 'web.log').read_text()[-3000:]}")
+                raise RuntimeError(f"graphite-web did not start:\n{(base / 'web.log').read_text()[-3000:]}") \
+                    from None
             time.sleep(0.3)
     try:
         yield web

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from functools import partial
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import pytest
 from testkit import run_cli_process
 
 DAY = 86400
-JAN1 = int(datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp())
+JAN1 = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
 
 # Prints, per interval, one row per bucket; values come from factor.txt so a
 # test can change them and rerun.

@@ -8,14 +8,14 @@ import re
 import socket
 import sqlite3
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from functools import partial
 from pathlib import Path
 
 from testkit import run_cli_process
 
 DAY = 86400
-JAN1 = int(datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp())
+JAN1 = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
 NOW = "2026-01-05T05:00"  # due: 2026-01-01 .. 2026-01-04
 
 # Edits per day: 2, 1, 0, 3.

@@ -73,7 +73,7 @@ def test_day_waits_for_its_partition_then_is_computed(thrift_server, table, tmp_
     ready = '{partition: "' + table + '/year={year}/month={month}/day={day}"}'
     folder = make_folder(tmp_path, thrift_server, table, ready)
     out = tmp_path / "out"
-    for attempt in (1, 2):
+    for _attempt in (1, 2):
         done = run_cli("run", str(folder), str(out), "--now", NOW, "-l", "info")
         assert done.returncode == 0, done.stderr
         assert "landing 2026-01-04: waiting for its data (since 2026-01-05T03:00Z)" in done.stderr

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import yaml
@@ -98,8 +98,8 @@ def test_one_pool_per_server_not_per_wiki(mariadb, tmp_path):
     loaded = config_stage.load(folder)
     report = loaded.reports["codemirror_users"]
     engine = SqlEngine(loaded)
-    start = datetime(2025, 1, 2, tzinfo=timezone.utc)
-    interval = Interval(start, datetime(2025, 1, 3, tzinfo=timezone.utc))
+    start = datetime(2025, 1, 2, tzinfo=UTC)
+    interval = Interval(start, datetime(2025, 1, 3, tzinfo=UTC))
     before = _analyst_connections(mariadb)
     try:
         for _ in range(3):
