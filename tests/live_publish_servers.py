@@ -278,11 +278,12 @@ def start_victoria_metrics(base: Path) -> MetricsStore:
 
 
 # Prometheus (2.42) takes a remote-written sample only when it is no older
-# than its newest sample minus the out-of-order window (`storage: tsdb:
-# out_of_order_time_window:` in the config file, 2.39+); without a window
-# that is about an hour ("HTTP 400 out of bounds"), beyond one it is "HTTP
-# 500 too old sample". An empty head takes a first sample of any age. These
-# tests use a 10-year window and dates of 2024.
+# than the newest sample of its database minus the out-of-order window
+# (`storage: tsdb: out_of_order_time_window:` in the config file, 2.39+);
+# without a window that is about an hour ("HTTP 400 out of bounds"), beyond
+# one it is "HTTP 500 too old sample". An empty head takes a first sample of
+# any age. These tests use a 10-year window and dates of 2024 and 2026
+# (what Prometheus does with a second value: docs/publishing.md).
 PROMETHEUS_OOO_WINDOW = "3650d"
 
 
@@ -330,4 +331,19 @@ def prometheus(tmp_path_factory) -> MetricsStore:
         store.stop()
 
 
-__all__ = ["MetricsStore", "PostgreSQL", "postgres", "prometheus", "victoria_metrics"]
+@pytest.fixture
+def prometheus_alone(tmp_path_factory) -> MetricsStore:
+    """A Prometheus of the test's own: what Prometheus takes depends on the
+    newest sample of its whole database, which other tests move."""
+    reason = prometheus_missing()
+    if reason:
+        pytest.skip(reason)
+    store = start_prometheus(tmp_path_factory.mktemp("prometheus-alone"))
+    try:
+        yield store
+    finally:
+        store.stop()
+
+
+__all__ = ["MetricsStore", "PostgreSQL", "postgres", "prometheus", "prometheus_alone",
+           "victoria_metrics"]
