@@ -188,11 +188,12 @@ def assert_store_is_the_tsvs(destination: Destination, output: Path) -> None:
     for report in REPORTS:
         wanted = tsv(output, report)
         if destination.kind == "victoria-metrics":
-            # Seen once (not in the ten full runs since): after a 2xx and an
-            # empty queue, a query right after /internal/force_flush did not
-            # find a series new to VictoriaMetrics, which the test had asked
-            # for a moment before (an empty answer kept by a search cache?).
-            # A generous wait, then the comparison.
+            # Seen once (not in 3 runs of tests/publishers and 7 of these
+            # tests since): after a 2xx and an empty queue, a query right
+            # after /internal/force_flush did not find a series new to
+            # VictoriaMetrics, which the test had asked for a moment before
+            # (an empty answer kept by a search cache?). A generous wait,
+            # then the comparison.
             deadline = time.monotonic() + 30
             while destination.read(report) != wanted and time.monotonic() < deadline:
                 time.sleep(0.5)
