@@ -260,9 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "it in a provisioned dashboards folder.")
     grafana.add_argument("query_folder", type=Path, metavar="QUERY_FOLDER")
     grafana.add_argument("--title", action=_Once, help="dashboard title (default: reportupdater: <folder>)")
-    grafana.add_argument("--datasource", choices=("graphite", "postgres"), default="graphite", action=_Once,
+    grafana.add_argument("--datasource", choices=("graphite", "postgres", "prometheus"),
+                         default="graphite", action=_Once,
                          help="graphite: the reports' graphite metrics; postgres: SQL panels on the "
-                              "tables of the top-level 'tables' (default: graphite)")
+                              "tables of the top-level 'tables'; prometheus: PromQL panels on the "
+                              "reports' prometheus metrics (default: graphite)")
     grafana.add_argument("--output-folder", type=Path, action=_Once, default=Path("output"),
                          metavar="OUTPUT_FOLDER",
                          help="with --datasource postgres: where the TSV files are, to tell text "
@@ -787,6 +789,13 @@ def _grafana(args: argparse.Namespace) -> int:
         log.warning("%s", error)
     if args.datasource == "postgres":
         return _grafana_sql(folder, args)
+    if args.datasource == "prometheus":
+        board = dashboard.build_prometheus(folder, args.title)
+        if not board["panels"]:
+            log.warning("%s: no report has a 'prometheus' section: the dashboard is empty",
+                        folder.config_path)
+        print(json.dumps(board, indent=2))
+        return 0
     board = dashboard.build(folder, args.title)
     if not board["panels"]:
         log.warning("%s: no report has a 'graphite' section: the dashboard is empty",

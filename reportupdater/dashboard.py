@@ -4,7 +4,9 @@
 # provisioning) from the reports' `graphite:` sections: one panel per metric,
 # a Graphite datasource variable, and a template variable for every
 # placeholder in the metric paths (wiki, editor, bucket ...); or, for the
-# SQL tables publisher, one panel per number column of each report's table.
+# SQL tables publisher, one panel per number column of each report's table;
+# or, for the Prometheus publisher, one PromQL panel per metric of each
+# report's `prometheus:` section, with a variable per label.
 # Pure: reads the config objects (and the column kinds it is given) only
 # and returns a dict.
 
@@ -164,5 +166,84 @@ def build_sql(folder: FolderConfig, columns: dict[str, tuple[list[str], list[str
         "editable": True, "time": {"from": "now-1y", "to": "now"},
         "templating": {"list": [{"name": "datasource", "label": "PostgreSQL", "type": "datasource",
                                  "query": "grafana-postgresql-datasource", "current": {}, "hide": 0}]},
+        "panels": panels,
+    }
+
+
+# ------------------------------------------------------------- Prometheus
+#
+# `grafana --datasource prometheus`: one panel per metric of each report's
+# `prometheus:` section, through a Prometheus data source variable (which
+# VictoriaMetrics, Mimir and Thanos serve too), and one multi-value variable
+# per label. A report has one sample per interval, at its start, while
+# PromQL looks back only 5 minutes for an instant: a bare selector would
+# show a dot a day. last_over_time over the report's interval length holds
+# each value until the next interval starts.
+
+# The longest interval of each granularity (a month's window must reach
+# back to its first day from its last), less a second: Prometheus's range
+# includes its start (VictoriaMetrics's does not), and a full day would show
+# a day's value again at the next midnight when that day has no sample.
+PROMQL_WINDOWS = {granularity: f"{days * 86400 - 1}s" for granularity, days in
+                  {"days": 1, "weeks": 7, "months": 31, "quarters": 92, "years": 366}.items()}
+PROMQL_WINDOWS["hours"] = "3599s"
+
+
+def promql_target(metric: str, labels: list[str], window: str) -> str:
+    """A panel's PromQL: the metric, each label matched by its $variable."""
+    matchers = ",".join(f'{label}=~"${label}"' for label in labels)
+    selector = f"{metric}{{{matchers}}}" if matchers else metric
+    return f"last_over_time({selector}[{window}])"
+
+
+def _prometheus_variable(name: str, metric: str) -> dict[str, Any]:
+    query = f"label_values({metric}, {name})"
+    return {
+        "name": name, "label": name, "type": "query",
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
+        "definition": query, "refresh": 2,
+        # ".*": "All" also matches series without the label (an empty cell).
+        "multi": True, "includeAll": True, "allValue": ".*", "sort": 1,
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+    }
+
+
+def build_prometheus(folder: FolderConfig, title: str | None = None) -> dict[str, Any]:
+    variables: dict[str, dict[str, Any]] = {}
+    panels: list[dict[str, Any]] = []
+    for report in folder.reports.values():
+        target = report.prometheus
+        if target is None:
+            continue
+        labels = list(target.labels) if target.labels is not None else list(report.explode_by)
+        window = PROMQL_WINDOWS[report.granularity.value]
+        for metric in target.metrics:
+            for label in labels:
+                variables.setdefault(label, _prometheus_variable(label, metric))
+            position = len(panels)
+            legend = " ".join(f"{{{{{label}}}}}" for label in labels) or metric
+            panels.append({
+                "id": position + 1, "type": "timeseries", "title": f"{report.key}: {metric}",
+                "datasource": {"type": "prometheus", "uid": "${datasource}"},
+                "targets": [{"refId": "A", "expr": promql_target(metric, labels, window),
+                             "legendFormat": legend, "range": True, "editorMode": "code"}],
+                "gridPos": {"x": (position % 2) * PANEL_WIDTH, "y": (position // 2) * PANEL_HEIGHT,
+                            "w": PANEL_WIDTH, "h": PANEL_HEIGHT},
+                "fieldConfig": {"defaults": {"custom": {"drawStyle": "line", "lineInterpolation":
+                                                        "stepAfter", "spanNulls": False}},
+                                "overrides": []},
+                "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
+            })
+    title = title or f"reportupdater: {folder.query_folder.resolve().name} (prometheus)"
+    return {
+        "uid": hashlib.sha1(title.encode()).hexdigest()[:12], "title": title,
+        "tags": ["reportupdater"], "timezone": "utc", "schemaVersion": 39, "version": 1,
+        "editable": True, "time": {"from": "now-1y", "to": "now"},
+        "templating": {"list": [
+            {"name": "datasource", "label": "Prometheus", "type": "datasource",
+             "query": "prometheus", "current": {}, "hide": 0},
+            *variables.values(),
+        ]},
         "panels": panels,
     }

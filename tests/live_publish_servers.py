@@ -220,22 +220,39 @@ class MetricsStore:
         stop_process(self.process)
         self.process = None
 
-    def raw_samples(self, metric: str, first: int, last: int) -> dict[tuple, dict[int, float]]:
-        """{sorted label pairs: {timestamp s: value}}: the samples stored for
-        `metric` from `first` to `last` (epoch seconds, inclusive), as stored
-        (a range selector in an instant query: no step, no interpolation)."""
+    def _get(self, path: str, parameters: dict[str, str | int]) -> dict:
         if self.kind == "victoria-metrics":
             # VictoriaMetrics answers from in-memory buffers a few seconds
             # late; /internal/force_flush makes what it took visible now.
             urllib.request.urlopen(self.url + "/internal/force_flush", timeout=30).read()
-        # (first - 1, last + 1]: VictoriaMetrics leaves out a sample exactly at `time`.
-        window = last - first + 2
-        parameters = urllib.parse.urlencode({"query": f"{metric}[{window}s]", "time": last + 1})
-        with urllib.request.urlopen(f"{self.url}/api/v1/query?{parameters}", timeout=30) as response:
+        query = urllib.parse.urlencode(parameters, doseq=True)
+        with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=30) as response:
             answer = json.loads(response.read())
         assert answer["status"] == "success", answer
+        return answer["data"]
+
+    def query_range(self, expr: str, start: int, end: int, step: int) -> dict[tuple, dict[int, float]]:
+        """{sorted label pairs: {timestamp s: value}} of a PromQL range query,
+        as Grafana sends it (/api/v1/query_range)."""
+        data = self._get("/api/v1/query_range", {"query": expr, "start": start, "end": end,
+                                                  "step": step})
+        return {tuple(sorted(series["metric"].items())):
+                {int(float(t)): float(v) for t, v in series["values"]}
+                for series in data["result"]}
+
+    def label_values(self, label: str, metric: str) -> list[str]:
+        """What Grafana's label_values(metric, label) lists."""
+        return sorted(self._get(f"/api/v1/label/{label}/values", {"match[]": metric}))
+
+    def raw_samples(self, metric: str, first: int, last: int) -> dict[tuple, dict[int, float]]:
+        """{sorted label pairs: {timestamp s: value}}: the samples stored for
+        `metric` from `first` to `last` (epoch seconds, inclusive), as stored
+        (a range selector in an instant query: no step, no interpolation)."""
+        # (first - 1, last + 1]: VictoriaMetrics leaves out a sample exactly at `time`.
+        window = last - first + 2
+        data = self._get("/api/v1/query", {"query": f"{metric}[{window}s]", "time": last + 1})
         found: dict[tuple, dict[int, float]] = {}
-        for series in answer["data"]["result"]:
+        for series in data["result"]:
             labels = tuple(sorted(series["metric"].items()))
             found[labels] = {int(float(t)): float(v) for t, v in series["values"]}
         return found
@@ -261,11 +278,12 @@ def start_victoria_metrics(base: Path) -> MetricsStore:
 
 
 # Prometheus (2.42) takes a remote-written sample only when it is no older
-# than its newest sample minus the out-of-order window (`storage: tsdb:
-# out_of_order_time_window:` in the config file, 2.39+); without a window
-# that is about an hour ("HTTP 400 out of bounds"), beyond one it is "HTTP
-# 500 too old sample". An empty head takes a first sample of any age. These
-# tests use a 10-year window and dates of 2024.
+# than the newest sample of its database minus the out-of-order window
+# (`storage: tsdb: out_of_order_time_window:` in the config file, 2.39+);
+# without a window that is about an hour ("HTTP 400 out of bounds"), beyond
+# one it is "HTTP 500 too old sample". An empty head takes a first sample of
+# any age. These tests use a 10-year window and dates of 2024 and 2026
+# (what Prometheus does with a second value: docs/publishing.md).
 PROMETHEUS_OOO_WINDOW = "3650d"
 
 
@@ -313,4 +331,19 @@ def prometheus(tmp_path_factory) -> MetricsStore:
         store.stop()
 
 
-__all__ = ["MetricsStore", "PostgreSQL", "postgres", "prometheus", "victoria_metrics"]
+@pytest.fixture
+def prometheus_alone(tmp_path_factory) -> MetricsStore:
+    """A Prometheus of the test's own: what Prometheus takes depends on the
+    newest sample of its whole database, which other tests move."""
+    reason = prometheus_missing()
+    if reason:
+        pytest.skip(reason)
+    store = start_prometheus(tmp_path_factory.mktemp("prometheus-alone"))
+    try:
+        yield store
+    finally:
+        store.stop()
+
+
+__all__ = ["MetricsStore", "PostgreSQL", "postgres", "prometheus", "prometheus_alone",
+           "victoria_metrics"]

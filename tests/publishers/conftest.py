@@ -4,4 +4,5 @@
 
 from __future__ import annotations
 
-from live_publish_servers import postgres, prometheus, victoria_metrics  # noqa: F401 (fixtures)
+from live_publish_servers import (postgres, prometheus, prometheus_alone,  # noqa: F401 (fixtures)
+                                  victoria_metrics)

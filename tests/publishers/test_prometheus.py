@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 import pytest
@@ -21,12 +21,12 @@ DAYS = ["2024-01-01", "2024-01-02", "2024-01-03"]
 
 
 def day(label: str) -> Interval:
-    start = datetime.fromisoformat(label).replace(tzinfo=timezone.utc)
+    start = datetime.fromisoformat(label).replace(tzinfo=UTC)
     return Interval(start, start + timedelta(days=1))
 
 
 def epoch(label: str) -> int:
-    return int(datetime.fromisoformat(label).replace(tzinfo=timezone.utc).timestamp())
+    return int(datetime.fromisoformat(label).replace(tzinfo=UTC).timestamp())
 
 
 def stored(label, rows, wiki="en", report="daily_edits", header=("date", "edits", "editors", "kind")):
@@ -74,7 +74,13 @@ def test_samples_arrive_with_labels_values_and_timestamps(store, tmp_path):
     assert (("__name__", "ru_arrive_editors"), ("kind", "human"), ("wiki", "en")) not in editors
 
 
+@pytest.mark.parametrize("store", [pytest.param("victoria_metrics", marks=pytest.mark.live),
+                                   pytest.param("prometheus_alone", marks=pytest.mark.live)],
+                         indirect=True)
 def test_resend_of_a_timestamp(store, tmp_path):
+    """On Prometheus, DAYS[2] is here the newest sample of the database (in
+    its in-order head); test_live_guarantees.py has the usual case, a
+    Prometheus whose newest sample is now."""
     pub = publisher(store.remote_write_url, tmp_path, "ru_resend")
     pub.enqueue([stored(DAYS[2], [["10", "1", "x"]])])
     assert pub.flush().ok
@@ -92,9 +98,9 @@ def test_resend_of_a_timestamp(store, tmp_path):
         assert pub.flush().ok
         assert read(store, "ru_resend_edits")[series] == {epoch(DAYS[2]): 5.0}
     else:
-        # Prometheus refuses a different value for a stored timestamp
-        # ("duplicate sample for timestamp", HTTP 400): the batch stays
-        # queued, loudly, and the old value stays.
+        # Prometheus refuses a different value for the newest timestamp of
+        # a series in its in-order head ("duplicate sample for timestamp",
+        # HTTP 400): the batch stays queued, loudly, and the old value stays.
         assert not result.ok and result.refused and "400" in result.error
         assert "duplicate sample for timestamp" in result.error
         assert len(pub.queue.files()) == 1

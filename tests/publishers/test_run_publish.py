@@ -120,6 +120,25 @@ def test_an_outage_queues_and_the_next_run_delivers(tmp_path):
     assert list((tmp_path / "output" / ".tables-queue").rglob("*.json")) == []
 
 
+def test_one_store_down_delays_only_that_store(tmp_path):
+    from live_servers import free_port
+    url = f"sqlite:///{tmp_path / 'metrics.db'}"
+    query = folder(tmp_path, f"""\
+tables: {{url: "{url}"}}
+prometheus: {{remote_write_url: "http://127.0.0.1:{free_port()}/api/v1/write"}}""")
+    config = query / "config.yaml"
+    config.write_text(config.read_text() + "    prometheus: {metrics: {ru_edits: edits}}\n")
+    code, _, err = run(query)
+    assert code == 0, err  # an outage: the next run retries
+    assert "prometheus:" in err and "for the next run" in err
+    assert rows(url) == EXPECTED  # the tables went all the same
+    assert list((tmp_path / "output" / ".tables-queue").rglob("*.json")) == []
+    assert list((tmp_path / "output" / ".prometheus-queue").rglob("*.json"))
+    code, out, _ = run_cli("status", query, tmp_path / "output", "--now", NOW)
+    assert "tables: 0 rows waiting in its queue" in out
+    assert "prometheus: 5 samples waiting in its queue" in out
+
+
 def test_a_type_conflict_fails_the_run_loudly_and_stays_queued(tmp_path):
     url = f"sqlite:///{tmp_path / 'metrics.db'}"
     query = folder(tmp_path, f'tables: {{url: "{url}"}}')

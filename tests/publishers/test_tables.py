@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, UTC
 from pathlib import Path
 
 import pytest
@@ -17,12 +17,12 @@ from reportupdater.publishers.tables import (TablesPublisher, TablesSettings, Ta
 
 
 def day(label: str) -> Interval:
-    start = datetime.fromisoformat(label).replace(tzinfo=timezone.utc)
+    start = datetime.fromisoformat(label).replace(tzinfo=UTC)
     return Interval(start, start + timedelta(days=1))
 
 
 def hour(label: str) -> Interval:
-    start = datetime.fromisoformat(label).replace(tzinfo=timezone.utc)
+    start = datetime.fromisoformat(label).replace(tzinfo=UTC)
     return Interval(start, start + timedelta(hours=1), hourly=True)
 
 
@@ -129,9 +129,9 @@ def test_hourly_timestamps_in_utc(database, tmp_path):
         assert columns(database)["date"] == "DATETIME"
     rows = select(database, "SELECT date, edits FROM daily_edits ORDER BY date")
     stamps = [d if isinstance(d, datetime) else datetime.fromisoformat(d) for d, _ in rows]
-    stamps = [s.replace(tzinfo=timezone.utc) if s.tzinfo is None else s for s in stamps]
-    assert stamps == [datetime(2020, 3, 29, 1, tzinfo=timezone.utc),
-                      datetime(2020, 3, 29, 2, tzinfo=timezone.utc)]
+    stamps = [s.replace(tzinfo=UTC) if s.tzinfo is None else s for s in stamps]
+    assert stamps == [datetime(2020, 3, 29, 1, tzinfo=UTC),
+                      datetime(2020, 3, 29, 2, tzinfo=UTC)]
     assert [e for _, e in rows] == [5, 6]
     if database.startswith("postgresql"):  # the server's zone is New York: the instant is still UTC
         assert select(database, "SELECT to_char(date AT TIME ZONE 'UTC', 'HH24') FROM daily_edits "
