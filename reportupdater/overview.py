@@ -156,12 +156,16 @@ def survey(folder: FolderConfig, output_folder: Path, now: datetime,
                                     versions.PlanVersions(record, version.id))
         view = ReportView(plan=plan, combinations=[], pending_reruns=len(report_pending),
                           version=version, record=record)
+        due_labels = [interval.label for interval in plan.due]
         for file_plan in plan.files:
             combination = CombinationView(plan=file_plan)
             output = outputs.get(file_plan.explode)
             if output is not None and output.dates:
                 combination.first, combination.last = min(output.dates), max(output.dates)
-                combination.by_version = record.count(file_plan.path, output.dates, version.id)
+                # A complete file holds the due dates, sorted already.
+                complete = len(output.dates) == len(due_labels) and not file_plan.missing
+                combination.by_version = record.count(file_plan.path, output.dates, version.id,
+                                                      due_labels if complete else None)
             for interval in file_plan.missing:
                 key = failure_key(file_plan.explode, interval.label)
                 failure = state.failure(report.key, key)

@@ -642,8 +642,11 @@ def _finish_files(plan: planning.ReportPlan, files: dict[Explode, _File],
             outcome = replace(outcome, newest=max(outcome.newest or newest, newest))
     computed = [each for each in files.values() if each.computed]
     for each in computed:
-        record.computed(each.output.path, {interval.label for interval in each.computed},
-                        each.output.dates, version)
+        dates = each.output.dates
+        # A complete file holds the due dates, sorted already.
+        complete = len(dates) == len(due_labels) and dates.issuperset(due_labels)
+        record.computed(each.output.path, {interval.label for interval in each.computed}, dates, version,
+                        due_labels if complete else None)
     recorded = not computed or _save_versions(record)
     try:
         if not recorded or any(each.output.dirty for each in files.values()):

@@ -244,14 +244,16 @@ class ReportRecord:
 
     # -- reading
 
-    def count(self, output: Path, dates: Set[str], current: str) -> FileCount:
-        """How many of `dates` (what the file holds) each kind of version computed."""
+    def count(self, output: Path, dates: Set[str], current: str,
+              ordered: Sequence[str] | None = None) -> FileCount:
+        """How many of `dates` (what the file holds) each kind of version
+        computed. `ordered`: the same dates sorted, when the caller has them."""
         ranges = self.ranges(output)
         if not dates:
             return FileCount()
         if not ranges:
             return FileCount(unknown=len(dates))
-        stored = sorted(dates)
+        stored = ordered if ordered is not None else sorted(dates)
         known = older = 0
         older_ranges: list[tuple[str, str]] = []
         for first, last, version in ranges:
@@ -299,14 +301,17 @@ class ReportRecord:
         self._keep_texts()
         return changed
 
-    def computed(self, output: Path, labels: Iterable[str], stored: Set[str], version: str | None) -> None:
+    def computed(self, output: Path, labels: Iterable[str], stored: Set[str], version: str | None,
+                 ordered: Sequence[str] | None = None) -> None:
         """The file now holds `stored`; `labels` of them were just computed by
-        `version` (None: by an unknown one, e.g. a journal of an older format)."""
+        `version` (None: by an unknown one, e.g. a journal of an older format).
+        `ordered`: `stored` sorted, when the caller has it."""
         key = self._key(output)
         labels = set(labels)
         if not labels and key not in self.files:
             return
-        ordered = sorted(stored)
+        if ordered is None:
+            ordered = sorted(stored)
         # Segments [start, end) of indexes into `ordered`, each of one version.
         segments: list[tuple[int, int, str | None]] = []
         for first, last, old in self.files.get(key, []):
