@@ -22,7 +22,8 @@
 # carries. Written by atomic.write; a record that cannot be read is ignored
 # with one warning (its rows are of unknown version; nothing is recomputed
 # because of it). May touch: that folder's files; reads the query folder's
-# template and script files.
+# scripts and their helpers as config reads templates (links followed: the
+# query folder is the analyst's).
 
 from __future__ import annotations
 
@@ -146,7 +147,7 @@ def _helpers(script: Path, data: bytes) -> list[Path]:
             path = candidates.pop(relative)
             found.append(path)
             with contextlib.suppress(OSError):
-                texts.append(atomic.read(path).decode("utf-8", "replace"))
+                texts.append(path.read_bytes().decode("utf-8", "replace"))
     return sorted(found)
 
 
@@ -167,13 +168,13 @@ def fingerprint(report: ReportConfig, query_folder: Path) -> Version:
         add(report.execute + (suffix or ""), report.template.encode("utf-8"))
     elif report.script_path is not None:
         try:
-            data = atomic.read(report.script_path)
+            data = report.script_path.read_bytes()
         except OSError as exc:
             data = f"(cannot be read: {exc.strerror or exc})".encode()
         add(_relative(report.script_path, query_folder), data)
         for helper in _helpers(report.script_path, data):
             try:
-                add(_relative(helper, query_folder), atomic.read(helper))
+                add(_relative(helper, query_folder), helper.read_bytes())
             except OSError as exc:
                 add(_relative(helper, query_folder), f"(cannot be read: {exc.strerror or exc})".encode())
     keys = {"type": report.type, **result_values(report)}
@@ -281,7 +282,9 @@ class ReportRecord:
 
     def use(self, version: Version, now: datetime) -> bool:
         """`version` computes now: note it (with its texts) and make it current.
-        True when the record changed."""
+        True when that must be written before computing (a version new to
+        the record, or new as current); a later last_used alone waits for
+        the write that labels the computed dates."""
         changed = False
         entry = self.versions.get(version.id)
         stamp = _iso(now)
@@ -292,9 +295,7 @@ class ReportRecord:
             if entry.sources is None:
                 entry.sources = dict(version.sources)
                 changed = True
-            if entry.last_used[:13] != stamp[:13]:  # once an hour is enough
-                entry.last_used = stamp
-                changed = True
+            entry.last_used = stamp
         if self.current != version.id:
             self.current, self.current_since = version.id, stamp
             changed = True
