@@ -1,8 +1,8 @@
 # The command line: a thin layer over the library.
 #
 # Parses arguments, sets up logging to stderr, calls runner.run,
-# reruns.request_rerun or view.build_page, and maps outcomes to exit codes: 0 done, 1 something
-# failed, 2 usage or config error. Bad input is one line on stderr, never a
+# reruns.request_rerun, versions.changes or view.build_page, and maps
+# outcomes to exit codes: 0 done, 1 something failed, 2 usage or config error. Bad input is one line on stderr, never a
 # traceback (tracebacks only at -l debug, for bugs). Touches no file itself:
 # the only file system look-up is whether a first word that is not a command
 # names a directory (the original's command line had no command word).
@@ -23,7 +23,7 @@ from typing import NoReturn
 
 from . import __version__
 from . import config as config_stage
-from . import dashboard, metrics, overview, publish, reruns, runner
+from . import dashboard, metrics, overview, publish, reruns, runner, versions
 from . import view as view_page
 from . import plan as planning
 from . import compare as compare_stage
@@ -33,8 +33,8 @@ from .engines import SiteDefaults
 from .lock import FolderBusy, FolderLock, LockError
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-COMMANDS = ("run", "rerun", "status", "smoke", "validate", "publish-backfill", "graphite-backfill",
-            "grafana", "schema", "view")
+COMMANDS = ("run", "rerun", "status", "changes", "smoke", "validate", "publish-backfill",
+            "graphite-backfill", "grafana", "schema", "view")
 log = logging.getLogger("reportupdater")
 
 
@@ -181,6 +181,17 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("-v", "--verbose", action="store_true", help="one line per explode combination")
     status.add_argument("-r", "--report", action="append", default=[], metavar="REPORT",
                         help="only this report (repeatable)")
+
+    changes = commands.add_parser(
+        "changes", parents=[common], help="what changed in each report's query, and which dates each "
+                                          "version computed",
+        description="Per report with more than one version (a changed template, script, helper "
+                    "file or result key), the date ranges each version computed and the unified "
+                    "diff from each older version's stored texts to today's. Reads only; exit 0.")
+    changes.add_argument("query_folder", type=Path, metavar="QUERY_FOLDER")
+    _add_output_folder(changes, "are")
+    changes.add_argument("-r", "--report", action="append", default=[], metavar="REPORT",
+                         help="only this report (repeatable)")
 
     smoke = commands.add_parser(
         "smoke", parents=[common], help="compute one interval and print it; store nothing",
@@ -408,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     # parent that ignores SIGINT (which Python would otherwise inherit).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        handler = {"run": _run, "rerun": _rerun, "status": _status, "smoke": _smoke,
+        handler = {"run": _run, "rerun": _rerun, "status": _status, "changes": _changes, "smoke": _smoke,
                    "validate": _validate, "graphite-backfill": _graphite_backfill,
                    "publish-backfill": _publish_backfill,
                    "grafana": _grafana, "schema": _schema, "view": _view}[args.command]
@@ -518,6 +529,10 @@ def _dry_run(args: argparse.Namespace) -> int:
             if file_plan.backing_off:
                 line += f" ({len(file_plan.backing_off)} waiting to retry: " \
                         f"{planning.compress(file_plan.backing_off)})"
+            stale = [interval for interval in file_plan.todo if interval in file_plan.stale]
+            if stale:
+                line += (f" ({len(stale)} of them computed by an older version, recomputed "
+                         f"(on_query_change): {planning.compress(stale)})")
             print(line)
     return 2 if folder.errors else 0
 
@@ -558,6 +573,9 @@ def _print_status(data: dict, verbose: bool) -> None:
               for i, column in enumerate(columns)]
     for row in [columns, *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    for entry in data["reports"]:
+        for line in overview.version_lines(entry, verbose):
+            print(line)
     for entry in data["reports"] if verbose else []:
         for note in entry.get("notes", []):
             print(f"{entry['report']}: {note}")
@@ -570,6 +588,25 @@ def _print_status(data: dict, verbose: bool) -> None:
         waiting = data["journal"]
         print(overview.JournalWaiting(Path(waiting["path"]), waiting["intervals"],
                                       waiting.get("damage")).line())
+
+
+def _changes(args: argparse.Namespace) -> int:
+    folder = _load(args)
+    found = versions.changes(folder, args.output_folder, args.report)
+    if not found:
+        print("no report has more than one version")
+    for report in found:
+        print(f"{report.report}: {len(report.versions)} versions")
+        for line in report.versions:
+            used = (f"used {line.first_used} .. {line.last_used}" if line.first_used
+                    else "has computed nothing yet")
+            print(f"  {'today ' if line.current else 'older '} {line.id} ({used})")
+            for first, last, count in line.ranges:
+                span = first if first == last else f"{first}..{last}"
+                print(f"    {span} ({count} file{'s' if count != 1 else ''})")
+        for diff in report.diffs:
+            sys.stdout.write(diff)
+    return 2 if folder.errors else 0
 
 
 def _smoke(args: argparse.Namespace) -> int:

@@ -169,6 +169,21 @@ class Pivot:
     fill: str = ""
 
 
+@dataclass(frozen=True)
+class QueryChange:
+    """`on_query_change:` what a run does with the rows an older version of
+    the report computed: keep them, rerun them all, or rerun those from
+    `since` on (`{rerun_since: 2024-01-01}`)."""
+
+    policy: str = "keep"        # keep | rerun
+    since: date | None = None   # rerun: only intervals starting on or after this day
+
+    def __str__(self) -> str:
+        if self.policy == "rerun" and self.since is not None:
+            return f"{{rerun_since: {self.since.isoformat()}}}"
+        return self.policy
+
+
 def _zone(name: str) -> tzinfo:
     return timezone.utc if name == "UTC" else ZoneInfo(name)
 
@@ -198,6 +213,7 @@ class ReportConfig:
     backfill_order: str = "newest"  # newest: yesterday first; oldest: history first
     max_intervals_per_run: int | None = None
     backfill_new_columns: bool = False  # a new column reopens older intervals
+    on_query_change: QueryChange = QueryChange()  # rows an older version computed: keep or rerun
     # Publishers (with their top-level sections): True the report's key, a
     # name, or False (not published there); the report's prometheus section.
     table: str | bool = True
@@ -938,6 +954,23 @@ def _parse_max_data_points(where: _Where, value: Any, granularity: Granularity |
     return count
 
 
+def _parse_on_query_change(where: _Where, value: Any) -> QueryChange:
+    if value in ("keep", "rerun"):
+        return QueryChange(policy=str(value))
+    if isinstance(value, dict) and set(value) == {"rerun_since"}:
+        since = value["rerun_since"]
+        day: date | None = since if isinstance(since, date) and not isinstance(since, datetime) else None
+        if isinstance(since, str) and re.fullmatch(r"\s*\d{4}-\d{1,2}-\d{1,2}\s*", since):
+            try:
+                day = datetime.strptime(since.strip(), "%Y-%m-%d").date()
+            except ValueError:
+                day = None
+        if day is None:
+            raise where.error("on_query_change.rerun_since", f"{_show(since)} is not a date YYYY-MM-DD")
+        return QueryChange(policy="rerun", since=day)
+    raise where.error("on_query_change", f"{_show(value)} is not keep, rerun or {{rerun_since: YYYY-MM-DD}}")
+
+
 def _parse_batch(where: _Where, value: Any) -> int | str:
     if value == "month":
         return value
@@ -1041,6 +1074,7 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
         "batch": lambda value: _parse_batch(where, value),
         "timezone": lambda value: _parse_timezone(where, value, raw.get("granularity")),
         "pivot": lambda value: _parse_pivot(where, value),
+        "on_query_change": lambda value: _parse_on_query_change(where, value),
     }
     for name, declared in config_keys.REPORT.items():
         if name in _REPORT_KEYS_APART or declared.legacy or not _given(declared, raw):

@@ -52,6 +52,10 @@ class Key:
     required: bool = False
     legacy: bool = False       # accepted and ignored (the original tool's keys)
     owner: str = ""            # the engine or publisher whose module declares the key, "" for the core
+    # Its value decides what a report computes (not when or how much): it is
+    # part of the version fingerprint (versions.py), so changing it makes the
+    # stored rows "computed by an older version".
+    decides_result: bool = False
 
     def json_schema(self) -> dict[str, Any]:
         schema: dict[str, Any]
@@ -109,9 +113,10 @@ TOP_LEVEL = _keys(
 # In the order config.py checks them (the order of a report's errors).
 REPORT = _keys(
     # Its choices and default are the registered engines (report_keys()).
-    Key("type", "choice", "What computes the report: an SQL template, a Hive template or a script"),
+    Key("type", "choice", "What computes the report: an SQL template, a Hive template or a script",
+        decides_result=True),
     Key("granularity", "choice", "The length of one interval: one row (or set of rows) per interval",
-        choices=GRANULARITIES, required=True),
+        choices=GRANULARITIES, required=True, decides_result=True),
     Key("starts", "date", "The first day of the first interval, YYYY-MM-DD", required=True,
         schema={"type": "string", "pattern": r"^\s*\d{4}-\d{1,2}-\d{1,2}([ Tt].*)?$"}),
     Key("lag", "integer", "Seconds to wait after an interval ends before computing it",
@@ -127,12 +132,13 @@ REPORT = _keys(
     Key("batch", "other", "Consecutive intervals computed by one query: a number, or 'month'",
         schema={"anyOf": [{"type": "integer", "minimum": 1}, {"const": "month"}]}),
     Key("timezone", "text", "IANA time zone: intervals are local calendar units (hourly: UTC only)",
-        default="UTC"),
+        default="UTC", decides_result=True),
     Key("pivot", "other", "Turn long results into one column per category",
         schema={"type": "object", "required": ["index", "columns", "values"],
                 "additionalProperties": False,
                 "properties": {"index": {"type": "string"}, "columns": {"type": "string"},
-                               "values": {"type": "string"}, "fill": _SCALAR}}),
+                               "values": {"type": "string"}, "fill": _SCALAR}},
+        decides_result=True),
     Key("ready_timeout", "seconds", "Seconds an interval may wait for its data (ready_when), then fails"),
     Key("lookback", "integer", "The newest N computed intervals are recomputed every run",
         default=0, minimum=0),
@@ -145,7 +151,8 @@ REPORT = _keys(
         default=DEFAULT_EXPLODE_VALUE_PATTERN, null_is_unset=False),
     Key("explode_by", "other", "placeholder -> values (a list, 'a, b, c', or a file of one per line)",
         schema={"type": "object", "minProperties": 1,
-                "additionalProperties": {"anyOf": [_SCALAR, {"type": "array", "items": _SCALAR}]}}),
+                "additionalProperties": {"anyOf": [_SCALAR, {"type": "array", "items": _SCALAR}]}},
+        decides_result=True),  # its placeholders decide the result; its values, which files exist
     Key("graphite", "other", "Send columns to Graphite: path (with {_metric}) and metric -> column",
         schema={"type": "object", "required": ["path", "metrics"],
                 "properties": {"path": {"type": "string", "pattern": r"\S"},
@@ -153,9 +160,16 @@ REPORT = _keys(
                                            "additionalProperties": {"type": "string", "pattern": r"\S"}}}}),
     Key("execute", "text", "The template (without .sql/.hql) or script, relative to the folder "
         "(default: the report's name)", null_is_unset=False),
-    Key("db", "text", "The key of 'databases' the report reads"),
+    Key("db", "text", "The key of 'databases' the report reads", decides_result=True),
     Key("ready_when", "other", "Run an interval only when its data is there: a query, a Hive partition "
         "or a script"),  # its schema: one of the kinds the engines check (report_keys())
+    Key("on_query_change", "other", "When the query (or a result key) changed: keep the rows older "
+        "versions computed, rerun them all, or {rerun_since: YYYY-MM-DD} only those from that date",
+        default="keep",
+        schema={"anyOf": [{"enum": ["keep", "rerun"]},
+                          {"type": "object", "required": ["rerun_since"], "additionalProperties": False,
+                           "properties": {"rerun_since": {"type": "string",
+                                                          "pattern": r"^\s*\d{4}-\d{1,2}-\d{1,2}\s*$"}}}]}),
     Key("frequency", "other", "The original tool's key; ignored", legacy=True, schema={}),
     Key("timeboxed", "other", "The original tool's key; ignored", legacy=True, schema={}),
     Key("funnel", "other", "The original tool's key; ignored", legacy=True, schema={}),
@@ -352,6 +366,12 @@ def json_schema() -> dict[str, Any]:
     }
 
 
+def result_keys() -> tuple[str, ...]:
+    """The report keys (the core's and the engines') whose value decides a
+    report's result, in declaration order: the version fingerprint's keys."""
+    return tuple(name for name, key in report_keys().items() if key.decides_result)
+
+
 # Plain keys config.py parses from the declaration alone, per section.
 def plain(keys: dict[str, Key]) -> dict[str, Key]:
     return {name: key for name, key in keys.items() if key.kind in PLAIN_KINDS}
@@ -359,4 +379,4 @@ def plain(keys: dict[str, Key]) -> dict[str, Key]:
 
 __all__ = ["DATABASE", "GRAPHITE", "PROMETHEUS", "PUBLISHER_SECTIONS", "REPORT", "SECTIONS", "TABLES",
            "TOP_LEVEL", "Key", "KeyRow", "database_keys", "json_schema", "key_reference", "plain",
-           "report_keys", "sections"]
+           "report_keys", "result_keys", "sections"]

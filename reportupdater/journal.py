@@ -13,14 +13,19 @@
 # ignored, never read as data. A bad frame FOLLOWED by a good one is damage
 # (not a crash): nothing of the journal is applied, it is moved aside and
 # named. The payload is UTF-8 (surrogateescape) lines:
-#   F <id> <json [report, path relative to OUTPUT, fill, keep_column_order]>
+#   F <id> <json [report, path relative to OUTPUT, fill, keep_column_order, version]>
+#     (version: the fingerprint that computed its rows, versions.py; a
+#     record of four items, from before versions, is of unknown version)
 #   H <id> <json header>
 #   R <file id> <header id> <label> <row count>, then that many TSV rows
 #   J <file id> <header id> <json [label, rows]>  (rows a TSV line cannot hold)
 # Declarations (F, H) come once, in the frame of their first use.
 #
 # May touch: the output folder's journal file and, at replay, the output
-# files it names (through store/atomic). The caller holds the folder lock.
+# files it names (through store/atomic) and their reports' version records
+# (versions.py), written after the files and before the journal goes, so
+# that every replayed date is labelled with the version that computed it.
+# The caller holds the folder lock.
 
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import atomic, store
+from . import atomic, store, versions
 from .datatypes import Result
 from .lock import FolderLock
 
@@ -70,7 +75,7 @@ class Journal:
         self._descriptor: int | None = None
         self._committed = 0            # bytes of whole frames on disk
         self._pending: list[str] = []  # lines since the last checkpoint
-        self._files: dict[tuple[str, str, str, bool], int] = {}
+        self._files: dict[tuple[str, str, str, bool, str | None], int] = {}
         self._headers: dict[tuple[str, ...], int] = {}
         self.records = 0               # appended since the last checkpoint
         self.bytes_written = 0         # frames written (for the benchmarks)
@@ -86,13 +91,14 @@ class Journal:
         return journal
 
     def append(self, report: str, path: Path, label: str, header: Sequence[str],
-               rows: Sequence[Sequence[str]], *, fill: str = "", keep_column_order: bool = False) -> None:
+               rows: Sequence[Sequence[str]], *, fill: str = "", keep_column_order: bool = False,
+               version: str | None = None) -> None:
         """Record one merged interval: the result as merged (after any pivot)
         for `label` of the output file at `path` (inside the output folder),
-        with the merge options store.OutputFile.merge was given. In memory
-        until checkpoint()."""
+        with the merge options store.OutputFile.merge was given and the
+        version that computed it. In memory until checkpoint()."""
         relative = path.relative_to(self.output_folder).as_posix()
-        file_key = (report, relative, fill, keep_column_order)
+        file_key = (report, relative, fill, keep_column_order, version)
         file_id = self._files.get(file_key)
         if file_id is None:
             file_id = self._files[file_key] = len(self._files)
@@ -186,6 +192,7 @@ class Record:
     rows: tuple[tuple[str, ...], ...]
     fill: str
     keep_column_order: bool
+    version: str | None = None  # the fingerprint that computed it (None: unknown)
 
 
 @dataclass
@@ -219,7 +226,7 @@ def _good_frame_after(data: bytes, offset: int) -> int | None:
 def read_journal(data: bytes, name: str = JOURNAL_NAME) -> JournalRead:
     """Parse a journal's bytes into the records of its whole frames."""
     read = JournalRead()
-    files: dict[str, tuple[str, str, str, bool]] = {}
+    files: dict[str, tuple[str, str, str, bool, str | None]] = {}
     headers: dict[str, tuple[str, ...]] = {}
     offset = 0
     while offset < len(data):
@@ -253,8 +260,12 @@ def _parse_payload(text: str, files: dict, headers: dict, records: list[Record])
         index += 1
         if kind == "F":
             key, value = rest.split("\t", 1)
-            report, path, fill, keep = json.loads(value)
-            files[key] = (str(report), str(path), str(fill), bool(keep))
+            declared = json.loads(value)
+            report, path, fill, keep = declared[:4]
+            version = declared[4] if len(declared) > 4 else None
+            if len(declared) > 5 or not (version is None or isinstance(version, str)):
+                raise ValueError("a file declaration is not [report, path, fill, keep_column_order, version]")
+            files[key] = (str(report), str(path), str(fill), bool(keep), version)
         elif kind == "H":
             key, value = rest.split("\t", 1)
             headers[key] = tuple(str(name) for name in json.loads(value))
@@ -275,12 +286,12 @@ def _parse_payload(text: str, files: dict, headers: dict, records: list[Record])
             raise ValueError(f"unknown record kind {kind!r}")
 
 
-def _record(file: tuple[str, str, str, bool], header: tuple[str, ...], label: str,
+def _record(file: tuple[str, str, str, bool, str | None], header: tuple[str, ...], label: str,
             rows: tuple[tuple[str, ...], ...]) -> Record:
     if any(len(row) != len(header) for row in rows):
         raise ValueError(f"a row of {file[1]} {label} does not have the {len(header)} fields of its header")
-    report, path, fill, keep = file
-    return Record(report, path, label, header, rows, fill, keep)
+    report, path, fill, keep, version = file
+    return Record(report, path, label, header, rows, fill, keep, version)
 
 
 # ------------------------------------------------------------------ replay
@@ -294,6 +305,28 @@ class ReplayOutcome:
     torn_bytes: int = 0             # a torn last frame (a crash mid-checkpoint), ignored
     damaged: Path | None = None     # the journal, moved here: nothing of it was applied
     failed_files: list[str] = field(default_factory=list)  # one-line errors, files left as they were
+
+
+def _record_versions(folder: Path, written: dict[str, list[tuple[Path, list[Record], set[str]]]],
+                     path: Path) -> None:
+    """Label the replayed dates with the versions their records carry, before
+    the journal goes (a crash in between replays it again: the same labels).
+    Raises JournalError when a record cannot be written (the journal stays)."""
+    for report, files in written.items():
+        record = versions.load(folder, report)
+        for output_path, records, dates in files:
+            latest = {each.label: each.version for each in records}  # the last record of a date wins
+            by_version: dict[str | None, set[str]] = {}
+            for label, version in latest.items():
+                by_version.setdefault(version, set()).add(label)
+            for version, labels in by_version.items():
+                record.computed(output_path, labels, dates, version)
+        try:
+            record.save()
+        except (OSError, ValueError) as exc:
+            raise JournalError(f"{record.path}: cannot write the version record: "
+                               f"{getattr(exc, 'strerror', None) or exc}; the journal {path} is "
+                               "kept (the next run replays it)") from None
 
 
 def replay_into(lock: FolderLock, group_of: Callable[[str], str | None] = lambda report: None
@@ -336,6 +369,7 @@ def replay_into(lock: FolderLock, group_of: Callable[[str], str | None] = lambda
     by_file: dict[str, list[Record]] = {}
     for record in read.records:
         by_file.setdefault(record.path, []).append(record)
+    written: dict[str, list[tuple[Path, list[Record], set[str]]]] = {}  # report -> files written
     for relative, records in by_file.items():
         output_path = folder / relative
         try:
@@ -349,8 +383,10 @@ def replay_into(lock: FolderLock, group_of: Callable[[str], str | None] = lambda
                                         "computed again)")
             log.error("%s", outcome.failed_files[-1])
             continue
+        written.setdefault(records[0].report, []).append((output_path, records, set(output.dates)))
         outcome.files += 1
         outcome.intervals += len(records)
+    _record_versions(folder, written, path)
     _remove(path, folder)
     log.info("%s: replayed %d intervals into %d files", path, outcome.intervals, outcome.files)
     return outcome

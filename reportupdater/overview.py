@@ -1,8 +1,10 @@
 # Operating views: the plan of a run (`run --dry-run`) and the state of a
 # folder (`status`), computed from the config, the output files, the rerun
-# requests and the run state, without executing anything. May read: those,
-# and the journal a killed run left (read only: replaying it needs the
-# folder's lock, which only a run takes); writes nothing, connects to nothing.
+# requests, the run state and the version records (which version computed
+# which stored dates), without executing anything. May read: those, the
+# templates and scripts (for today's version), and the journal a killed run
+# left (read only: replaying it needs the folder's lock, which only a run
+# takes); writes nothing, connects to nothing.
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
-from . import journal, reruns
+from . import journal, reruns, versions
 from . import plan as planning
 from .config import FolderConfig, ReportConfig
 from .datatypes import Interval
@@ -26,6 +28,7 @@ class CombinationView:
     last: str | None = None           # newest date in the file
     failures: dict[str, Failure] = field(default_factory=dict)           # date -> failure
     waiting: dict[str, datetime] = field(default_factory=dict)           # date -> waiting for data since
+    by_version: versions.FileCount = versions.FileCount()                # its dates by version
 
     @property
     def explode(self) -> tuple[tuple[str, str], ...]:
@@ -53,6 +56,35 @@ class ReportView:
     plan: planning.ReportPlan
     combinations: list[CombinationView]
     pending_reruns: int
+    version: versions.Version | None = None        # today's
+    record: versions.ReportRecord | None = None    # which version computed which dates
+
+    @property
+    def version_count(self) -> versions.FileCount:
+        total = versions.FileCount()
+        for combination in self.combinations:
+            total = total.plus(combination.by_version)
+        return total
+
+    @property
+    def in_use_since(self) -> str | None:
+        """When today's version became the one computing (None: it has computed nothing yet)."""
+        if self.record is None or self.version is None or self.record.current != self.version.id:
+            return None
+        return self.record.current_since
+
+    @property
+    def used_before(self) -> str | None:
+        """When today's version, not the one computing now, was last used (a change back)."""
+        if self.record is None or self.version is None or self.in_use_since is not None:
+            return None
+        entry = self.record.versions.get(self.version.id)
+        return entry.last_used if entry is not None else None
+
+    @property
+    def recompute_stale(self) -> int:
+        """Dates an older version computed that the next run recomputes (on_query_change)."""
+        return sum(len(set(c.plan.stale) & set(c.plan.todo)) for c in self.combinations)
 
     @property
     def report(self) -> ReportConfig:
@@ -118,13 +150,22 @@ def survey(folder: FolderConfig, output_folder: Path, now: datetime,
         inputs, outputs = read_outputs(report, output_folder)
         report_pending = [rerun for rerun in pending if rerun.names(report.key)]
         report_limits = replace(limits, forced=forced and report.key in only_reports)
-        plan = planning.plan_report(report, inputs, state, report_pending, now, report_limits)
-        view = ReportView(plan=plan, combinations=[], pending_reruns=len(report_pending))
+        version = versions.fingerprint(report, folder.query_folder)
+        record = versions.load(output_folder, report.key)
+        plan = planning.plan_report(report, inputs, state, report_pending, now, report_limits,
+                                    versions.PlanVersions(record, version.id))
+        view = ReportView(plan=plan, combinations=[], pending_reruns=len(report_pending),
+                          version=version, record=record)
+        due_labels = [interval.label for interval in plan.due]
         for file_plan in plan.files:
             combination = CombinationView(plan=file_plan)
             output = outputs.get(file_plan.explode)
             if output is not None and output.dates:
                 combination.first, combination.last = min(output.dates), max(output.dates)
+                # A complete file holds the due dates, sorted already.
+                complete = len(output.dates) == len(due_labels) and not file_plan.missing
+                combination.by_version = record.count(file_plan.path, output.dates, version.id,
+                                                      due_labels if complete else None)
             for interval in file_plan.missing:
                 key = failure_key(file_plan.explode, interval.label)
                 failure = state.failure(report.key, key)
@@ -199,6 +240,12 @@ def status_json(folder: FolderConfig, views: list[ReportView], verbose: bool,
             "waiting": sum(len(c.waiting) for c in view.combinations),
             "ok": view.ok,
         }
+        count = view.version_count
+        entry["versions"] = {"current": view.version.id if view.version else None,
+                             "in_use_since": view.in_use_since, "used_before": view.used_before,
+                             "older": count.older, "unknown": count.unknown,
+                             "on_query_change": str(view.report.on_query_change),
+                             "recompute_next_run": view.recompute_stale}
         errors = [c.error for c in view.combinations if c.error]
         if errors:
             entry["file_errors"] = errors
@@ -211,6 +258,9 @@ def status_json(folder: FolderConfig, views: list[ReportView], verbose: bool,
                 "waiting": {label: f"{since:%Y-%m-%dT%H:%M:%SZ}"
                             for label, since in sorted(c.waiting.items())},
                 "why_missing": [{"intervals": span, "reason": reason} for span, reason in c.plan.reasons],
+                "versions": {"older": c.by_version.older, "unknown": c.by_version.unknown,
+                             "older_ranges": ", ".join(first if first == last else f"{first}..{last}"
+                                                       for first, last in c.by_version.older_ranges)},
                 "error": c.error,
             } for c in view.combinations]
             entry["notes"] = report_notes(view)
@@ -223,3 +273,35 @@ def status_json(folder: FolderConfig, views: list[ReportView], verbose: bool,
                      **({"damage": waiting.damage} if waiting.damage else {})} if waiting else None),
         "ok": all(view.ok for view in views) and not folder.errors,
     }
+
+
+def version_lines(entry: dict[str, Any], verbose: bool) -> list[str]:
+    """What `status` says of one report's versions (from its status_json entry):
+    the dates an older version computed, since when today's is in use and,
+    with verbose, the dates of unknown version and each file's older ranges."""
+    found = entry.get("versions")
+    if not found:
+        return []
+    key, lines = entry["report"], []
+    since = (f"the current version {found['current']} is in use since {found['in_use_since']}"
+             if found["in_use_since"] else
+             f"the current version {found['current']} was in use until {found['used_before']} and "
+             "computes again from the next run" if found.get("used_before") else
+             f"the current version {found['current']} has computed nothing yet")
+    if found["older"]:
+        policy = found["on_query_change"]
+        then = (f"the next run recomputes {found['recompute_next_run']} of them"
+                if found["recompute_next_run"] else
+                "kept as they are" if policy == "keep" else "recomputed by later runs")
+        lines.append(f"{key}: {found['older']} intervals computed by an older version "
+                     f"(on_query_change: {policy}: {then}; 'reportupdater changes' shows the diff); {since}")
+    if verbose and found["unknown"]:
+        lines.append(f"{key}: {found['unknown']} intervals of unknown version (written before versions "
+                     "were recorded, or by the original tool)")
+    for combination in entry.get("combinations", []) if verbose else []:
+        file_versions = combination.get("versions", {})
+        if file_versions.get("older"):
+            name = " ".join(f"{k}={v}" for k, v in combination["explode"].items()) or combination["file"]
+            lines.append(f"{key} {name}: {file_versions['older']} intervals by an older version: "
+                         f"{file_versions['older_ranges']}")
+    return lines

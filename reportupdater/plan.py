@@ -8,7 +8,10 @@
 # `run --dry-run` print the same plan, so what they show is what runs.
 #
 # Pure: touches no file, database or clock. The caller passes what it read
-# (the dates in each output file, the run state, the pending reruns, `now`).
+# (the dates in each output file, the run state, the pending reruns, the
+# version record and today's version, `now`). With `on_query_change: rerun`
+# (or rerun_since) the dates an older version computed are planned like a
+# rerun request's: recomputed, within the per-run limit, with their reason.
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import heapq
 import itertools
 from collections.abc import Callable, Iterator, Sequence, Set
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from enum import Enum
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from .config import ReportConfig
 from .datatypes import Explode, Interval, Job
 from .reruns import PendingRerun, file_key
 from .state import State, failure_key
+from .versions import PlanVersions
 
 class Verdict(Enum):
     DUE = "due"
@@ -65,6 +69,7 @@ class FilePlan:
     later: tuple[Interval, ...]         # left for later runs by the per-run limit
     reasons: tuple[tuple[str, str], ...]  # ('first..last', why) for every missing interval
     window_start: str | None            # oldest label kept (max_data_points trimming)
+    stale: frozenset[Interval] = frozenset()  # stored, computed by an older version: recomputed
 
     @property
     def name(self) -> str:
@@ -121,11 +126,14 @@ class ReportPlan:
 
 
 def plan_report(report: ReportConfig, files: Sequence[FileInput], state: State,
-                reruns: Sequence[PendingRerun], now: datetime, limits: Limits = Limits()) -> ReportPlan:
+                reruns: Sequence[PendingRerun], now: datetime, limits: Limits = Limits(),
+                versions: PlanVersions | None = None) -> ReportPlan:
     """Everything a run does for `report` at `now` (see the module header).
 
     `files`: one per explode combination, in the report's order; `reruns`:
-    the requests still pending for this output folder; `state` is only read."""
+    the requests still pending for this output folder; `state` is only read;
+    `versions`: the report's version record and today's version (None: no
+    record, nothing is stale)."""
     due = tuple(intervals.due_intervals(report, now))
     next_due = next_due_time(report, due, now)
     next_schedule = None
@@ -136,7 +144,7 @@ def plan_report(report: ReportConfig, files: Sequence[FileInput], state: State,
 
     def empty(verdict: Verdict, why: str) -> ReportPlan:
         labels = [interval.label for interval in due]
-        shown = tuple(_file_plan(report, file, due, labels, state, reruns, now, limits, why)
+        shown = tuple(_file_plan(report, file, due, labels, state, reruns, now, limits, versions, why)
                       for file in files)
         return ReportPlan(report, verdict, due, shown, NO_JOBS, limit, next_due, next_schedule)
 
@@ -149,7 +157,7 @@ def plan_report(report: ReportConfig, files: Sequence[FileInput], state: State,
         return empty(Verdict.NOT_SCHEDULED, f"not scheduled now (next {next_schedule:%Y-%m-%dT%H:%MZ})")
 
     labels = [interval.label for interval in due]  # once: a folder has thousands of files
-    drafts = [_file_plan(report, file, due, labels, state, reruns, now, limits) for file in files]
+    drafts = [_file_plan(report, file, due, labels, state, reruns, now, limits, versions) for file in files]
     # Missing intervals go before lookback's recomputations: were it the other
     # way round, a limit smaller than lookback x files would leave the
     # history missing for ever while every run said ok.
@@ -215,7 +223,7 @@ def _within(jobs: Iterator[Job], budget: int, newest: bool) -> list[Job]:
 def _file_plan(report: ReportConfig, file: FileInput, due: tuple[Interval, ...], labels: list[str],
                state: State,
                reruns: Sequence[PendingRerun], now: datetime, limits: Limits,
-               blocked: str | None = None) -> FilePlan:
+               versions: PlanVersions | None = None, blocked: str | None = None) -> FilePlan:
     """A file's plan before the per-run limit: todo is everything it would compute.
     `blocked`: why nothing runs now (the reasons say it for every missing interval)."""
     if file.error is not None:
@@ -227,10 +235,12 @@ def _file_plan(report: ReportConfig, file: FileInput, due: tuple[Interval, ...],
                       if any(request.covers(report.key, key, interval) for request in covering)) \
         if covering else frozenset()
     dates = file.dates
-    if not rerun and len(dates) >= len(due) and dates.issuperset(labels):
+    stale = _stale(report, file, due, labels, versions)
+    if not rerun and not stale and len(dates) >= len(due) and dates.issuperset(labels):
         missing: tuple[Interval, ...] = ()  # the hourly common case: a complete file
     else:
-        missing = tuple(interval for interval in due if interval.label not in dates or interval in rerun)
+        missing = tuple(interval for interval in due
+                        if interval.label not in dates or interval in rerun or interval in stale)
     lookback: tuple[Interval, ...] = ()
     if report.lookback:
         # Late data: the newest computed intervals are computed again.
@@ -241,10 +251,22 @@ def _file_plan(report: ReportConfig, file: FileInput, due: tuple[Interval, ...],
     window_start = due[0].label if due else None
     if blocked is not None:
         reasons = _fold([(interval, blocked) for interval in missing])
-        return FilePlan(report.key, file.explode, file.path, None, missing, lookback, rerun, tuple(backing_off),
-                        (), (), reasons, window_start)
+        return FilePlan(report.key, file.explode, file.path, None, missing, lookback, rerun,
+                        tuple(backing_off), (), (), reasons, window_start, stale)
     return FilePlan(report.key, file.explode, file.path, None, missing, lookback, rerun, tuple(backing_off),
-                    tuple(todo), (), (), window_start)
+                    tuple(todo), (), (), window_start, stale)
+
+
+def _stale(report: ReportConfig, file: FileInput, due: tuple[Interval, ...], labels: list[str],
+           versions: PlanVersions | None) -> frozenset[Interval]:
+    """The due dates the file holds that an older version computed, when the
+    report's on_query_change asks for them to be recomputed (from its date on)."""
+    policy = report.on_query_change
+    if versions is None or policy.policy != "rerun" or not file.dates:
+        return frozenset()
+    since = policy.since.isoformat() if policy.since else None
+    indexes = versions.record.older_labels(file.path, labels, file.dates, versions.current, since)
+    return frozenset(due[index] for index in indexes)
 
 
 def _apply_limit(draft: FilePlan, taken: set[Interval], limit: int | None, state: State,
@@ -275,10 +297,13 @@ def _apply_limit(draft: FilePlan, taken: set[Interval], limit: int | None, state
                                   f"next try after {failure.retry_after})"))
         elif interval in draft.rerun:
             why.append((interval, "rerun requested (the next run recomputes it)"))
+        elif interval in draft.stale:
+            why.append((interval, "computed by an older version of the report (on_query_change: "
+                                  "the next run recomputes it)"))
         else:
             why.append((interval, "not computed yet (the next run computes it)"))
     return FilePlan(draft.report_key, draft.explode, draft.path, None, draft.missing, draft.lookback,
-                    draft.rerun, draft.backing_off, todo, later, _fold(why), draft.window_start)
+                    draft.rerun, draft.backing_off, todo, later, _fold(why), draft.window_start, draft.stale)
 
 
 def _fold(why: list[tuple[Interval, str]]) -> tuple[tuple[str, str], ...]:
@@ -322,4 +347,4 @@ def next_due_time(report: ReportConfig, due: Sequence[Interval], now: datetime) 
             moment = intervals.next_schedule_time(report.schedule, max(moment, now) - timedelta(seconds=1))
     except (OverflowError, ValueError):
         return None
-    return moment.astimezone(timezone.utc)
+    return moment.astimezone(UTC)

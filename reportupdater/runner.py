@@ -8,7 +8,10 @@
 # planning), reads each output file once, appends every merged interval to
 # the journal (one fsync per checkpoint), writes each file once when its
 # report is done, and turns every failure into a log line and a count: one
-# report, combination or interval failing never stops the others.
+# report, combination or interval failing never stops the others. Each
+# computed interval carries the report's version (versions.py) into the
+# journal, and the version record is written after the files, before the
+# journal goes.
 
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from collections.abc import Set
 from typing import Callable, Iterable, Iterator
 
 from . import config as config_stage
-from . import intervals, journal, reruns, store
+from . import intervals, journal, reruns, store, versions
 from .publishers import Publisher, PublishError
 from .publishers import destinations
 from . import plan as planning
@@ -471,6 +474,16 @@ def _save_progress(progress: reruns.RerunProgress) -> None:
         log.warning("%s: cannot write the rerun progress: %s", progress.path, exc.strerror)
 
 
+def _save_versions(record: versions.ReportRecord) -> bool:
+    try:
+        record.save()
+    except (OSError, ValueError) as exc:
+        log.error("%s: cannot write the version record: %s", record.path,
+                  getattr(exc, "strerror", None) or exc)
+        return False
+    return True
+
+
 def _save_state(state: State) -> None:
     try:
         state.save()
@@ -506,13 +519,18 @@ def _run_report(report: config_stage.ReportConfig, run: _Run, publishers: list[P
     limits = planning.Limits(max_intervals=run.options.max_intervals,
                              retry_failed_now=run.options.retry_failed_now,
                              forced=report.key in run.options.only_reports)
-    plan = planning.plan_report(report, inputs, run.state, pending, run.now, limits)
+    version = versions.fingerprint(report, run.options.query_folder)
+    record = versions.load(run.options.output_folder, report.key)
+    plan = planning.plan_report(report, inputs, run.state, pending, run.now, limits,
+                                versions.PlanVersions(record, version.id))
     if plan.verdict is not planning.Verdict.DUE:
         return _not_due(plan, run, pending)
     if report.schedule:
         run.state.started(report.key, run.now)
+    if plan.todo and record.use(version, run.now):
+        _save_versions(record)  # its texts are kept before anything it computes is stored
     publishers = [each for each in publishers if destinations.publishes(each, report.key)]
-    files, unreadable = _open_files(plan, outputs)
+    files, unreadable = _open_files(plan, outputs, version.id)
     outcome = ReportOutcome(file_failed=unreadable,
                             backing_off=sum(len(file.backing_off) for file in plan.files))
     if plan.later:
@@ -521,7 +539,7 @@ def _run_report(report: config_stage.ReportConfig, run: _Run, publishers: list[P
     entry = journal.Journal.open(run.lock)
     try:
         outcome = _execute(plan, files, publishers, run, outcome, entry)
-        outcome = _finish_files(plan, files, publishers, outcome, entry, run.lock)
+        outcome = _finish_files(plan, files, publishers, outcome, entry, run.lock, record, version.id)
     except Exception:
         # A bug stopped the report: what the journal holds goes into the
         # files now, so that the next report (which needs the journal's
@@ -549,7 +567,7 @@ def _not_due(plan: planning.ReportPlan, run: _Run, pending: list[reruns.PendingR
     return ReportOutcome(not_scheduled=True)
 
 
-def _open_files(plan: planning.ReportPlan, outputs: dict[Explode, store.OutputFile]
+def _open_files(plan: planning.ReportPlan, outputs: dict[Explode, store.OutputFile], version: str
                 ) -> tuple[dict[Explode, _File], bool]:
     """The plan's output files that could be read, and whether one could not."""
     files: dict[Explode, _File] = {}
@@ -559,7 +577,7 @@ def _open_files(plan: planning.ReportPlan, outputs: dict[Explode, store.OutputFi
             log.error("%s: %s", file_plan.name, file_plan.error)
             unreadable = True
             continue
-        files[file_plan.explode] = _File(plan.report, file_plan, outputs[file_plan.explode])
+        files[file_plan.explode] = _File(plan.report, file_plan, outputs[file_plan.explode], version)
         _log_file_plan(file_plan, len(plan.due))
     return files, unreadable
 
@@ -603,11 +621,13 @@ def _checkpoint(files: dict[Explode, _File], publishers: list[Publisher],
 
 def _finish_files(plan: planning.ReportPlan, files: dict[Explode, _File],
                   publishers: list[Publisher], outcome: ReportOutcome,
-                  entry: journal.Journal, lock: FolderLock) -> ReportOutcome:
+                  entry: journal.Journal, lock: FolderLock, record: versions.ReportRecord,
+                  version: str) -> ReportOutcome:
     """Make the journal durable, trim to the window, write every file once,
-    note the newest date they hold, then remove the journal. A file that
-    cannot be written is not counted as computed (its reruns stay pending);
-    its intervals are missing from it, so the next run computes them."""
+    note the newest date they hold, label what they computed with `version`
+    in the version record, then remove the journal. A file that cannot be
+    written is not counted as computed (its reruns stay pending); its
+    intervals are missing from it, so the next run computes them."""
     outcome = outcome.plus(_checkpoint(files, publishers, entry))
     due_labels = [interval.label for interval in plan.due]
     for each in files.values():
@@ -620,11 +640,21 @@ def _finish_files(plan: planning.ReportPlan, files: dict[Explode, _File],
         newest = _newest_date(each.output.dates, due_labels)
         if newest is not None:
             outcome = replace(outcome, newest=max(outcome.newest or newest, newest))
+    computed = [each for each in files.values() if each.computed]
+    for each in computed:
+        dates = each.output.dates
+        # A complete file holds the due dates, sorted already.
+        complete = len(dates) == len(due_labels) and dates.issuperset(due_labels)
+        record.computed(each.output.path, {interval.label for interval in each.computed}, dates, version,
+                        due_labels if complete else None)
+    recorded = not computed or _save_versions(record)
     try:
-        if any(each.output.dirty for each in files.values()):
-            # A file could not be written: what the journal made durable
-            # (its points are queued) goes in by a replay, which names the
-            # files it cannot write either; the rest is computed next run.
+        if not recorded or any(each.output.dirty for each in files.values()):
+            # A file (or the version record) could not be written: what the
+            # journal made durable (its points are queued) goes in by a
+            # replay, which names the files it cannot write either and
+            # keeps the journal when the version record still cannot be
+            # written; the rest is computed next run.
             entry.close()
             journal.replay_into(lock, lambda key: plan.report.group)
         else:
@@ -697,6 +727,7 @@ class _File:
     report: config_stage.ReportConfig
     plan: planning.FilePlan
     output: store.OutputFile
+    version: str | None = None  # the fingerprint computing it (versions.py)
     fresh: set[str] = field(default_factory=set)  # dates to publish since the last save
     computed: set[Interval] = field(default_factory=set)  # merged this run
 
@@ -750,7 +781,7 @@ def _take_result(job: Job, parts: list[PartOutcome], seconds: float, target: _Fi
             else:
                 entry.append(report.key, target.output.path, item.part.label, merged.header,
                              merged.rows, fill=report.pivot.fill if report.pivot else "",
-                             keep_column_order=report.pivot is not None)
+                             keep_column_order=report.pivot is not None, version=target.version)
                 computed += 1
                 rows += len(merged.rows)
                 if new_columns and not (reopened or reopened_now):

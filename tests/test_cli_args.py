@@ -20,8 +20,8 @@ import pytest
 from testkit import NOW, assert_failed, files_under, make_folder, run_cli, tsv
 
 REPO = Path(__file__).resolve().parent.parent
-COMMANDS = ("run", "rerun", "status", "smoke", "validate", "publish-backfill", "graphite-backfill",
-            "grafana", "schema", "view")
+COMMANDS = ("run", "rerun", "status", "changes", "smoke", "validate", "publish-backfill",
+            "graphite-backfill", "grafana", "schema", "view")
 
 CONFIG = """\
 graphite:
@@ -75,6 +75,7 @@ def one_line(stderr: str) -> str:
 COMMAND_ARGS = {
     "run": (["{folder}", "{out}", "--no-graphite"], ""),
     "status": (["{folder}", "{out}"], "daily"),
+    "changes": (["{folder}", "{out}"], "no report has more than one version"),
     "smoke": (["{folder}", "daily", "2026-01-03"], "2026-01-03\t1"),
     "validate": (["{folder}"], ": OK"),
     "rerun": (["{folder}", "2026-01-02", "2026-01-03"], "daily: marked to be recomputed"),

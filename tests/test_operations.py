@@ -489,7 +489,8 @@ def test_status_after_a_complete_run_and_after_a_failure(tmp_path):
     assert data["reports"][0]["combinations"] == [
         {"explode": {"wiki": wiki}, "file": str(out / "per_wiki" / f"{wiki}.tsv"),
          "first": "2026-01-02", "last": "2026-01-05", "missing": 0, "missing_ranges": "",
-         "next_run": "", "failures": {}, "waiting": {}, "why_missing": [], "error": None}
+         "next_run": "", "failures": {}, "waiting": {}, "why_missing": [],
+         "versions": {"older": 0, "unknown": 0, "older_ranges": ""}, "error": None}
         for wiki in ("enwiki", "dewiki")]
 
 

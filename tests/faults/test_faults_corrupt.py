@@ -98,7 +98,8 @@ def test_healthy_reports_run_and_the_exit_status_is_1(damaged_run):
     assert (out / "before.tsv").read_text() == DONE
     assert (out / "after.tsv").read_text() == DONE
     assert sorted(path.name for path in out.iterdir()
-                  if path.name not in (".reportupdater-state.json", ".reportupdater.lock")) \
+                  if path.name not in (".reportupdater-state.json", ".reportupdater.lock",
+                                       ".reportupdater-versions")) \
         == sorted(["after.tsv", "before.tsv", *(f"{name}.tsv" for name in NAMES.values())])
     code, stdout, stderr = damaged_run["status"]
     assert code == 1, stdout + stderr

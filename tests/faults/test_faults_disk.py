@@ -83,9 +83,13 @@ def test_disk_full_fails_that_file_only_and_keeps_the_previous_one(tmp_path, tmp
     assert "Traceback" not in stderr
     assert (out / "big.tsv").read_text() == previous
     assert files_under(out) == {"small1.tsv": DONE, "big.tsv": previous, "small2.tsv": DONE}
-    assert sorted(path.name for path in out.rglob(".*")) == [".reportupdater.lock"]  # no temp file
-    # Its space is back: only the two small files and the run's lock were added.
-    assert df(out) >= free - 3 * 4096
+    versions = out / ".reportupdater-versions"  # bookkeeping: which version computed what
+    assert sorted(path.name for path in out.rglob(".*")
+                  if versions not in (path, path.parent)) == [".reportupdater.lock"]  # no temp file
+    assert all(not path.name.startswith(".") for path in versions.iterdir())
+    # Its space is back: only the two small files, the run's lock and the
+    # reports' version records were added.
+    assert df(out) >= free - (3 + len(list(versions.iterdir()))) * 4096
 
     # With room again, the next run completes it.
     done = subprocess.run(["mount", "-o", "remount,size=1m", str(out)], capture_output=True, text=True)

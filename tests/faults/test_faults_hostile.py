@@ -50,8 +50,10 @@ def report(name: str, explode: str, extra: str = "") -> str:
 
 
 def tree(root: Path) -> set[str]:
-    """Every path under root (files, folders, links), relative."""
-    return {str(path.relative_to(root)) for path in root.rglob("*")}
+    """Every path under root (files, folders, links), relative; the version
+    records (OUTPUT/.reportupdater-versions/, bookkeeping) left out."""
+    return {str(path.relative_to(root)) for path in root.rglob("*")
+            if ".reportupdater-versions" not in path.relative_to(root).parts}
 
 
 @pytest.fixture(scope="module")

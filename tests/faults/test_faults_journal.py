@@ -88,6 +88,8 @@ def durable(out: Path, where: str) -> dict[str, str]:
     assert not (copy / journal.JOURNAL_NAME).exists()
     stray = [path.name for path in copy.rglob("*") if path.is_file() and not (
         path.suffix == ".tsv" or path.name in (".reportupdater.lock", ".reportupdater-state.json")
+        or (path.parent.name == ".reportupdater-versions"
+            and re.fullmatch(r"[^.].*\.json|\..+\.json\.[0-9a-f]{16}\.tmp", path.name))
         or re.fullmatch(r"\..+\.tsv\.[0-9a-f]{16}\.tmp", path.name))]
     assert stray == [], f"{where}: stray files {stray}"
     return files_under(copy)
