@@ -194,6 +194,13 @@ def check_after_kill(out: Path, reference: dict[str, str], before: dict[str, str
                     f"{where}: {relative}: {line!r}"
         elif relative.name == ".reportupdater-state.json":
             json.loads(path.read_text())
+        elif relative.parts[0] == ".reportupdater-versions":
+            # which version computed each date: whole JSON, or a temp beside it
+            if path.name.startswith("."):
+                assert re.fullmatch(r"\..+\.[0-9a-f]{16}\.tmp", path.name), f"{where}: {relative}"
+            else:
+                assert path.suffix == ".json", f"{where}: stray file {relative}"
+                json.loads(path.read_text())
         elif str(relative) == ".reportupdater.lock":
             pass  # the output folder's lock
         else:
