@@ -2,10 +2,11 @@
 #
 # Parses arguments, sets up logging to stderr, calls runner.run,
 # reruns.request_rerun, versions.changes or view.build_page, and maps
-# outcomes to exit codes: 0 done, 1 something failed, 2 usage or config error. Bad input is one line on stderr, never a
-# traceback (tracebacks only at -l debug, for bugs). Touches no file itself:
-# the only file system look-up is whether a first word that is not a command
-# names a directory (the original's command line had no command word).
+# outcomes to exit codes: 0 done, 1 something failed, 2 usage or config
+# error. Bad input is one line on stderr, never a traceback (tracebacks
+# only at -l debug, for bugs). Touches no file itself: the only file system
+# look-up is whether a first word that is not a command names a directory
+# (the original's command line had no command word).
 
 from __future__ import annotations
 
@@ -119,7 +120,7 @@ def parse_level(text: str) -> str:
     return text.lower()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     parser = _Parser(
         prog="reportupdater",
         usage="%(prog)s [OPTIONS] COMMAND [ARGS]\n"
@@ -137,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_options(parser.add_argument_group("options of every command"))
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", prog="reportupdater")
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     _add_common_options(common)
 
     run = commands.add_parser("run", parents=[common], help="compute missing intervals (the default)",
@@ -317,7 +318,7 @@ def _add_output_folder(command: argparse.ArgumentParser, verb: str) -> None:
 
 
 class _Formatter(logging.Formatter):
-    converter = time.gmtime  # log times in UTC, like everything else
+    converter = staticmethod(time.gmtime)  # log times in UTC, like everything else
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%SZ")
@@ -348,7 +349,8 @@ def _takes_value(option: str, arity: dict[str, bool]) -> bool:
 
 def _positionals(argv: list[str], arity: dict[str, bool]) -> list[int]:
     """Indexes of the words that are not options or option values."""
-    found, index = [], 0
+    found: list[int] = []
+    index = 0
     while index < len(argv):
         word = argv[index]
         if word == "--":
@@ -514,7 +516,8 @@ def _dry_run(args: argparse.Namespace) -> int:
             print(f"{report.key}: starts {report.starts}, nothing due yet")
             continue
         if plan.verdict is planning.Verdict.NOT_SCHEDULED:
-            print(f"{report.key}: not scheduled now ({report.schedule}); next {plan.next_schedule:%Y-%m-%dT%H:%MZ}")
+            print(f"{report.key}: not scheduled now ({report.schedule}); "
+                  f"next {plan.next_schedule:%Y-%m-%dT%H:%MZ}")
             continue
         for file_plan in plan.files:
             name = file_plan.name

@@ -22,7 +22,7 @@ import reprlib
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone, tzinfo
+from datetime import date, datetime, tzinfo, UTC
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -185,7 +185,7 @@ class QueryChange:
 
 
 def _zone(name: str) -> tzinfo:
-    return timezone.utc if name == "UTC" else ZoneInfo(name)
+    return UTC if name == "UTC" else ZoneInfo(name)
 
 
 @dataclass(frozen=True)
@@ -206,7 +206,7 @@ class ReportConfig:
     parallel: bool = True         # false: its intervals never run at the same time
     batch: int | str | None = None  # N or "month": consecutive intervals per query
     timezone: str = "UTC"         # IANA name: intervals are local calendar units
-    pivot: "Pivot | None" = None  # long results turned into one column per category
+    pivot: Pivot | None = None  # long results turned into one column per category
     ready_when: ReadyCheck | None = None
     ready_timeout: float | None = None  # seconds an interval may wait for its data, then fails
     lookback: int = 0             # newest N computed intervals recomputed every run
@@ -240,7 +240,7 @@ class ReportConfig:
     def combinations(self) -> list[tuple[tuple[str, str], ...]]:
         """Every explode combination as (placeholder, value) pairs sorted by placeholder."""
         names = list(self.explode_by)  # already sorted by name
-        return [tuple(zip(names, values))
+        return [tuple(zip(names, values, strict=True))
                 for values in itertools.product(*(self.explode_by[name] for name in names))]
 
 
@@ -340,7 +340,7 @@ def _show(value: Any) -> str:
 
 
 def _describe(value: Any) -> str:
-    kinds = {str: "a text", dict: "a mapping", list: "a list"}
+    kinds: dict[type, str] = {str: "a text", dict: "a mapping", list: "a list"}
     if value is None:
         return "null"
     return f"{kinds.get(type(value), 'a value')} (not shown: it may hold a password)"
@@ -631,7 +631,8 @@ def _parse_database(config_path: Path, query_folder: Path, key: str, raw: Any,
     if "seed" in raw:
         seed = _inside(query_folder, _str(where, "seed", raw["seed"]))
         if seed is None or not seed.is_file():
-            raise where.error("seed", f"{where.show('seed', raw['seed'])} is not a file inside the query folder")
+            raise where.error("seed", f"{where.show('seed', raw['seed'])} "
+                              "is not a file inside the query folder")
         values["seed"] = seed
     if values.get("auto_find_db_shard"):
         if "creds_file" not in values:
@@ -696,7 +697,7 @@ def _template_fields(where: _Where, key: str, text: str) -> set[str]:
     try:
         return templates.fields(text)
     except templates.TemplateError as exc:
-        raise where.error(key, f"{where.show(key, text)}: {exc}")
+        raise where.error(key, f"{where.show(key, text)}: {exc}") from None
 
 
 # ---------------------------------------------------------------- reports
@@ -752,7 +753,7 @@ def _read_explode_values(where: _Where, query_folder: Path, placeholder: str,
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
-            raise where.error(f"explode_by.{placeholder}", f"cannot read {path}: {exc}")
+            raise where.error(f"explode_by.{placeholder}", f"cannot read {path}: {exc}") from None
         return [line.strip() for line in lines if line.strip()]
     return [token]  # the original's rule: a token that names no file is the one value
 
@@ -810,11 +811,11 @@ def _load_template(where: _Where, query_folder: Path, execute: str, suffix: str,
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise where.error("execute", f"cannot read template {path}: "
-                                     f"{getattr(exc, 'strerror', None) or exc}")
+                                     f"{getattr(exc, 'strerror', None) or exc}") from None
     try:
         fields = templates.fields(text)
     except templates.TemplateError as exc:
-        raise where.error("execute", f"{path}: {exc}")
+        raise where.error("execute", f"{path}: {exc}") from None
     unknown = sorted(fields - available)
     if unknown:
         raise where.error("execute", f"{path}: unknown placeholder {{{unknown[0]}}}"
@@ -878,7 +879,8 @@ class ReportDraft:
         if db in self.database_errors:
             raise self.error("db", f"database {db!r} is broken (see its own error)")
         if db not in self.databases:
-            raise self.error("db", f"{_show(db)} is not a key of 'databases'{_nearest(db, set(self.databases))}")
+            raise self.error("db", f"{_show(db)} is not a key of 'databases'"
+                                   f"{_nearest(db, set(self.databases))}")
         return self.databases[db]
 
 
@@ -902,7 +904,7 @@ def _parse_timezone(where: _Where, value: Any, granularity: Any) -> str:
     return name
 
 
-def _parse_pivot(where: _Where, value: Any) -> "Pivot":
+def _parse_pivot(where: _Where, value: Any) -> Pivot:
     if not isinstance(value, dict) or not {"index", "columns", "values"} <= set(value):
         raise where.error("pivot", f"{_show(value)} needs index, columns and values")
     unknown = set(value) - {"index", "columns", "values", "fill"}
@@ -928,12 +930,12 @@ def _parse_ready(where: _Where, query_folder: Path, value: Any, engine: report_t
     try:
         unknown = sorted(templates.fields(text) - available)
     except templates.TemplateError as exc:
-        raise where.error(f"ready_when.{kind}", str(exc))
+        raise where.error(f"ready_when.{kind}", str(exc)) from None
     if unknown:
         raise where.error(f"ready_when.{kind}", f"unknown placeholder {{{unknown[0]}}}")
     if kind == "partition" and not re.fullmatch(r"[\w.]+(/\w+=[^/]+)+", text):
         raise where.error("ready_when.partition", f"{text!r} is not db.table/key=value/...")
-    return ReadyCheck(**{kind: text})
+    return ReadyCheck(**{kind: text})  # type: ignore[arg-type]  # query or partition: text
 
 
 # Intervals of each granularity in a year, to bound max_data_points.
@@ -1059,7 +1061,8 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
         try:
             re.compile(pattern)
         except re.error as exc:
-            raise where.error("explode_value_pattern", f"{pattern!r} is not a regular expression: {exc}")
+            raise where.error("explode_value_pattern",
+                              f"{pattern!r} is not a regular expression: {exc}") from None
         return pattern
 
     if not REPORT_KEY_PATTERN.fullmatch(key):
@@ -1117,7 +1120,8 @@ def _parse_report(config_path: Path, query_folder: Path, key: str, raw: dict,
                     errors.append(exc)
         values["options"] = options
         if engine.check_report is not None:
-            engine.check_report(ReportDraft(where, raw, values, databases, database_errors, explode_ok, check))
+            engine.check_report(ReportDraft(where, raw, values, databases, database_errors,
+                                            explode_ok, check))
         suffix = engine.template_suffix
         if suffix is not None:
             check("template", lambda: _load_template(where, query_folder, execute, suffix, available))
@@ -1255,7 +1259,7 @@ def _parse_prometheus(where: _Where, raw: dict) -> PrometheusSettings:
     return PrometheusSettings(**values)
 
 
-def _publisher_warnings(config_path: Path, key: str, merged: dict, raw: dict) -> list[str]:
+def _publisher_warnings(config_path: Path, key: str, merged: dict, raw: dict) -> list[ConfigWarning]:
     """A report's publisher key without the top-level section it needs."""
     where = _Where.report_(config_path, key)
     found = []
@@ -1352,7 +1356,10 @@ MAX_YAML_NODES = 1_000_000
 _TEXT_TAGS = ("str", "int", "float", "bool", "timestamp", "value", "binary")
 
 
-class TextLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml: 5x faster on big folders
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 5x faster on big folders
+
+
+class TextLoader(_BaseLoader):
     """SafeLoader that keeps every scalar as the text written, null aside
     (see `typed values` above), mapping keys included: `no:` stays 'no',
     `1:` stays '1'. Merge keys (`<<: *defaults`) work as in YAML."""
@@ -1460,8 +1467,8 @@ def _yaml_error(config_path: Path, text: str, exc: yaml.YAMLError) -> ConfigErro
             number = number if number in tabbed else tabbed[-1]
             problem = "a tab in the indentation: tabs are not allowed in YAML indentation, use spaces"
     where = f" line {number}" if number is not None else ""
-    return ConfigError(_clean(f"{config_path}:{where}: invalid YAML: {problem}"), file=config_path, line=number,
-                       line_shown=True)
+    return ConfigError(_clean(f"{config_path}:{where}: invalid YAML: {problem}"), file=config_path,
+                       line=number, line_shown=True)
 
 
 KeyLines = dict[tuple[str, str, str | None], int]
@@ -1517,7 +1524,8 @@ def _duplicate_error(config_path: Path, duplicate: _Duplicate) -> tuple[str | No
         if path[:1] != (section,):
             continue
         if len(path) == 1:
-            where = _Where.report_(config_path, key) if kind == "report" else _Where.database_(config_path, key)
+            where = (_Where.report_(config_path, key) if kind == "report"
+                     else _Where.database_(config_path, key))
             error = where.error(None, f"is defined twice in '{section}' ({lines}); keep one")
             return (key, None, error) if kind == "report" else (None, key, error)
         where = (_Where.report_(config_path, path[1]) if kind == "report"
@@ -1549,7 +1557,8 @@ def load(query_folder: str | Path, config_path: str | Path | None = None) -> Fol
     try:
         text = config_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{config_path}: cannot read config: {getattr(exc, 'strerror', None) or exc}")
+        reason = getattr(exc, "strerror", None) or exc
+        raise ConfigError(f"{config_path}: cannot read config: {reason}") from None
     raw, duplicates, key_lines = _read_yaml(config_path, text)
     if not isinstance(raw, dict):
         raise ConfigError(f"{config_path}: expected a mapping with a 'reports' key")

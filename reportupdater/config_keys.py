@@ -265,7 +265,8 @@ def report_keys() -> dict[str, Key]:
     choices of `type` and their kinds as ready_when's, then the engines' own."""
     keys = dict(REPORT)
     keys["type"] = replace(REPORT["type"], choices=report_types.names(), default=report_types.default_type())
-    keys["ready_when"] = replace(REPORT["ready_when"], schema=_ready_when_schema(report_types.ready_when_kinds()))
+    keys["ready_when"] = replace(REPORT["ready_when"],
+                                 schema=_ready_when_schema(report_types.ready_when_kinds()))
     for name, key in _engine_keys("reports").items():
         keys.setdefault(name, key)
     return keys

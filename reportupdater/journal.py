@@ -132,12 +132,13 @@ class Journal:
         frame = _FRAME_HEAD.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
         try:
             created = self._descriptor is None
-            if created:
+            if self._descriptor is None:
                 self._descriptor = atomic.open_append(self.path, inside=self.output_folder)
+            descriptor = self._descriptor
             view = memoryview(frame)
             while view:
-                view = view[os.write(self._descriptor, view):]
-            os.fsync(self._descriptor)
+                view = view[os.write(descriptor, view):]
+            os.fsync(descriptor)
             if created:
                 atomic.fsync_folder(self.output_folder)
         except OSError as exc:
@@ -270,8 +271,8 @@ def _parse_payload(text: str, files: dict, headers: dict, records: list[Record])
             key, value = rest.split("\t", 1)
             headers[key] = tuple(str(name) for name in json.loads(value))
         elif kind == "R":
-            file_id, header_id, label, count = rest.split("\t")
-            count = int(count)
+            file_id, header_id, label, count_text = rest.split("\t")
+            count = int(count_text)
             if index + count > end:
                 raise ValueError("a record has fewer rows than it says")
             rows = tuple(tuple(line.split("\t")) for line in lines[index:index + count])

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable, Iterator, Sequence, Set
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, UTC
 from enum import Enum
@@ -42,7 +42,7 @@ class FileInput:
 
     explode: Explode
     path: Path
-    dates: Set[str] = frozenset()
+    dates: set[str] | frozenset[str] = frozenset()
     error: str | None = None
 
 
@@ -142,10 +142,12 @@ def plan_report(report: ReportConfig, files: Sequence[FileInput], state: State,
     limit_values = [value for value in (report.max_intervals_per_run, limits.max_intervals) if value]
     limit = min(limit_values) if limit_values else None
 
+    labels = [interval.label for interval in due]  # once: a folder has thousands of files
+    inputs = _Inputs(report, due, labels, state, tuple(rerun for rerun in reruns if rerun.names(report.key)),
+                     now, limits, versions)
+
     def empty(verdict: Verdict, why: str) -> ReportPlan:
-        labels = [interval.label for interval in due]
-        shown = tuple(_file_plan(report, file, due, labels, state, reruns, now, limits, versions, why)
-                      for file in files)
+        shown = tuple(_file_plan(inputs, file, blocked=why) for file in files)
         return ReportPlan(report, verdict, due, shown, NO_JOBS, limit, next_due, next_schedule)
 
     if not due:
@@ -156,8 +158,7 @@ def plan_report(report: ReportConfig, files: Sequence[FileInput], state: State,
         assert next_schedule is not None
         return empty(Verdict.NOT_SCHEDULED, f"not scheduled now (next {next_schedule:%Y-%m-%dT%H:%MZ})")
 
-    labels = [interval.label for interval in due]  # once: a folder has thousands of files
-    drafts = [_file_plan(report, file, due, labels, state, reruns, now, limits, versions) for file in files]
+    drafts = [_file_plan(inputs, file) for file in files]
     # Missing intervals go before lookback's recomputations: were it the other
     # way round, a limit smaller than lookback x files would leave the
     # history missing for ever while every run said ok.
@@ -220,23 +221,35 @@ def _within(jobs: Iterator[Job], budget: int, newest: bool) -> list[Job]:
     return kept
 
 
-def _file_plan(report: ReportConfig, file: FileInput, due: tuple[Interval, ...], labels: list[str],
-               state: State,
-               reruns: Sequence[PendingRerun], now: datetime, limits: Limits,
-               versions: PlanVersions | None = None, blocked: str | None = None) -> FilePlan:
+@dataclass(frozen=True)
+class _Inputs:
+    """What plan_report's files share: the report, its due intervals (and
+    their labels), and what the caller passed in."""
+
+    report: ReportConfig
+    due: tuple[Interval, ...]
+    labels: list[str]
+    state: State
+    covering: tuple[PendingRerun, ...]  # the pending reruns that name this report
+    now: datetime
+    limits: Limits
+    versions: PlanVersions | None
+
+
+def _file_plan(inputs: _Inputs, file: FileInput, blocked: str | None = None) -> FilePlan:
     """A file's plan before the per-run limit: todo is everything it would compute.
     `blocked`: why nothing runs now (the reasons say it for every missing interval)."""
+    report, due, state, now = inputs.report, inputs.due, inputs.state, inputs.now
     if file.error is not None:
         return FilePlan(report.key, file.explode, file.path, file.error, (), (), frozenset(), (), (), (),
                         (), None)
     key = file_key(file.explode)
-    covering = [rerun for rerun in reruns if rerun.names(report.key)]
     rerun = frozenset(interval for interval in due
-                      if any(request.covers(report.key, key, interval) for request in covering)) \
-        if covering else frozenset()
+                      if any(request.covers(report.key, key, interval) for request in inputs.covering)) \
+        if inputs.covering else frozenset()
     dates = file.dates
-    stale = _stale(report, file, due, labels, versions)
-    if not rerun and not stale and len(dates) >= len(due) and dates.issuperset(labels):
+    stale = _stale(inputs, file)
+    if not rerun and not stale and len(dates) >= len(due) and dates.issuperset(inputs.labels):
         missing: tuple[Interval, ...] = ()  # the hourly common case: a complete file
     else:
         missing = tuple(interval for interval in due
@@ -247,7 +260,8 @@ def _file_plan(report: ReportConfig, file: FileInput, due: tuple[Interval, ...],
         missing_set = set(missing)
         lookback = tuple([interval for interval in due if interval not in missing_set][-report.lookback:])
     wanted = sorted(set(missing) | set(lookback))
-    todo, backing_off = state.split_retries(report.key, file.explode, wanted, now, limits.retry_failed_now)
+    todo, backing_off = state.split_retries(report.key, file.explode, wanted, now,
+                                            inputs.limits.retry_failed_now)
     window_start = due[0].label if due else None
     if blocked is not None:
         reasons = _fold([(interval, blocked) for interval in missing])
@@ -257,16 +271,15 @@ def _file_plan(report: ReportConfig, file: FileInput, due: tuple[Interval, ...],
                     tuple(todo), (), (), window_start, stale)
 
 
-def _stale(report: ReportConfig, file: FileInput, due: tuple[Interval, ...], labels: list[str],
-           versions: PlanVersions | None) -> frozenset[Interval]:
+def _stale(inputs: _Inputs, file: FileInput) -> frozenset[Interval]:
     """The due dates the file holds that an older version computed, when the
     report's on_query_change asks for them to be recomputed (from its date on)."""
-    policy = report.on_query_change
+    policy, versions = inputs.report.on_query_change, inputs.versions
     if versions is None or policy.policy != "rerun" or not file.dates:
         return frozenset()
     since = policy.since.isoformat() if policy.since else None
-    indexes = versions.record.older_labels(file.path, labels, file.dates, versions.current, since)
-    return frozenset(due[index] for index in indexes)
+    indexes = versions.record.older_labels(file.path, inputs.labels, file.dates, versions.current, since)
+    return frozenset(inputs.due[index] for index in indexes)
 
 
 def _apply_limit(draft: FilePlan, taken: set[Interval], limit: int | None, state: State,

@@ -23,10 +23,9 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
-from collections.abc import Set
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from . import config as config_stage
 from . import intervals, journal, reruns, store, versions
@@ -167,7 +166,7 @@ class RunSummary:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class RunRefused(Exception):
@@ -665,7 +664,7 @@ def _finish_files(plan: planning.ReportPlan, files: dict[Explode, _File],
     return outcome
 
 
-def _newest_date(dates: Set[str], due_labels: list[str]) -> str | None:
+def _newest_date(dates: set[str] | frozenset[str], due_labels: list[str]) -> str | None:
     if not dates:
         return None
     # Most files hold exactly the due dates (a C-level check, where max()

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, UTC
 from pathlib import Path
 
 from reportupdater import config, reruns
@@ -13,7 +13,7 @@ from reportupdater.plan import FileInput, Limits, Verdict, compress, plan_report
 from reportupdater.state import State
 from testkit import make_folder, write_script
 
-NOW = datetime(2026, 1, 5, 5, tzinfo=timezone.utc)  # due: 2026-01-01 .. 2026-01-04
+NOW = datetime(2026, 1, 5, 5, tzinfo=UTC)  # due: 2026-01-01 .. 2026-01-04
 DAYS = {"2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"}
 
 
@@ -92,7 +92,7 @@ def test_a_schedule_not_due_plans_no_job_but_says_why(tmp_path):
 
 def test_nothing_due_before_the_start(tmp_path):
     plan = plan_report(report(tmp_path), one_file(), State(tmp_path), [],
-                       datetime(2025, 12, 1, tzinfo=timezone.utc))
+                       datetime(2025, 12, 1, tzinfo=UTC))
     assert plan.verdict is Verdict.NOTHING_DUE and plan.due == ()
 
 

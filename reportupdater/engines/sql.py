@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     import sqlalchemy
     from sqlalchemy.engine import URL
 
-    from ..config import DatabaseDraft, ReportDraft
+    from ..config import DatabaseDraft, FolderConfig, ReportDraft
 
 
 # ------------------------------------------------ what it reads from config.yaml
@@ -255,7 +255,7 @@ _HELD_IDLE_SECONDS = 30.0
 class SqlEngine(Engine):
     type = "sql"
 
-    def __init__(self, folder, site=SiteDefaults()):
+    def __init__(self, folder: FolderConfig, site: SiteDefaults = SiteDefaults()) -> None:
         super().__init__(folder, site)
         self._engines: dict[tuple, sqlalchemy.Engine] = {}
         self._shard_finders: dict[str, ShardFinder] = {}

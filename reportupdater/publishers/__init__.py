@@ -26,8 +26,9 @@ from collections.abc import Sequence
 
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..intervals import Interval
-    from .queue import DurableQueue
 
 
 
@@ -74,11 +75,24 @@ class FlushResult:
         return self.error is None
 
 
+class WaitingItems(Protocol):
+    """What the runner needs of a destination's queue (Graphite keeps its
+    own plaintext queue; the others a publishers.queue.DurableQueue)."""
+
+    folder: Path
+
+    def size(self) -> int: ...
+
+    def remove_stale_temp(self) -> None: ...
+
+
 class Publisher(Protocol):
     """What the runner calls, per destination (see the header)."""
 
-    name: str                   # "tables", "prometheus" (and "graphite" in phase B)
-    queue: DurableQueue
+    name: str                   # "graphite", "tables", "prometheus"
+
+    @property
+    def queue(self) -> WaitingItems: ...
 
     def enqueue(self, stored: Sequence[StoredInterval]) -> int:
         """Build this store's items for the intervals of reports it publishes

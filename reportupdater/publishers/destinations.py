@@ -39,9 +39,9 @@ def build(folder: FolderConfig, output_folder: Path, only: Iterable[str] = NAMES
                                                   folder.query_folder))
     if "tables" in wanted and folder.tables is not None:
         from .tables import TablesPublisher, TableTarget
-        targets = {key: TableTarget(report.table_name) for key, report in folder.reports.items()
+        table_targets = {key: TableTarget(report.table_name) for key, report in folder.reports.items()
                    if report.table_name is not None}
-        built.publishers.append(TablesPublisher(folder.tables, targets, output_folder,
+        built.publishers.append(TablesPublisher(folder.tables, table_targets, output_folder,
                                                 folder.query_folder))
     if "prometheus" in wanted and folder.prometheus is not None:
         from .prometheus import PrometheusPublisher

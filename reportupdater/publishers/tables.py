@@ -99,7 +99,7 @@ class TablesPublisher:
         self.settings = replace(settings, url=resolve_sqlite_path(settings.url, output_folder))
         self.targets = dict(targets)        # report key -> its table; others are not published
         self.queue = DurableQueue(NAME, output_folder, query_folder)
-        self._engine = None
+        self._engine: Any = None  # a sqlalchemy.Engine once connected
 
     # ------------------------------------------------------------ enqueue
 
@@ -146,7 +146,7 @@ class TablesPublisher:
 
     # -------------------------------------------------------------- flush
 
-    def engine(self):
+    def engine(self) -> Any:  # a sqlalchemy.Engine, imported only when publishing
         if self._engine is None:
             import sqlalchemy as sa  # only runs that publish to tables need it
             url = sa.engine.make_url(self.settings.url)
