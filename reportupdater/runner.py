@@ -453,8 +453,8 @@ def _flush(publishers: list[Publisher], summary: RunSummary) -> None:
             summary.graphite_queued = not result.ok
         if result.refused and result.error:
             line = f"{publisher.name}: {result.error}"
-            log.error("%s; the batch stays queued in %s", line, publisher.queue.folder)
-            if line not in summary.publish_refused:
+            if line not in summary.publish_refused:  # once a run, not again at its end
+                log.error("%s; the batch stays queued in %s", line, publisher.queue.folder)
                 summary.publish_refused.append(line)
 
 

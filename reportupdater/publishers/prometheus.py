@@ -35,10 +35,13 @@ log = logging.getLogger(__name__)
 NAME = "prometheus"
 SAMPLES_PER_REQUEST = 5000
 _TOO_OLD = re.compile(r"too old sample|out of bounds", re.IGNORECASE)
-# read_url: how long the store may take to show what it took. VictoriaMetrics
-# shows a write after up to ~10 s unless /internal/force_flush (tried first)
-# answers; Prometheus at once. A sample still wrong then fails the publish.
-READ_BACK_SECONDS = 10.0
+# read_url: how long the store may take to show what it took (read again,
+# more slowly, until then). Prometheus shows it at once; VictoriaMetrics
+# (1.79) a new series up to ~10 s late unless /internal/force_flush
+# answers, and a replaced value alternates with the old one until its parts
+# merge (measured: 7-15 s; the later write then stays). A sample still
+# missing or different then fails the publish.
+READ_BACK_SECONDS = 30.0
 READ_BACK_DOC = "docs/publishing.md#reading-back-what-the-store-kept-read_url"
 _REGEX_SPECIAL = set("\\.+*?()|[]{}^$")
 _MAX_MATCHER_CHARS = 20000  # a longer alternation of label values: filtered here instead
@@ -153,6 +156,7 @@ class PrometheusPublisher:
         self._read_headers = {name: value for name, value in self._headers.items()
                               if name not in HEADERS or name == "User-Agent"}
         self._warned_replaces: set[str] = set()  # reports warned about this run (no read_url)
+        self._read_back_failed: dict[Path, str] = {}  # batch -> its read-back error, this run
 
     def samples(self, each: StoredInterval, target: PrometheusTarget) -> list[list[Any]]:
         """[[labels as pairs], timestamp ms, value] for every metric of every row."""
@@ -245,21 +249,18 @@ class PrometheusPublisher:
         hold as sent; RemoteWriteError (4xx) or OSError (unreachable) when
         the query API does not answer."""
         deadline = time.monotonic() + READ_BACK_SECONDS
-        delay, flush_tried = 0.1, False
+        delay = 0.05
         total = sum(len(points) for points in series.values())
         while True:
             wrong = self._compare(series, self._query(series))
             if not wrong:
                 return
-            if not flush_tried:
-                flush_tried = True
-                if self._force_flush():  # what the store took is searchable now: final
-                    wrong = self._compare(series, self._query(series))
-                    if not wrong:
-                        return
-                    raise ReadBackError(wrong, total)
             if time.monotonic() >= deadline:
                 raise ReadBackError(wrong, total)
+            # VictoriaMetrics shows a write seconds late, and a replaced value
+            # alternates with the old one until its parts merge (1.79: the
+            # later write then stays): flush its buffers, read again.
+            self._force_flush()
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 
@@ -344,6 +345,9 @@ class PrometheusPublisher:
             if document is None:
                 continue
             self._warn_replaces(document)
+            if path in self._read_back_failed:  # this run already: the store will not change its mind
+                result.error, result.refused = self._read_back_failed[path], True
+                break
             try:
                 self.send(document["items"])
             except ReadBackError as exc:
@@ -351,6 +355,7 @@ class PrometheusPublisher:
                 # stays, every run fails (the runner's error line says it all).
                 result.error = f"{self.settings.remote_write_url}: {exc}"
                 result.refused = True
+                self._read_back_failed[path] = result.error
                 break
             except RemoteWriteError as exc:
                 # A 4xx other than 429 (or a 5xx "too old sample", above)
@@ -378,8 +383,9 @@ class PrometheusPublisher:
             log.warning("prometheus: %s: %d samples sent, %d kept in %s for the next run",
                         result.error, result.delivered, result.waiting, self.queue.folder)
         elif result.delivered:
-            log.info("prometheus: sent %d samples to %s", result.delivered,
-                     self.settings.remote_write_url)
+            log.info("prometheus: sent %d samples to %s%s", result.delivered,
+                     self.settings.remote_write_url, "" if self.settings.read_url is None else
+                     f", read back from {self.settings.read_url}: as sent")
         return result
 
     def _warn_replaces(self, document: Mapping[str, Any]) -> None:
