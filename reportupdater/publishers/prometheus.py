@@ -254,6 +254,7 @@ class PrometheusPublisher:
         while True:
             wrong = self._compare(series, self._query(series))
             if not wrong:
+                self._read_back += total
                 return
             if time.monotonic() >= deadline:
                 raise ReadBackError(wrong, total)
@@ -340,6 +341,7 @@ class PrometheusPublisher:
         """Send the queue oldest first and stop at the first batch not taken,
         so that batches arrive in order (a later value for a timestamp wins)."""
         result = FlushResult()
+        self._read_back = 0  # samples read back as sent (read_url), this flush
         for path in self.queue.files():
             document = self.queue.read(path)
             if document is None:
@@ -385,7 +387,7 @@ class PrometheusPublisher:
         elif result.delivered:
             log.info("prometheus: sent %d samples to %s%s", result.delivered,
                      self.settings.remote_write_url, "" if self.settings.read_url is None else
-                     f", read back from {self.settings.read_url}: as sent")
+                     f", {self._read_back} read back from {self.settings.read_url}: as sent")
         return result
 
     def _warn_replaces(self, document: Mapping[str, Any]) -> None:
