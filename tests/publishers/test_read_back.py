@@ -67,7 +67,7 @@ def test_prometheus_keeping_the_old_value_fails_the_run_with_one_line(prometheus
 
     edit_values(query, {"2026-01-01 en 10 a": "2026-01-01 en 12 a"})
     rerun(query)
-    for attempt in range(2):  # the batch stays: every later run fails the same way
+    for _ in range(2):  # the batch stays: every later run fails the same way
         code, _, err = run(query, output, "info")
         assert code == 1, err
         lines = READ_BACK_LINE.findall(err)
