@@ -157,6 +157,7 @@ class PrometheusPublisher:
                               if name not in HEADERS or name == "User-Agent"}
         self._warned_replaces: set[str] = set()  # reports warned about this run (no read_url)
         self._read_back_failed: dict[Path, str] = {}  # batch -> its read-back error, this run
+        self._read_back = 0  # samples read back as sent, this flush
 
     def samples(self, each: StoredInterval, target: PrometheusTarget) -> list[list[Any]]:
         """[[labels as pairs], timestamp ms, value] for every metric of every row."""
