@@ -38,9 +38,9 @@ _TOO_OLD = re.compile(r"too old sample|out of bounds", re.IGNORECASE)
 # read_url: how long the store may take to show what it took (read again,
 # more slowly, until then). Prometheus shows it at once; VictoriaMetrics
 # (1.79) a new series up to ~10 s late unless /internal/force_flush
-# answers, and a replaced value alternates with the old one until its parts
-# merge (measured: 7-15 s; the later write then stays). A sample still
-# missing or different then fails the publish.
+# answers, and for a timestamp written twice either value, changing from
+# query to query (measured; neither a restart nor a force_merge settles it).
+# A sample still missing or different then fails the publish.
 READ_BACK_SECONDS = 30.0
 READ_BACK_DOC = "docs/publishing.md#reading-back-what-the-store-kept-read_url"
 _REGEX_SPECIAL = set("\\.+*?()|[]{}^$")
@@ -259,9 +259,8 @@ class PrometheusPublisher:
                 return
             if time.monotonic() >= deadline:
                 raise ReadBackError(wrong, total)
-            # VictoriaMetrics shows a write seconds late, and a replaced value
-            # alternates with the old one until its parts merge (1.79: the
-            # later write then stays): flush its buffers, read again.
+            # VictoriaMetrics shows a write seconds late (and a value written
+            # over another one, either of them): flush its buffers, read again.
             self._force_flush()
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
@@ -343,13 +342,14 @@ class PrometheusPublisher:
         so that batches arrive in order (a later value for a timestamp wins)."""
         result = FlushResult()
         self._read_back = 0  # samples read back as sent (read_url), this flush
+        kept_other = False  # the read-back failed: the runner's one error line says it all
         for path in self.queue.files():
             document = self.queue.read(path)
             if document is None:
                 continue
             self._warn_replaces(document)
             if path in self._read_back_failed:  # this run already: the store will not change its mind
-                result.error, result.refused = self._read_back_failed[path], True
+                result.error, result.refused, kept_other = self._read_back_failed[path], True, True
                 break
             try:
                 self.send(document["items"])
@@ -357,7 +357,7 @@ class PrometheusPublisher:
                 # Answered 2xx, but the store kept something else: the batch
                 # stays, every run fails (the runner's error line says it all).
                 result.error = f"{self.settings.remote_write_url}: {exc}"
-                result.refused = True
+                result.refused = kept_other = True
                 self._read_back_failed[path] = result.error
                 break
             except RemoteWriteError as exc:
@@ -382,7 +382,7 @@ class PrometheusPublisher:
             result.delivered += len(document["items"])
         if result.error is not None:
             result.waiting = self.queue.size()
-        if result.error is not None and not (result.refused and "answered 2xx" in result.error):
+        if result.error is not None and not kept_other:
             log.warning("prometheus: %s: %d samples sent, %d kept in %s for the next run",
                         result.error, result.delivered, result.waiting, self.queue.folder)
         elif result.delivered:
@@ -425,8 +425,9 @@ class ReadBackError(Exception):
         more = f" ({len(wrong)} of the request's {total} samples differ or are missing)"
         super().__init__(
             f"the store answered 2xx but kept another value: {_series_text(labels)} at {when}: "
-            f"sent {_number(sent)}, the store holds {held}{more}; Prometheus keeps the first "
-            f"value of a timestamp in its out-of-order head: see {READ_BACK_DOC}")
+            f"sent {_number(sent)}, the store holds {held}{more}; it does not take a changed "
+            f"value for a timestamp it holds (Prometheus keeps the first one of its out-of-order "
+            f"head): see {READ_BACK_DOC}")
         self.wrong = list(wrong)
 
 
