@@ -1241,6 +1241,11 @@ def _parse_prometheus(where: _Where, raw: dict) -> PrometheusSettings:
         raise where.error("remote_write_url", "is not an http:// or https:// URL (such as "
                                               "http://127.0.0.1:8428/api/v1/write)")
     values: dict[str, Any] = {"remote_write_url": url.strip()}
+    if raw.get("read_url") is not None:
+        read_url = _expand_env(where, "read_url", _str(where, "read_url", raw["read_url"])).strip()
+        if not re.match(r"(?i)https?://[^/?#\s]+", read_url):
+            raise where.error("read_url", "is not an http:// or https:// URL (such as http://127.0.0.1:9090)")
+        values["read_url"] = read_url.rstrip("/")
     for name in ("basic_auth_user", "basic_auth_password_env", "timeout"):
         if raw.get(name) is not None:
             values[name] = _plain(where, config_keys.PROMETHEUS[name], raw[name])

@@ -453,8 +453,8 @@ def _flush(publishers: list[Publisher], summary: RunSummary) -> None:
             summary.graphite_queued = not result.ok
         if result.refused and result.error:
             line = f"{publisher.name}: {result.error}"
-            log.error("%s; the batch stays queued in %s", line, publisher.queue.folder)
-            if line not in summary.publish_refused:
+            if line not in summary.publish_refused:  # once a run, not again at its end
+                log.error("%s; the batch stays queued in %s", line, publisher.queue.folder)
                 summary.publish_refused.append(line)
 
 
@@ -728,6 +728,7 @@ class _File:
     output: store.OutputFile
     version: str | None = None  # the fingerprint computing it (versions.py)
     fresh: set[str] = field(default_factory=set)  # dates to publish since the last save
+    replaced: set[str] = field(default_factory=set)  # dates whose rows changed this run
     computed: set[Interval] = field(default_factory=set)  # merged this run
 
     @property
@@ -818,6 +819,7 @@ def _merge(report: config_stage.ReportConfig, part: Interval, result: Result, ke
     run.state.clear_failure(report.key, key)
     target.computed.add(part)
     target.fresh |= set(changes)  # lookback: only changed rows go to Graphite again
+    target.replaced |= {label for label, (old, _) in changes.items() if old}
     if part in target.plan.rerun:
         # An explicit rerun re-sends, changed or not: the operator
         # reruns because a graph is wrong or a whisper file was lost.
@@ -889,7 +891,8 @@ def _enqueue_all(files: dict[Explode, _File], publishers: list[Publisher]
     # Fresh dates a file no longer holds are intervals without rows: a table
     # deletes what it held for them.
     stored = [item for each in fresh
-              for item in destinations.stored_intervals(each.report, each.explode, each.output, each.fresh)]
+              for item in destinations.stored_intervals(each.report, each.explode, each.output, each.fresh,
+                                                          each.replaced)]
     publish_failed = False
     for publisher in publishers:
         try:
@@ -918,7 +921,8 @@ def _enqueue(target: _File, publishers: list[Publisher]) -> tuple[bool, Tally]:
     output = target.output
     if not publishers or not target.fresh:
         return True, Tally()
-    stored = destinations.stored_intervals(target.report, target.explode, output, target.fresh)
+    stored = destinations.stored_intervals(target.report, target.explode, output, target.fresh,
+                                           target.replaced)
     publish_failed = False
     for publisher in publishers:
         try:

@@ -55,6 +55,9 @@ class StoredInterval:
     header: tuple[str, ...]                 # the file's header; header[0] is the date column
     rows: tuple[tuple[str, ...], ...]
     interval: Interval
+    # The interval held other rows before this run's merge (a rerun, a
+    # lookback change): the store may keep the old values (Prometheus).
+    replaces: bool = False
 
     @property
     def start_utc(self) -> datetime:

@@ -66,15 +66,16 @@ def interval_of(label: str, report: ReportConfig) -> intervals.Interval:
 
 
 def stored_intervals(report: ReportConfig, explode: tuple[tuple[str, str], ...],
-                     output: store.OutputFile, labels: Iterable[str]) -> list[StoredInterval]:
+                     output: store.OutputFile, labels: Iterable[str],
+                     replaced: Iterable[str] = ()) -> list[StoredInterval]:
     """The intervals `labels` name as the file holds them now; a date the
     file no longer holds is an interval without rows (a table deletes its rows)."""
-    header = tuple(output.header)
+    header, replaced = tuple(output.header), set(replaced)
     if not header:
         return []  # a file that never held a row: nothing to publish or replace
     return [StoredInterval(report.key, tuple(explode), header,
                            tuple(tuple(row) for row in output.by_date.get(label, ())),
-                           interval_of(label, report))
+                           interval_of(label, report), label in replaced)
             for label in sorted(labels)]
 
 

@@ -19,6 +19,8 @@ import math
 import os
 import re
 import struct
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from collections.abc import Mapping, Sequence
@@ -33,6 +35,16 @@ log = logging.getLogger(__name__)
 NAME = "prometheus"
 SAMPLES_PER_REQUEST = 5000
 _TOO_OLD = re.compile(r"too old sample|out of bounds", re.IGNORECASE)
+# read_url: how long the store may take to show what it took (read again,
+# more slowly, until then). Prometheus shows it at once; VictoriaMetrics
+# (1.79) a new series up to ~10 s late unless /internal/force_flush
+# answers, and for a timestamp written twice either value, changing from
+# query to query (measured; neither a restart nor a force_merge settles it).
+# A sample still missing or different then fails the publish.
+READ_BACK_SECONDS = 30.0
+READ_BACK_DOC = "docs/publishing.md#reading-back-what-the-store-kept-read_url"
+_REGEX_SPECIAL = set("\\.+*?()|[]{}^$")
+_MAX_MATCHER_CHARS = 20000  # a longer alternation of label values: filtered here instead
 HEADERS = {
     "Content-Encoding": "snappy",
     "Content-Type": "application/x-protobuf",
@@ -140,6 +152,12 @@ class PrometheusPublisher:
                                    f"{variable!r} is not set")
             token = base64.b64encode(f"{settings.basic_auth_user}:{password}".encode()).decode()
             self._headers["Authorization"] = f"Basic {token}"
+        # The query API: the same credentials and headers, not remote write's own.
+        self._read_headers = {name: value for name, value in self._headers.items()
+                              if name not in HEADERS or name == "User-Agent"}
+        self._warned_replaces: set[str] = set()  # reports warned about this run (no read_url)
+        self._read_back_failed: dict[Path, str] = {}  # batch -> its read-back error, this run
+        self._read_back = 0  # samples read back as sent, this flush
 
     def samples(self, each: StoredInterval, target: PrometheusTarget) -> list[list[Any]]:
         """[[labels as pairs], timestamp ms, value] for every metric of every row."""
@@ -185,11 +203,15 @@ class PrometheusPublisher:
 
     def enqueue(self, stored: Sequence[StoredInterval]) -> int:
         items: list[list[Any]] = []
+        replaces: set[str] = set()  # reports whose batch changes values published before
         for each in stored:
             target = self.targets.get(each.report)
             if target is not None:
-                items += self.samples(each, target)
-        self.queue.add(items)
+                samples = self.samples(each, target)
+                items += samples
+                if each.replaces and samples:
+                    replaces.add(each.report)
+        self.queue.add(items, {"replaces": sorted(replaces)} if replaces else None)
         return len(items)
 
     def send(self, samples: Sequence[Sequence[Any]]) -> None:
@@ -210,26 +232,134 @@ class PrometheusPublisher:
                 with urllib.request.urlopen(request, timeout=self.settings.timeout) as response:
                     response.read()
             except urllib.error.HTTPError as exc:
-                detail = _first_line(exc.read())
-                if exc.code >= 500 and _TOO_OLD.search(detail):
-                    # Prometheus 2.42 answers 500 "too old sample" for a sample
-                    # before its out-of-order window: no retry will change that.
-                    raise RemoteWriteError(exc.code, detail) from None
-                if exc.code == 429 or exc.code >= 500:
-                    # Overloaded or broken for now: the next run sends again.
-                    raise OSError(f"HTTP {exc.code} {detail}") from None
-                raise RemoteWriteError(exc.code, detail) from None
+                raise _http_error(exc) from None
+            if self.settings.read_url is not None:
+                self.read_back(series)
+
+    # ------------------------------------------------------------ read back
+    #
+    # Prometheus's receiver answers 2xx to another value for a timestamp of
+    # its out-of-order head and keeps the old one (docs/publishing.md): only
+    # reading back shows it. One instant query per metric of the request, a
+    # range selector covering its timestamps (raw samples, on Prometheus and
+    # VictoriaMetrics alike), its labels narrowed by matchers; the series
+    # sent are picked out of the answer exactly.
+
+    def read_back(self, series: Mapping[tuple[tuple[str, str], ...], Mapping[int, float]]) -> None:
+        """Raise ReadBackError naming the first sample the store does not
+        hold as sent; RemoteWriteError (4xx) or OSError (unreachable) when
+        the query API does not answer."""
+        deadline = time.monotonic() + READ_BACK_SECONDS
+        delay = 0.05
+        total = sum(len(points) for points in series.values())
+        while True:
+            wrong = self._compare(series, self._query(series))
+            if not wrong:
+                self._read_back += total
+                return
+            if time.monotonic() >= deadline:
+                raise ReadBackError(wrong, total)
+            # VictoriaMetrics shows a write seconds late (and a value written
+            # over another one, either of them): flush its buffers, read again.
+            self._force_flush()
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _force_flush(self) -> bool:
+        """Ask VictoriaMetrics to make what it took searchable: whether it
+        answered 2xx (Prometheus has no such endpoint: 404; a VictoriaMetrics
+        with -forceFlushAuthKey: 401; then the reads are retried instead)."""
+        import urllib.request
+        request = urllib.request.Request(f"{self.settings.read_url}/internal/force_flush",
+                                         headers=self._read_headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.settings.timeout) as response:
+                response.read()
+            return True
+        except OSError:
+            return False
+
+    def _query(self, series: Mapping[tuple[tuple[str, str], ...], Mapping[int, float]]
+               ) -> dict[tuple[tuple[str, str], ...], dict[int, float]]:
+        """{labels: {timestamp ms: value}} the store holds around the samples sent."""
+        by_metric: dict[str, list[tuple[tuple[str, str], ...]]] = {}
+        for labels in series:
+            by_metric.setdefault(dict(labels)["__name__"], []).append(labels)
+        found: dict[tuple[tuple[str, str], ...], dict[int, float]] = {}
+        for metric, members in by_metric.items():
+            stamps = [stamp for labels in members for stamp in series[labels]]
+            first, last = min(stamps), max(stamps)
+            # (last + 1 s - window, last + 1 s]: every timestamp sent, whichever
+            # end the store's range includes.
+            expr = f"{_selector(metric, members)}[{last - first + 2000}ms]"
+            data = self._get_query(expr, (last + 1000) / 1000)
+            for result in data:
+                labels = tuple(sort_labels(result.get("metric", {})))
+                points = found.setdefault(labels, {})
+                for stamp, text in result.get("values", ()):
+                    points[round(float(stamp) * 1000)] = float(text)
+        return found
+
+    def _get_query(self, expr: str, at: float) -> list[dict[str, Any]]:
+        import json
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+        body = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}", "nocache": "1"}).encode()
+        request = urllib.request.Request(f"{self.settings.read_url}/api/v1/query", data=body,
+                                         headers={**self._read_headers, "Content-Type":
+                                                  "application/x-www-form-urlencoded"},
+                                         method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.settings.timeout) as response:
+                answer = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise _http_error(exc, "read_url: ") from None
+        except ValueError as exc:  # not JSON: not a query API
+            raise RemoteWriteError(200, f"read_url: not a Prometheus query API answer ({exc})") from None
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(data, dict) or data.get("resultType") != "matrix":
+            raise RemoteWriteError(200, f"read_url: not a Prometheus query API answer: "
+                                        f"{str(answer)[:200]}")
+        return list(data.get("result") or [])
+
+    @staticmethod
+    def _compare(series: Mapping[tuple[tuple[str, str], ...], Mapping[int, float]],
+                 found: Mapping[tuple[tuple[str, str], ...], Mapping[int, float]]
+                 ) -> list[tuple[tuple[tuple[str, str], ...], int, float, float | None]]:
+        """(labels, timestamp ms, sent, kept or None) of every sample not held as sent."""
+        wrong = []
+        for labels, points in series.items():
+            held = found.get(labels, {})
+            for stamp, value in sorted(points.items()):
+                kept = held.get(stamp)
+                if kept is None or not same_value(value, kept):
+                    wrong.append((labels, stamp, value, kept))
+        return wrong
 
     def flush(self) -> FlushResult:
         """Send the queue oldest first and stop at the first batch not taken,
         so that batches arrive in order (a later value for a timestamp wins)."""
         result = FlushResult()
+        self._read_back = 0  # samples read back as sent (read_url), this flush
+        kept_other = False  # the read-back failed: the runner's one error line says it all
         for path in self.queue.files():
             document = self.queue.read(path)
             if document is None:
                 continue
+            self._warn_replaces(document)
+            if path in self._read_back_failed:  # this run already: the store will not change its mind
+                result.error, result.refused, kept_other = self._read_back_failed[path], True, True
+                break
             try:
                 self.send(document["items"])
+            except ReadBackError as exc:
+                # Answered 2xx, but the store kept something else: the batch
+                # stays, every run fails (the runner's error line says it all).
+                result.error = f"{self.settings.remote_write_url}: {exc}"
+                result.refused = kept_other = True
+                self._read_back_failed[path] = result.error
+                break
             except RemoteWriteError as exc:
                 # A 4xx other than 429 (or a 5xx "too old sample", above)
                 # says the request itself is wrong: a bad
@@ -252,12 +382,27 @@ class PrometheusPublisher:
             result.delivered += len(document["items"])
         if result.error is not None:
             result.waiting = self.queue.size()
+        if result.error is not None and not kept_other:
             log.warning("prometheus: %s: %d samples sent, %d kept in %s for the next run",
                         result.error, result.delivered, result.waiting, self.queue.folder)
         elif result.delivered:
-            log.info("prometheus: sent %d samples to %s", result.delivered,
-                     self.settings.remote_write_url)
+            log.info("prometheus: sent %d samples to %s%s", result.delivered,
+                     self.settings.remote_write_url, "" if self.settings.read_url is None else
+                     f", {self._read_back} read back from {self.settings.read_url}: as sent")
         return result
+
+    def _warn_replaces(self, document: Mapping[str, Any]) -> None:
+        """Without read_url, once per run and report: a batch replacing values
+        published before may be answered 2xx and dropped (Prometheus)."""
+        if self.settings.read_url is not None:
+            return
+        for report in document.get("replaces") or ():
+            if report not in self._warned_replaces:
+                self._warned_replaces.add(report)
+                log.warning("prometheus: report %r: values published before are sent again with "
+                            "other values (a rerun or lookback change): Prometheus's receiver may "
+                            "answer 2xx and keep the old ones silently; set prometheus: read_url "
+                            "to check what the store kept (%s)", report, READ_BACK_DOC)
 
     def close(self) -> None:
         pass  # urllib keeps no connection open
@@ -267,6 +412,82 @@ class RemoteWriteError(Exception):
     def __init__(self, status: int, detail: str):
         super().__init__(f"HTTP {status} {detail}".strip())
         self.status = status
+
+
+class ReadBackError(Exception):
+    """The store answered 2xx but does not hold what was sent (read_url)."""
+
+    def __init__(self, wrong: Sequence[tuple[tuple[tuple[str, str], ...], int, float, float | None]],
+                 total: int):
+        labels, stamp, sent, kept = wrong[0]
+        when = datetime.fromtimestamp(stamp / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        held = "nothing" if kept is None else f"{_number(kept)}"
+        more = f" ({len(wrong)} of the request's {total} samples differ or are missing)"
+        super().__init__(
+            f"the store answered 2xx but kept another value: {_series_text(labels)} at {when}: "
+            f"sent {_number(sent)}, the store holds {held}{more}; it does not take a changed "
+            f"value for a timestamp it holds (Prometheus keeps the first one of its out-of-order "
+            f"head): see {READ_BACK_DOC}")
+        self.wrong = list(wrong)
+
+
+def same_value(sent: float, kept: float) -> bool:
+    """Whether the store holds `sent`: exactly, except a fraction to 11
+    significant digits (VictoriaMetrics stores about 12: 1/3 comes back as
+    0.333333333333); integers, counts, always exactly."""
+    if sent == kept:
+        return True
+    return not sent.is_integer() and math.isclose(sent, kept, rel_tol=1e-11, abs_tol=0.0)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value.is_integer() and abs(value) < 1e16 else repr(value)
+
+
+def _series_text(labels: Sequence[tuple[str, str]]) -> str:
+    named = dict(labels)
+    inner = ",".join(f'{name}="{_quoted(value)}"' for name, value in labels if name != "__name__")
+    return f"{named.get('__name__', '')}{{{inner}}}"
+
+
+def _quoted(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _selector(metric: str, members: Sequence[Sequence[tuple[str, str]]]) -> str:
+    """metric{...}: a label every series has, matched (= for one value, =~ an
+    alternation for several); the answer may hold more series than sent."""
+    values: dict[str, set[str]] = {}
+    for number, labels in enumerate(members):
+        named = {name: value for name, value in labels if name != "__name__"}
+        if number == 0:
+            values = {name: {value} for name, value in named.items()}
+        else:
+            values = {name: seen | {named[name]} for name, seen in values.items() if name in named}
+    matchers = []
+    for name, seen in sorted(values.items()):
+        if len(seen) == 1:
+            matchers.append(f'{name}="{_quoted(next(iter(seen)))}"')
+            continue
+        alternation = "|".join(sorted("".join("\\" + c if c in _REGEX_SPECIAL else c for c in value)
+                                      for value in seen))
+        if len(alternation) <= _MAX_MATCHER_CHARS:
+            matchers.append(f'{name}=~"{_quoted(alternation)}"')
+    return f"{metric}{{{','.join(matchers)}}}"
+
+
+def _http_error(exc: Any, what: str = "") -> Exception:
+    """An HTTP error answer as what send() raises: RemoteWriteError (refused
+    for good) or OSError (an outage: the next run tries again)."""
+    detail = _first_line(exc.read())
+    if exc.code >= 500 and _TOO_OLD.search(detail):
+        # Prometheus 2.42 answers 500 "too old sample" for a sample
+        # before its out-of-order window: no retry will change that.
+        return RemoteWriteError(exc.code, f"{what}{detail}".strip())
+    if exc.code == 429 or exc.code >= 500:
+        # Overloaded or broken for now: the next run sends again.
+        return OSError(f"{what}HTTP {exc.code} {detail}".strip())
+    return RemoteWriteError(exc.code, f"{what}{detail}".strip())
 
 
 def _is_utf8(text: str) -> bool:

@@ -20,7 +20,8 @@ DEFAULT_TIMEOUT_SECONDS = 30.0
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 
-SECTION_DOC = "Publish reports' prometheus sections with remote write: remote_write_url, auth, headers"
+SECTION_DOC = ("Publish reports' prometheus sections with remote write: remote_write_url, auth, "
+               "headers, read_url")
 SECTION_KEYS: dict[str, dict[str, Any]] = {
     "remote_write_url": {"kind": "other", "required": True, "null_is_unset": False,
                          "doc": "The store's remote-write endpoint (${VAR} from the environment)",
@@ -32,6 +33,10 @@ SECTION_KEYS: dict[str, dict[str, Any]] = {
                 "schema": {"type": "object", "additionalProperties": {"type": "string"}}},
     "timeout": {"kind": "seconds", "doc": "Seconds one request may take",
                 "default": DEFAULT_TIMEOUT_SECONDS},
+    "read_url": {"kind": "other",
+                 "doc": "The store's query API base (http://127.0.0.1:9090): every request "
+                        "is read back and compared (${VAR} from the environment)",
+                 "schema": {"type": "string", "pattern": r"^\s*[Hh][Tt][Tt][Pp][Ss]?://"}},
 }
 REPORT_KEYS: dict[str, dict[str, Any]] = {
     "prometheus": {
@@ -67,6 +72,7 @@ class PrometheusSettings:
     basic_auth_password_env: str | None = None  # the name of the variable holding the password
     headers: Mapping[str, str] = field(default_factory=dict)
     timeout: float = DEFAULT_TIMEOUT_SECONDS
+    read_url: str | None = None  # the query API base: read every request back, compare
 
 
 @dataclass(frozen=True)

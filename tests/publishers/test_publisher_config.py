@@ -43,6 +43,7 @@ prometheus:
   basic_auth_password_env: PROM_PASSWORD
   headers: {X-Scope-OrgID: team}
   timeout: 5
+  read_url: "http://127.0.0.1:9090/"
 reports:
   daily_edits:
     explode_by: {wiki: "enwiki, dewiki"}
@@ -62,6 +63,7 @@ reports:
     assert folder.prometheus.remote_write_url == "http://127.0.0.1:8428/api/v1/write"
     assert folder.prometheus.headers == {"X-Scope-OrgID": "team"}
     assert folder.prometheus.timeout == 5 and folder.prometheus.basic_auth_user == "writer"
+    assert folder.prometheus.read_url == "http://127.0.0.1:9090"  # no trailing slash
     reports = folder.reports
     assert reports["daily_edits"].table_name == "daily_edits"
     assert reports["renamed"].table_name == "edits_by_wiki"
@@ -89,6 +91,11 @@ def test_a_relative_sqlite_url_is_relative_to_the_output_folder(tmp_path):
     ("tables: [a]\n", "config.yaml:8: tables: a list (not shown: it may hold a password) is not a mapping"),
     ("prometheus: {remote_write_url: \"ftp://x\"}\n",
      "config.yaml:8: prometheus: key 'remote_write_url': is not an http:// or https:// URL"),
+    ("prometheus: {remote_write_url: \"http://x\", read_url: \"127.0.0.1:9090\"}\n",
+     "config.yaml:8: prometheus: key 'read_url': is not an http:// or https:// URL (such as "
+     "http://127.0.0.1:9090)"),
+    ("prometheus: {remote_write_url: \"http://x\", read_url: 9090}\n",
+     "config.yaml:8: prometheus: key 'read_url': "),
     ("prometheus: {remote_write_url: \"http://x\", headers: {\"a b\": c}}\n",
      "config.yaml:8: prometheus: key 'headers.a b': is not an HTTP header name"),
     ("prometheus: {remote_write_url: \"http://x\", basic_auth_password_env: P}\n",
@@ -160,17 +167,18 @@ def test_the_schema_takes_the_keys_and_refuses_bad_names():
     validator = jsonschema.Draft202012Validator(schema)
     good = yaml.safe_load("""
 tables: {url: "sqlite:///m.db", schema: s}
-prometheus: {remote_write_url: "https://x/api/v1/write", headers: {A: b}, timeout: 3}
+prometheus: {remote_write_url: "https://x/api/v1/write", headers: {A: b}, timeout: 3,
+             read_url: "https://x"}
 reports:
   a: {granularity: days, starts: "2026-01-01", table: false,
       prometheus: {metrics: {a_b: c}, labels: [wiki]}}
 """)
     assert list(validator.iter_errors(good)) == []
     bad = yaml.safe_load("""
-prometheus: {remote_write_url: "ftp://x"}
+prometheus: {remote_write_url: "ftp://x", read_url: "x:9090"}
 reports:
   a: {granularity: days, starts: "2026-01-01", table: true, prometheus: {metrics: {a-b: c}}}
 """)
     paths = sorted("/".join(map(str, error.absolute_path)) for error in validator.iter_errors(bad))
-    assert paths == ["prometheus/remote_write_url", "reports/a/prometheus/metrics",
+    assert paths == ["prometheus/read_url", "prometheus/remote_write_url", "reports/a/prometheus/metrics",
                      "reports/a/table"]
