@@ -110,14 +110,7 @@ class DatabaseConfig:
     port: int | None = None
     db: str | None = None
     creds_file: Path | None = None
-    auto_find_db_shard: bool = False
-    wiki_db_placeholder: str | None = None
-    use_x1: bool = False
-    mw_config_path: Path | None = None
     seed: Path | None = None  # sqlite only: SQL script that creates a missing database file
-    shards: dict[str, str] = field(default_factory=dict)  # shard -> "host:port"
-    shard_host_template: str | None = None  # "{shard}-replica.example.org:3306"
-    srv_template: str | None = None         # DNS SRV name, "_{shard}-analytics._tcp.eqiad.wmnet"
     timeout: float | None = None            # seconds per query, server and client side
     max_connections: int | None = None      # jobs at a time on this database
     engine: str = ""                        # its `engine:` (default: the first engine's)
@@ -269,7 +262,7 @@ class FolderConfig:
 class _Where:
     """Builds error messages that name file, report and key. In a database
     section (`hides_values`) a bad value is described, never shown: any of
-    its keys may hold a password by mistake (a URL in `shards`, a mapping
+    its keys may hold a password by mistake (a URL in a map of servers, a mapping
     in `url`, a password in the wrong key), and config errors reach logs,
     `validate` and `status --json`. The key and its line say where to look."""
 
@@ -501,11 +494,6 @@ def _inside(folder: Path, relative: str) -> Path | None:
 
 # -------------------------------------------------------------- databases
 
-# Where the original found MediaWiki's configuration and each shard's replica.
-DEFAULT_MW_CONFIG_PATH = config_keys.DATABASE["mw_config_path"].default
-DEFAULT_SRV_TEMPLATE = config_keys.DATABASE["srv_template"].default
-
-
 def _expand_env(where: _Where, key: str, text: str) -> str:
     """${VAR} from the environment; inside a URL's user:password@ part the
     value is percent-encoded, so a password holding @ / : # ? % stays whole."""
@@ -577,19 +565,6 @@ def _parse_url(where: _Where, raw: Any, query_folder: Path | None) -> str:
 _URL_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://([^/?#]*)")
 
 
-def _parse_shards(where: _Where, raw: Any) -> dict[str, str]:
-    if not isinstance(raw, dict):
-        raise where.error("shards", f"{where.show('shards', raw)} is not a mapping shard -> 'host:port'")
-    shards: dict[str, str] = {}
-    for shard, server in raw.items():
-        if not isinstance(server, str) or not re.fullmatch(r"[^\s:/@]+:\d+", server):
-            # Never the value: it is where a URL with its password lands by mistake.
-            raise where.error(f"shards.{shard}", f"{_describe(server)} is not 'host:port' "
-                                                 "(credentials belong in creds_file)")
-        shards[shard] = server
-    return shards
-
-
 def _parse_database(config_path: Path, query_folder: Path, key: str, raw: Any,
                     warnings: list[str]) -> DatabaseConfig:
     where = _Where.database_(config_path, key)
@@ -604,29 +579,22 @@ def _parse_database(config_path: Path, query_folder: Path, key: str, raw: Any,
         # Two descriptions of one server: which is meant is not ours to guess
         # (the URL would silently win). A hive URL may take its password from
         # a creds_file.
+        engines = report_types.declarations()
         creds_ok = any(raw.get("engine") in engine.database_engines and engine.creds_file_with_url
-                       for engine in report_types.declarations())
-        other = [name for name in ("host", "port", "db", "database", "auto_find_db_shard", "creds_file")
-                 if name in raw and not (name == "creds_file" and creds_ok)]
+                       for engine in engines)
+        server_keys = ("host", "port", "db", "database",
+                       *(name for engine in engines for name in engine.not_with_url), "creds_file")
+        other = [name for name in server_keys if name in raw and not (name == "creds_file" and creds_ok)]
         if other:
             raise where.error(other[0], "cannot be given with 'url' (the URL names the server and "
                                         "database): give one or the other")
         values["url"] = _parse_url(where, raw["url"], query_folder)
-    for name in ("host", "db", "wiki_db_placeholder", "shard_host_template", "srv_template"):
+    for name in ("host", "db", "timeout", "max_connections", "port"):
         if name in raw:
             values[name] = _plain(where, config_keys.DATABASE[name], raw[name])
-    for name in ("shard_host_template", "srv_template"):
-        if name in values and _template_fields(where, name, values[name]) - {"shard"}:
-            raise where.error(name, "may only use the {shard} placeholder")
-    if "shards" in raw:
-        values["shards"] = _parse_shards(where, raw["shards"])
-    for name in ("timeout", "max_connections", "port", "auto_find_db_shard", "use_x1"):
-        if name in raw:
-            values[name] = _plain(where, config_keys.DATABASE[name], raw[name])
-    for name in ("creds_file", "mw_config_path"):
-        if name in raw:
-            values[name] = query_folder / os.path.expanduser(_str(where, name, raw[name]))
-    draft = DatabaseDraft(where, raw, values)
+    draft = DatabaseDraft(where, raw, values, query_folder)
+    if "creds_file" in raw:
+        values["creds_file"] = draft.path(_str(where, "creds_file", raw["creds_file"]))
     _parse_engine_keys(draft)
     if "seed" in raw:
         seed = _inside(query_folder, _str(where, "seed", raw["seed"]))
@@ -634,14 +602,6 @@ def _parse_database(config_path: Path, query_folder: Path, key: str, raw: Any,
             raise where.error("seed", f"{where.show('seed', raw['seed'])} "
                               "is not a file inside the query folder")
         values["seed"] = seed
-    if values.get("auto_find_db_shard"):
-        if "creds_file" not in values:
-            raise where.error("creds_file", "is required with auto_find_db_shard")
-        if "wiki_db_placeholder" not in values and "db" not in values:
-            raise where.error("wiki_db_placeholder", "is required with auto_find_db_shard (or give 'db')")
-        values.setdefault("mw_config_path", Path(DEFAULT_MW_CONFIG_PATH))
-        if not values.get("shards") and "shard_host_template" not in values:
-            values.setdefault("srv_template", DEFAULT_SRV_TEMPLATE)
     engine = report_types.database_engine(values["engine"], values.get("url"))
     if engine is not None and engine.check_database is not None:
         engine.check_database(draft)
@@ -658,12 +618,21 @@ class DatabaseDraft:
     where: _Where
     raw: dict[str, Any]
     values: dict[str, Any]
+    query_folder: Path
 
     def error(self, key: str | None, message: str) -> ConfigError:
         return self.where.error(key, message)
 
     def show(self, key: str | None, value: Any) -> str:
         return self.where.show(key, value)
+
+    def path(self, text: str) -> Path:
+        """A file or folder a key names: relative to the query folder, ~ expanded."""
+        return self.query_folder / os.path.expanduser(text)
+
+    def template_fields(self, key: str, text: str) -> set[str]:
+        """The placeholders of a key's template text."""
+        return _template_fields(self.where, key, text)
 
     def text(self, key: str, value: Any) -> str:
         return _str(self.where, key, value)

@@ -59,6 +59,8 @@ class EngineKeys:
     database_engines: tuple[str, ...] = ()
     url_schemes: tuple[str, ...] = ()
     creds_file_with_url: bool = False  # its URLs may take their password from creds_file
+    # Its database keys that describe the server too: refused beside `url`.
+    not_with_url: tuple[str, ...] = ()
     # Reads its database keys, on every database that gives them.
     parse_database: Callable[[DatabaseDraft], None] | None = None
     # Its rules for a database it serves, once every key is read.

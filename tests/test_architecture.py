@@ -228,3 +228,30 @@ def test_the_config_stage_names_no_report_type():
         found = sorted({node.value for node in ast.walk(tree)
                         if isinstance(node, ast.Constant) and node.value in names})
         assert found == [], f"{module} names {found}"
+
+
+# The sql engine's MediaWiki shard keys, declared and parsed in engines/sql.py.
+SQL_ONLY_DATABASE_KEYS = {"auto_find_db_shard", "wiki_db_placeholder", "use_x1", "mw_config_path", "shards",
+                          "shard_host_template", "srv_template"}
+
+
+def test_the_config_stage_names_no_engine_only_database_key():
+    """The keys only one engine reads are its module's: config.py and
+    config_keys.py name none of them, as a value or as a name (a field, a
+    variable, an attribute, a keyword)."""
+    from reportupdater.engines import sql
+    assert set(sql.DATABASE_KEYS) == SQL_ONLY_DATABASE_KEYS
+    for module in ("reportupdater.config", "reportupdater.config_keys"):
+        tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+        words = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                words.add(node.value)
+            elif isinstance(node, ast.Name):
+                words.add(node.id)
+            elif isinstance(node, ast.Attribute):
+                words.add(node.attr)
+            elif isinstance(node, ast.keyword) and node.arg:
+                words.add(node.arg)
+        found = sorted(words & SQL_ONLY_DATABASE_KEYS)
+        assert found == [], f"{module} names {found}"

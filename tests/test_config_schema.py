@@ -233,16 +233,28 @@ def test_every_declared_key_is_a_field_of_its_dataclass(section, dataclass_type)
     assert declared - fields == set()
 
 
-# Defaults that auto_find_db_shard applies, not every database.
-_CONDITIONAL_DEFAULTS = {("databases", "mw_config_path"), ("databases", "srv_template")}
-
-
 def test_defaults_in_the_declarations_are_the_dataclass_defaults():
     for section, dataclass_type in (("reports", config.ReportConfig), ("databases", config.DatabaseConfig),
                                     ("graphite", config.GraphiteConfig)):
         fields = {field.name: field for field in dataclasses.fields(dataclass_type)}
         for name, key in config_keys.SECTIONS[section].items():
             if (key.default is None or name not in fields or key.kind not in config_keys.PLAIN_KINDS
-                    or fields[name].default is dataclasses.MISSING or (section, name) in _CONDITIONAL_DEFAULTS):
+                    or fields[name].default is dataclasses.MISSING):
                 continue
             assert fields[name].default == key.default, (section, name)
+
+
+# Defaults that auto_find_db_shard applies, not every database.
+_CONDITIONAL_DEFAULTS = {"mw_config_path", "srv_template"}
+
+
+def test_engines_database_key_defaults_are_what_a_database_without_them_reads(tmp_path):
+    (tmp_path / "config.yaml").write_text("databases: {d: {url: 'sqlite://'}}\n"
+                                          "reports: {r: {db: d, granularity: days, starts: 2026-01-01}}\n")
+    (tmp_path / "r.sql").write_text("SELECT 1\n")
+    database = config.load(tmp_path).databases["d"]
+    engine_keys = {name: key for name, key in config_keys.database_keys().items() if key.owner}
+    assert engine_keys
+    for name, key in engine_keys.items():
+        if key.kind in config_keys.PLAIN_KINDS and name not in _CONDITIONAL_DEFAULTS:
+            assert getattr(database, name) == key.default, name

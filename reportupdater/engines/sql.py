@@ -11,7 +11,8 @@
 # `seed:` when the run first uses it. May touch: those databases, the creds
 # files, the MediaWiki dblists, a sqlite `seed:` (to create a missing demo
 # database). Passwords never reach a log line or an error message: every
-# error leaving this engine has its database's passwords masked.
+# error leaving this engine has its database's passwords masked. KEYS
+# declares what it reads from config.yaml (its shard keys and rules).
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import atomic
-from ..config_keys import DEFAULT_TIMEOUT_SECONDS
+from ..config_keys import DEFAULT_TIMEOUT_SECONDS, Key
 from ..config import DatabaseConfig, hide_secrets
 from ..credentials import read_creds_file
 from ..datatypes import EngineError, Job, Result
@@ -46,6 +47,66 @@ if TYPE_CHECKING:
 
 
 # ------------------------------------------------ what it reads from config.yaml
+
+# MediaWiki's one database per wiki: which shard holds a wiki, and where.
+DATABASE_KEYS = {key.name: key for key in (
+    Key("auto_find_db_shard", "boolean", "Find each wiki's shard from MediaWiki's configuration",
+        default=False, null_is_unset=False),
+    Key("wiki_db_placeholder", "text", "The explode_by placeholder that names the wiki",
+        null_is_unset=False),
+    Key("use_x1", "boolean", "Read the x1 (extension) cluster instead of the wiki's shard",
+        default=False, null_is_unset=False),
+    Key("mw_config_path", "text", "Where MediaWiki's configuration is (default with auto_find_db_shard)",
+        default="/srv/mediawiki-config", null_is_unset=False),
+    Key("shards", "other", "shard -> 'host:port'", null_is_unset=False,
+        schema={"type": "object", "additionalProperties": {"type": "string",
+                                                           "pattern": r"^[^\s:/@]+:\d+$"}}),
+    Key("shard_host_template", "text", "'{shard}-replica.example.org:3306'", null_is_unset=False),
+    Key("srv_template", "text", "DNS SRV name of a shard (default with auto_find_db_shard, no shards)",
+        null_is_unset=False,
+        default="_{shard}-analytics._tcp.eqiad.wmnet"),
+)}
+# Where the original found MediaWiki's configuration and each shard's replica.
+DEFAULT_MW_CONFIG_PATH = DATABASE_KEYS["mw_config_path"].default
+DEFAULT_SRV_TEMPLATE = DATABASE_KEYS["srv_template"].default
+
+
+def _parse_shards(database: DatabaseDraft, raw: Any) -> dict[str, str]:
+    if not isinstance(raw, dict):
+        raise database.error("shards", f"{database.show('shards', raw)} is not a mapping "
+                                       "shard -> 'host:port'")
+    shards: dict[str, str] = {}
+    for shard, server in raw.items():
+        if not isinstance(server, str) or not re.fullmatch(r"[^\s:/@]+:\d+", server):
+            # Never the value: it is where a URL with its password lands by mistake.
+            raise database.error(f"shards.{shard}", f"{database.show(f'shards.{shard}', server)} is not "
+                                                    "'host:port' (credentials belong in creds_file)")
+        shards[shard] = server
+    return shards
+
+
+def _parse_database(database: DatabaseDraft) -> None:
+    """The shard keys of a database (its plain ones are read already), and
+    what auto_find_db_shard needs: checked on any database that gives them."""
+    raw, values = database.raw, database.values
+    options = values["options"]
+    for name in ("shard_host_template", "srv_template"):
+        if name in options and database.template_fields(name, options[name]) - {"shard"}:
+            raise database.error(name, "may only use the {shard} placeholder")
+    options["shards"] = _parse_shards(database, raw["shards"]) if "shards" in raw else {}
+    if "mw_config_path" in options:
+        options["mw_config_path"] = database.path(options["mw_config_path"])
+    options.setdefault("auto_find_db_shard", False)
+    options.setdefault("use_x1", False)
+    if options["auto_find_db_shard"]:
+        if "creds_file" not in values:
+            raise database.error("creds_file", "is required with auto_find_db_shard")
+        if "wiki_db_placeholder" not in options and "db" not in values:
+            raise database.error("wiki_db_placeholder", "is required with auto_find_db_shard (or give 'db')")
+        options.setdefault("mw_config_path", Path(DEFAULT_MW_CONFIG_PATH))
+        if not options["shards"] and "shard_host_template" not in options:
+            options.setdefault("srv_template", DEFAULT_SRV_TEMPLATE)
+
 
 def _report_database(report: ReportDraft) -> str:
     """An sql report's `db`: required, a sound database, and one that finds
@@ -71,7 +132,7 @@ def _check_database(database: DatabaseDraft) -> None:
     """A database without a URL names its server and database, and a creds
     file, unless it finds each wiki's shard."""
     raw, values = database.raw, database.values
-    if values.get("url") is None and not values.get("auto_find_db_shard"):
+    if values.get("url") is None and not values["options"].get("auto_find_db_shard"):
         missing = [name for name in ("host", "port", "creds_file", "db") if name not in raw]
         if missing:
             raise database.error(missing[0], "is required (or give 'url')")
@@ -80,7 +141,9 @@ def _check_database(database: DatabaseDraft) -> None:
 KEYS = EngineKeys(
     type="sql", template_suffix=".sql", ready_when=("query", "script"),
     ready_when_refused={"partition": "partitions are checked on Hive: use it in hive reports"},
-    check_report=_check_report, database_engines=("sql",), check_database=_check_database,
+    check_report=_check_report, database_keys=DATABASE_KEYS, database_engines=("sql",),
+    not_with_url=("auto_find_db_shard",),
+    parse_database=_parse_database, check_database=_check_database,
 )
 
 log = logging.getLogger(__name__)
