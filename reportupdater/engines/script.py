@@ -15,7 +15,7 @@ import logging
 
 from ..config_keys import DEFAULT_TIMEOUT_SECONDS
 from ..datatypes import EngineError, Job, Result
-from ..processes import run_command
+from ..processes import child_environment, run_command
 from ..report_types import EngineKeys
 from .base import Engine, build_result, script_argv
 
@@ -45,9 +45,14 @@ class ScriptEngine(Engine):
         assert job.report.script_path is not None  # config guarantees it for script reports
         return script_argv(job.report.script_path, job)
 
+    _environment: dict[str, str] | None = None  # built at the first command, kept for the run
+
     def run(self, job: Job) -> Result:
+        if self._environment is None:
+            self._environment = child_environment()
         stdout = run_command(self.argv(job), self.query_folder,
-                             job.report.timeout or DEFAULT_TIMEOUT_SECONDS, job.describe(), "script")
+                             job.report.timeout or DEFAULT_TIMEOUT_SECONDS, job.describe(), "script",
+                             env=self._environment)
         header, rows = parse_tsv(stdout)
         if not header:
             raise EngineError("script printed nothing (a header line is required)")
