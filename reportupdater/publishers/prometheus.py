@@ -43,6 +43,8 @@ _TOO_OLD = re.compile(r"too old sample|out of bounds", re.IGNORECASE)
 # A sample still missing or different then fails the publish.
 READ_BACK_SECONDS = 30.0
 READ_BACK_DOC = "docs/publishing.md#reading-back-what-the-store-kept-read_url"
+# PromQL label regexes are RE2: these are its metacharacters (re.escape
+# escapes Python's wider set, space and "-" included).
 _REGEX_SPECIAL = set("\\.+*?()|[]{}^$")
 _MAX_MATCHER_CHARS = 20000  # a longer alternation of label values: filtered here instead
 HEADERS = {
@@ -265,19 +267,18 @@ class PrometheusPublisher:
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    def _force_flush(self) -> bool:
-        """Ask VictoriaMetrics to make what it took searchable: whether it
-        answered 2xx (Prometheus has no such endpoint: 404; a VictoriaMetrics
-        with -forceFlushAuthKey: 401; then the reads are retried instead)."""
+    def _force_flush(self) -> None:
+        """Ask VictoriaMetrics to make what it took searchable. Any answer
+        will do: Prometheus has no such endpoint (404), a VictoriaMetrics
+        with -forceFlushAuthKey says 401; the reads are retried either way."""
         import urllib.request
         request = urllib.request.Request(f"{self.settings.read_url}/internal/force_flush",
                                          headers=self._read_headers)
         try:
             with urllib.request.urlopen(request, timeout=self.settings.timeout) as response:
                 response.read()
-            return True
         except OSError:
-            return False
+            pass
 
     def _query(self, series: Mapping[tuple[tuple[str, str], ...], Mapping[int, float]]
                ) -> dict[tuple[tuple[str, str], ...], dict[int, float]]:
