@@ -32,6 +32,7 @@ from . import smoke as smoke_stage
 from . import validate as validate_stage
 from .engines import SiteDefaults
 from .lock import FolderBusy, FolderLock, LockError
+from .processes import inherit_child_environment
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 COMMANDS = ("run", "rerun", "status", "changes", "smoke", "validate", "publish-backfill",
@@ -420,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C / SIGINT stops the run even when started from a shell or a
     # parent that ignores SIGINT (which Python would otherwise inherit).
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    inherit_child_environment()  # commands started from now on inherit this process's environment
     try:
         handler = {"run": _run, "rerun": _rerun, "status": _status, "changes": _changes, "smoke": _smoke,
                    "validate": _validate, "graphite-backfill": _graphite_backfill,

@@ -1,7 +1,8 @@
 # Stage 3 of 5: execution. Process supervision for every engine and the runner.
 #
 # run_command runs one command (a report's script, a readiness script, a
-# Hive command line) in a session of its own and returns its stdout. May
+# Hive command line) in a session of its own and returns its stdout;
+# start_command starts one, and its wait() returns the stdout. May
 # touch: the command's process group (started, and killed whole at the
 # timeout and when the command exits), processes outside it that still hold
 # its stdout or stderr once it has exited (killed), and a reaper process
@@ -12,11 +13,12 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
+import mmap
 import os
 import select
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -46,51 +48,66 @@ _spawn_lock = threading.Lock()
 # A run killed with SIGKILL cannot clean up: a small reaper process, started
 # with the first command, waits for the end of a pipe from the run, which
 # comes when the run is gone, and then kills the process groups still alive.
-# It learns them from a log file that the run appends to ("+group" when a
-# command starts, "-group" when it ends, emptied when none runs). The reaper
-# reads it only at the end: a message through the pipe per command woke the
-# reaper, which then competed for the CPU with the command starting.
+# It learns them from a file the run shares with it, mapped into the run's
+# memory: a slot per running command holds its group's ID (0: free), so
+# that telling the reaper costs no system call. It reads the file only at
+# the end: a message through the pipe per command woke the reaper, which
+# then competed for the CPU with the command starting.
 _REAPER = """
 import os, signal, sys
 sys.stdin.buffer.read()  # returns at the end of the pipe: the run is gone
-log = int(sys.argv[1])
-alive = set()
-for line in os.pread(log, os.fstat(log).st_size, 0).decode().split():
-    (alive.add if line[0] == "+" else alive.discard)(int(line[1:]))
-for group in alive:
+slots = int(sys.argv[1])
+data = os.pread(slots, os.fstat(slots).st_size, 0)
+for group in set(memoryview(data[:len(data) // 4 * 4]).cast("i")) - {0}:
     try:
         os.killpg(group, signal.SIGKILL)
     except OSError:
         pass
 """
+_SLOT = struct.Struct("i")
+_REAPER_FIRST_SLOTS = 1024  # doubled whenever more commands run at once
 _reaper: subprocess.Popen | None = None
-_reaper_log: int | None = None  # descriptor of an unlinked temp file, append-only
+_reaper_slots: mmap.mmap | None = None  # an unlinked temp file, shared with the reaper
+_reaper_descriptor = -1                 # that file's descriptor, passed to the reaper
+_reaper_slot_of: dict[int, int] = {}    # group -> its slot's offset
+_reaper_free: list[int] = []            # offsets of free slots
 
 
-def _tell_reaper(line: str) -> None:
-    """Log a command's start (+group) or end (-group) for the reaper.
-    Called with _running_lock held, after _running was updated."""
-    global _reaper, _reaper_log
+def _reaper_watch(group: int) -> None:
+    """Tell the reaper of a command's group (called with _running_lock held)."""
+    global _reaper, _reaper_slots, _reaper_descriptor
     try:
         if _reaper is None or _reaper.poll() is not None:
-            if line.startswith("-"):
-                return  # no reaper to tell: nothing it would have to kill
-            if _reaper_log is None:
-                _reaper_log, path = tempfile.mkstemp(prefix="reportupdater-reaper-")
+            if _reaper_slots is None:
+                descriptor, path = tempfile.mkstemp(prefix="reportupdater-reaper-")
                 os.unlink(path)
-                fcntl.fcntl(_reaper_log, fcntl.F_SETFL, os.O_APPEND)
+                size = _REAPER_FIRST_SLOTS * _SLOT.size
+                os.ftruncate(descriptor, size)
+                _reaper_slots, _reaper_descriptor = mmap.mmap(descriptor, size), descriptor
+                _reaper_free[:] = range(size - _SLOT.size, -1, -_SLOT.size)
             with _spawn_lock:
-                _reaper = subprocess.Popen([sys.executable, "-c", _REAPER, str(_reaper_log)],
+                _reaper = subprocess.Popen([sys.executable, "-c", _REAPER, str(_reaper_descriptor)],
                                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                           stderr=subprocess.DEVNULL, pass_fds=(_reaper_log,),
+                                           stderr=subprocess.DEVNULL, pass_fds=(_reaper_descriptor,),
                                            start_new_session=True)
-        assert _reaper_log is not None
-        if line.startswith("-") and not _running:
-            os.ftruncate(_reaper_log, 0)  # nothing runs: start the log over
-        else:
-            os.write(_reaper_log, f"{line}\n".encode())
-    except OSError as exc:  # no reaper: orphans possible after a SIGKILL, nothing worse
+        slots = _reaper_slots
+        assert slots is not None
+        if not _reaper_free:  # more commands at once than slots: twice the slots
+            size = len(slots)
+            slots.resize(2 * size)
+            _reaper_free.extend(range(2 * size - _SLOT.size, size - 1, -_SLOT.size))
+        offset = _reaper_slot_of[group] = _reaper_free.pop()
+        _SLOT.pack_into(slots, offset, group)
+    except (OSError, ValueError) as exc:  # no reaper: orphans possible after a SIGKILL, nothing worse
         log.debug("reaper unavailable: %s", exc)
+
+
+def _reaper_forget(group: int) -> None:
+    """The command's group is gone (called with _running_lock held)."""
+    offset = _reaper_slot_of.pop(group, None)
+    if offset is not None and _reaper_slots is not None:
+        _SLOT.pack_into(_reaper_slots, offset, 0)
+        _reaper_free.append(offset)
 
 
 def allow_commands() -> None:
@@ -371,26 +388,49 @@ def _holds(pid: int, targets: set[str]) -> bool:
     return False
 
 
-def child_environment() -> dict[str, str]:
+def child_environment() -> dict[str, str] | None:
     """The environment commands run with: this process's, and
     PYTHONDONTWRITEBYTECODE, so that a Python script importing a module
-    beside it does not write __pycache__/ into the query folder (a checkout)."""
-    return {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    beside it does not write __pycache__/ into the query folder (a checkout).
+    None when this process's own is that already (the command line sets it
+    at start): a command given None inherits it, where a dict would be
+    encoded anew for every command, a tenth of a trivial script's spawn."""
+    if os.environ.get(_NO_BYTECODE) == "1":
+        return None
+    return {**os.environ, _NO_BYTECODE: "1"}
+
+
+_NO_BYTECODE = "PYTHONDONTWRITEBYTECODE"
+
+
+def inherit_child_environment() -> None:
+    """Make this process's environment the one commands run with (see
+    child_environment). For a program's entry point: it changes the process."""
+    os.environ[_NO_BYTECODE] = "1"
 
 
 def run_command(argv: list[str], cwd: Path, timeout: float, describe: str, what: str,
                 env: Mapping[str, str] | None = None) -> str:
-    """Run a command in a session of its own and return its stdout as text.
+    """Run a command in a session of its own and return its stdout as text:
+    start_command(...).wait()."""
+    return start_command(argv, cwd, timeout, describe, what, env).wait()
+
+
+def start_command(argv: list[str], cwd: Path, timeout: float, describe: str, what: str,
+                  env: Mapping[str, str] | None = None) -> RunningCommand:
+    """Start a command in a session of its own; its wait() returns its stdout
+    as text. Between the two the caller may do other work (the runner merges
+    the previous result), but must call wait() in the end, also when it is
+    stopping (the command is then killed already, and wait() reaps it).
 
     env: child_environment() when not given (an engine running thousands of
-    commands passes the one it built for the run: building it costs as much
-    as a tenth of a trivial script's spawn).
+    commands passes the one it built for the run).
 
     The command is done when it exits: the processes it left running are
-    killed and its pipes are not waited on any longer (see above). Raises
-    EngineError on a non-zero exit (with stderr's last line), on a timeout
-    (the whole process group is killed), on output still arriving after the
-    exit, or on output that is not UTF-8. stderr goes to the log.
+    killed and its pipes are not waited on any longer (see above). wait()
+    raises EngineError on a non-zero exit (with stderr's last line), on a
+    timeout (the whole process group is killed), on output still arriving
+    after the exit, or on output that is not UTF-8. stderr goes to the log.
     """
     try:
         # A session of its own, so a timeout kills the command's children too.
@@ -398,7 +438,7 @@ def run_command(argv: list[str], cwd: Path, timeout: float, describe: str, what:
             process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                        start_new_session=True,
-                                       env=child_environment() if env is None else env)
+                                       env=env if env is not None else child_environment())
     except OSError as exc:
         raise EngineError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
     command = _Command(process)
@@ -406,54 +446,72 @@ def run_command(argv: list[str], cwd: Path, timeout: float, describe: str, what:
         stopping = _stopping
         if not stopping:
             _running.add(command)
-            _tell_reaper(f"+{process.pid}")
+            _reaper_watch(process.pid)
     if stopping:
         command.kill_group_and_reap()
         process.stdout.close()  # type: ignore[union-attr]
         process.stderr.close()  # type: ignore[union-attr]
         raise EngineError(f"{what} not run: the run is stopping")
-    # The watchdog kills the group at the timeout. communicate(timeout=...)
-    # would poll the exit with growing sleeps, and a timer thread per command
-    # costs a thread start: both doubled the time of short scripts run one by one.
-    cancel_timeout = watchdog.call_after(timeout, command.expire)
-    output = None
-    try:
-        output = _Output(process)
-        output.read_until_exit()
-        command.exited()
-        if not command.timed_out and not _stopping:
-            output.settle()
-        command.kill_group_and_reap()
-        output.finish(describe, what)
-    except BaseException:  # the run is stopping (a signal), or a bug: kill what runs
-        command.kill_group_and_reap()
-        if output is not None and output.open:
-            _kill_pipe_holders(output.open)
-        raise
-    finally:
-        cancel_timeout()
-        if output is not None:
-            output.close()
-        with _running_lock:
-            _running.discard(command)
-            _tell_reaper(f"-{process.pid}")
-    if command.timed_out:
-        raise EngineError(f"{what} timed out after {timeout:g} s and was killed")
-    errors = output.text(output.stderr).decode("utf-8", errors="replace").strip()
-    if process.returncode != 0:
+    return RunningCommand(command, timeout, describe, what)
+
+
+class RunningCommand:
+    """A command start_command started; wait() once."""
+
+    def __init__(self, command: _Command, timeout: float, describe: str, what: str):
+        self._command = command
+        self._timeout = timeout
+        self._describe = describe
+        self._what = what
+        # The watchdog kills the group at the timeout. communicate(timeout=...)
+        # would poll the exit with growing sleeps, and a timer thread per command
+        # costs a thread start: both doubled the time of short scripts run one by one.
+        self._cancel_timeout = watchdog.call_after(timeout, command.expire)
+
+    def wait(self) -> str:
+        command, describe, what = self._command, self._describe, self._what
+        process = command.process
+        output = None
+        try:
+            output = _Output(process)
+            output.read_until_exit()
+            command.exited()
+            if not command.timed_out and not _stopping:
+                output.settle()
+            command.kill_group_and_reap()
+            output.finish(describe, what)
+        except BaseException:  # the run is stopping (a signal), or a bug: kill what runs
+            command.kill_group_and_reap()
+            if output is not None and output.open:
+                _kill_pipe_holders(output.open)
+            raise
+        finally:
+            self._cancel_timeout()
+            if output is not None:
+                output.close()
+            else:
+                process.stdout.close()  # type: ignore[union-attr]
+                process.stderr.close()  # type: ignore[union-attr]
+            with _running_lock:
+                _running.discard(command)
+                _reaper_forget(process.pid)
+        if command.timed_out:
+            raise EngineError(f"{what} timed out after {self._timeout:g} s and was killed")
+        errors = output.text(output.stderr).decode("utf-8", errors="replace").strip()
+        if process.returncode != 0:
+            if errors:
+                log.warning("%s: %s stderr:\n%s", describe, what, errors)
+            last = errors.splitlines()[-1] if errors else "no output on stderr"
+            how = (f"killed by signal {-process.returncode}" if process.returncode < 0
+                   else f"exited with status {process.returncode}")
+            raise EngineError(f"{what} {how}: {last}")
         if errors:
-            log.warning("%s: %s stderr:\n%s", describe, what, errors)
-        last = errors.splitlines()[-1] if errors else "no output on stderr"
-        how = (f"killed by signal {-process.returncode}" if process.returncode < 0
-               else f"exited with status {process.returncode}")
-        raise EngineError(f"{what} {how}: {last}")
-    if errors:
-        log.info("%s: %s stderr:\n%s", describe, what, errors)
-    if output.late:
-        raise EngineError(f"{what} exited while a process it left running was still writing "
-                          "to its stdout: the output may be incomplete (wait for background "
-                          "processes before exiting)")
-    try:
-        return output.text(output.stdout).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise EngineError(f"{what} output is not UTF-8 (byte {exc.start})") from None
+            log.info("%s: %s stderr:\n%s", describe, what, errors)
+        if output.late:
+            raise EngineError(f"{what} exited while a process it left running was still writing "
+                              "to its stdout: the output may be incomplete (wait for background "
+                              "processes before exiting)")
+        try:
+            return output.text(output.stdout).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EngineError(f"{what} output is not UTF-8 (byte {exc.start})") from None

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -25,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, UTC
 from pathlib import Path
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 
 from . import config as config_stage
 from . import intervals, journal, reruns, store, versions
@@ -214,6 +215,8 @@ class _Engines:
             return self._limits.setdefault(key, threading.Semaphore(size))
 
     def _run(self, job: Job) -> tuple[list[PartOutcome], float]:
+        """Run one job in a worker thread, within the limits of its database
+        and report."""
         started = time.monotonic()
         held: list[threading.Semaphore] = []
         database = self.folder.databases.get(job.report.db or "")
@@ -224,15 +227,15 @@ class _Engines:
         for semaphore in held:
             semaphore.acquire()
         try:
-            return self._compute(job), time.monotonic() - started
+            return self._start(job)(), time.monotonic() - started
         finally:
             for semaphore in reversed(held):
                 semaphore.release()
 
-    def _compute(self, job: Job) -> list[PartOutcome]:
-        """Check readiness, run the job (or, when only some of a batch's
-        intervals are ready, each ready one alone), and cut the result by
-        interval."""
+    def _start(self, job: Job) -> Callable[[], list[PartOutcome]]:
+        """Check readiness and start the job (or, when only some of a
+        batch's intervals are ready, run each ready one alone); the call
+        returned waits for it and cuts the result by interval."""
         engine = self.get(job.report.type)
         if job.report.ready_when is not None:
             ready, outcomes = [], []
@@ -246,19 +249,28 @@ class _Engines:
                     outcomes.append(PartOutcome(part, error=EngineError(f"ready_when: {exc}")))
             if len(ready) < len(job.parts):
                 for part in ready:
-                    outcomes += self._compute_ready(Job(job.report, part, job.explode))
-                return sorted(outcomes, key=lambda outcome: outcome.part)
-        return self._compute_ready(job)
+                    outcomes += self._start_ready(Job(job.report, part, job.explode))()
+                done = sorted(outcomes, key=lambda outcome: outcome.part)
+                return lambda: done
+        return self._start_ready(job)
 
-    def _compute_ready(self, job: Job) -> list[PartOutcome]:
+    def _start_ready(self, job: Job) -> Callable[[], list[PartOutcome]]:
         try:
-            result = self.get(job.report.type).run(job)
-            _check_dates(result, job)
+            finish = self.get(job.report.type).start(job)
         except EngineError as exc:
-            return [PartOutcome(part, error=exc) for part in job.parts]
-        return [PartOutcome(part, result=piece) for part, piece in split_result(result, job.parts)]
+            failed = [PartOutcome(part, error=exc) for part in job.parts]
+            return lambda: failed
 
-    def execute(self, jobs: Iterable[Job]) -> Iterator[tuple[Job, list[PartOutcome], float]]:
+        def outcomes() -> list[PartOutcome]:
+            try:
+                result = finish()
+                _check_dates(result, job)
+            except EngineError as exc:
+                return [PartOutcome(part, error=exc) for part in job.parts]
+            return [PartOutcome(part, result=piece) for part, piece in split_result(result, job.parts)]
+        return outcomes
+
+    def execute(self, jobs: Iterable[Job]) -> Generator[tuple[Job, list[PartOutcome], float], None, None]:
         """Run jobs concurrently; yield (job, outcome per interval, seconds) in
         the order of `jobs` (one report's), so that merging (and header
         evolution) happens exactly as in a serial run.
@@ -274,12 +286,7 @@ class _Engines:
             return
         jobs = itertools.chain((first,), jobs)
         if self.site.jobs <= 1 or self.get(first.report.type).in_process(first):
-            try:
-                for job in jobs:
-                    yield (job, *self._run(job))
-            except BaseException:
-                kill_running_commands()
-                raise
+            yield from self._execute_serially(jobs)
             return
         running: deque[tuple[Job, Future]] = deque()
         try:
@@ -296,6 +303,34 @@ class _Engines:
             for _, future in running:
                 future.cancel()
             kill_running_commands()
+            raise
+
+    def _execute_serially(self, jobs: Iterable[Job]
+                          ) -> Generator[tuple[Job, list[PartOutcome], float], None, None]:
+        """One job at a time, in this thread (no limit to take: nothing else
+        runs). A job starts once the one before it has finished, and the
+        caller merges that one's result while this one runs: a script's
+        command runs in a process of its own, on another core. Seconds are
+        the job's own: the time spent in the caller is left out."""
+        previous = None
+        finish: Callable[[], list[PartOutcome]] | None = None
+        try:
+            for job in jobs:
+                started = time.monotonic()
+                finish = self._start(job)
+                seconds = time.monotonic() - started
+                if previous is not None:
+                    yield previous
+                waiting, finish = finish, None
+                started = time.monotonic()
+                previous = (job, waiting(), seconds + time.monotonic() - started)
+            if previous is not None:
+                yield previous
+        except BaseException:
+            kill_running_commands()
+            if finish is not None:  # started, and killed now: reap it
+                with contextlib.suppress(Exception):
+                    finish()
             raise
 
     def close(self) -> None:
@@ -589,14 +624,17 @@ def _execute(plan: planning.ReportPlan, files: dict[Explode, _File],
     by _finish_files)."""
     checkpoint = _Checkpoint(run.options)
     done = 0
-    for job, parts, seconds in run.engines.execute(plan.jobs):
-        done += len(job.parts)
-        outcome = outcome.plus(_take_result(job, parts, seconds, files[job.explode], run,
-                                            outcome.reopened, entry))
-        if run.options.progress:
-            run.options.progress(plan.report.key, done, plan.todo)
-        if checkpoint.due(len(job.parts)):
-            outcome = outcome.plus(_checkpoint(files, publishers, entry))
+    # Closed at once when this stops (a signal, a bug): a job may be running
+    # while its predecessor is merged here, and closing kills it.
+    with contextlib.closing(run.engines.execute(plan.jobs)) as results:
+        for job, parts, seconds in results:
+            done += len(job.parts)
+            outcome = outcome.plus(_take_result(job, parts, seconds, files[job.explode], run,
+                                                outcome.reopened, entry))
+            if run.options.progress:
+                run.options.progress(plan.report.key, done, plan.todo)
+            if checkpoint.due(len(job.parts)):
+                outcome = outcome.plus(_checkpoint(files, publishers, entry))
     return outcome
 
 

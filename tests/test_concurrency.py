@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -284,13 +285,9 @@ def test_stale_temp_file_of_a_killed_writer_is_ignored_and_removed(tmp_path):
 
 # ------------------------------------------------------ checkpoints
 
-SEES_OUTPUT = """\
+FINE = """\
 #!/bin/sh
-# How many lines the output file has, and whether the journal holds a
-# checkpoint, while this interval is computed.
-lines=$(cat "$SEEN_FILE" 2>/dev/null | wc -l)
-if [ -s "$JOURNAL_FILE" ]; then journaled=yes; else journaled=no; fi
-printf 'date\\tseen\\tjournaled\\n%s\\t%s\\t%s\\n' "$1" "$lines" "$journaled"
+printf 'date\\tvalue\\n%s\\t1\\n' "$1"
 """
 
 
@@ -300,8 +297,7 @@ printf 'date\\tseen\\tjournaled\\n%s\\t%s\\t%s\\n' "$1" "$lines" "$journaled"
     ({"checkpoint_seconds": 0}, "no yes yes yes"),
     ({"checkpoint_intervals": 2}, "no no yes yes"),
 ])
-def test_checkpoints_journal_during_the_run_and_write_the_file_once(tmp_path, monkeypatch, options,
-                                                                    journaled):
+def test_checkpoints_journal_during_the_run_and_write_the_file_once(tmp_path, options, journaled):
     config = """\
 reports:
   seen:
@@ -310,19 +306,24 @@ reports:
     starts: 2026-01-01
     backfill_order: oldest
 """
-    folder = make_folder(tmp_path, config, scripts={"seen": SEES_OUTPUT})
+    folder = make_folder(tmp_path, config, scripts={"seen": FINE})
     out = tmp_path / "out"
-    monkeypatch.setenv("SEEN_FILE", str(out / "seen.tsv"))
-    monkeypatch.setenv("JOURNAL_FILE", str(out / journal.JOURNAL_NAME))
+    seen = []
 
-    # One job at a time, so what each interval sees follows from the checkpoints alone.
+    def progress(report: str, done: int, planned: int) -> None:
+        # Called as each interval is merged, before its own checkpoint:
+        # what the journal and the output file hold by then.
+        seen.append(((out / "seen.tsv").exists(), (out / journal.JOURNAL_NAME).stat().st_size > 0
+                     if (out / journal.JOURNAL_NAME).exists() else False))
+
     summary = run(RunOptions(query_folder=folder, output_folder=out, now=parse_now(NOW), jobs=1,
-                             **options))
+                             progress=progress, **options))
 
     assert summary.exit_code == 0
-    dates = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]
-    assert files_under(out) == {"seen.tsv": tsv("date\tseen\tjournaled", *[
-        f"{date}\t0\t{seen}" for date, seen in zip(dates, journaled.split(), strict=True)])}
+    assert [file for file, _ in seen] == [False] * 4  # written once, at the end
+    assert " ".join("yes" if held else "no" for _, held in seen) == journaled
+    assert files_under(out) == {"seen.tsv": tsv("date\tvalue", *[
+        f"2026-01-0{day}\t1" for day in range(1, 5)])}
     assert not (out / journal.JOURNAL_NAME).exists()  # removed once the file was written
 
 
@@ -418,6 +419,55 @@ reports:
                 os.killpg(pids[0], signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+# The first day is quick; the next one records its PID and its child's and hangs.
+FIRST_QUICK_THEN_HANGS = """\
+#!/bin/sh
+if [ "$1" != 2026-01-03 ]; then
+  sleep 30 &
+  echo "$$ $!" > pids.tmp && mv pids.tmp pids
+  wait
+fi
+printf 'date\\tvalue\\n%s\\t1\\n' "$1"
+"""
+
+
+def test_a_run_stopped_while_it_merges_kills_the_next_command_already_running(tmp_path):
+    # With --jobs 1 the next interval's command runs while the run merges
+    # the one before: stopped just then (Ctrl-C here), the run kills it too.
+    config = """\
+reports:
+  hangs:
+    type: script
+    granularity: days
+    starts: 2026-01-03
+    backfill_order: oldest
+"""
+    folder = make_folder(tmp_path, config, scripts={"hangs": FIRST_QUICK_THEN_HANGS})
+    out = tmp_path / "out"
+    pids: list[int] = []
+
+    def progress(report: str, done: int, planned: int) -> None:
+        assert wait_for(lambda: (folder / "pids").exists(), timeout=15)
+        pids.extend(int(pid) for pid in (folder / "pids").read_text().split())
+        stopped.append(time.monotonic())
+        raise KeyboardInterrupt
+
+    stopped: list[float] = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(RunOptions(query_folder=folder, output_folder=out, now=parse_now(NOW), jobs=1,
+                           progress=progress))
+        assert time.monotonic() - stopped[0] < 10  # not waiting for the script's 30 s
+        assert len(pids) == 2
+        wait_for(lambda: not any(process_alive(pid) for pid in pids), timeout=3)
+        alive = [pid for pid in pids if process_alive(pid)]
+        assert alive == [], f"still running after the run was stopped: {alive}"
+    finally:
+        if pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pids[0], signal.SIGKILL)
 
 
 SIGNAL_MASK = """\

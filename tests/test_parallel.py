@@ -119,8 +119,13 @@ def _overlaps(spans_file: Path) -> int:
     return max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
 
 
-@pytest.mark.parametrize("parallel, most", [("true", 4), ("false", 1)])
-def test_parallel_false_never_overlaps(tmp_path, parallel, most):
+@pytest.mark.parametrize("parallel, jobs, ready_when, most", [
+    ("true", "4", "", 4), ("false", "4", "", 1),
+    # One job at a time: the next command starts only when the one before
+    # has ended (its result is merged while the next runs), its readiness
+    # check included.
+    ("true", "1", "", 1), ("true", "1", "ready_when: {script: sleepy}", 1)])
+def test_parallel_false_never_overlaps(tmp_path, parallel, jobs, ready_when, most):
     folder = tmp_path / "queries"
     folder.mkdir()
     (folder / "config.yaml").write_text(f"""
@@ -130,10 +135,11 @@ reports:
     granularity: days
     starts: 2026-01-01
     parallel: {parallel}
+    {ready_when}
 """)
     (folder / "sleepy").write_text(SLEEPY)
     (folder / "sleepy").chmod(0o755)
-    done = run_cli("run", folder, tmp_path / "out", "--now", "2026-01-09T00:00", "--jobs", "4")
+    done = run_cli("run", folder, tmp_path / "out", "--now", "2026-01-09T00:00", "--jobs", jobs)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "sleepy.tsv").read_text().count("\n") == 9
     assert _overlaps(folder / "spans.log") == most

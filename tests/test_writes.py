@@ -690,6 +690,24 @@ reports:
     assert changes(before, listing(folder)) == []
 
 
+@pytest.mark.parametrize("inherited", [False, True])
+def test_commands_get_no_bytecode_from_the_library_and_from_the_command_line(tmp_path, monkeypatch,
+                                                                              inherited):
+    """The library passes commands an environment with
+    PYTHONDONTWRITEBYTECODE=1; the command line sets it in its own
+    environment instead, which commands then inherit."""
+    from reportupdater import processes
+
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    monkeypatch.setenv("REPORTUPDATER_TEST_MARK", "kept")
+    if inherited:
+        processes.inherit_child_environment()  # undone by monkeypatch's delenv
+    printed = processes.run_command(
+        ["sh", "-c", 'echo "$PYTHONDONTWRITEBYTECODE $REPORTUPDATER_TEST_MARK"'], tmp_path, 30, "test", "sh")
+    assert printed == "1 kept\n"
+    assert (os.environ.get("PYTHONDONTWRITEBYTECODE") == "1") is inherited
+
+
 def _mount_tmpfs(folder: Path) -> None:
     folder.mkdir(parents=True)
     if os.geteuid() != 0 or shutil.which("mount") is None:

@@ -20,7 +20,7 @@ from datetime import date, datetime, timedelta, UTC
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from .. import templates
 from ..config_keys import DEFAULT_TIMEOUT_SECONDS
@@ -265,6 +265,15 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def run(self, job: Job) -> Result:
         """Compute one job. Raises EngineError when it fails."""
+
+    def start(self, job: Job) -> Callable[[], Result]:
+        """Start one job; the call returned waits for it and returns its
+        result (both may raise EngineError). An engine whose work runs in
+        another process returns while it runs, so that the runner, which
+        calls it one job at a time with --jobs 1, merges the previous result
+        meanwhile. By default the job is computed here and now."""
+        result = self.run(job)
+        return lambda: result
 
     def is_ready(self, job: Job) -> bool:
         """Whether the job's data has landed (`ready_when:`). Scripts are

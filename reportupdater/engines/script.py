@@ -12,10 +12,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from ..config_keys import DEFAULT_TIMEOUT_SECONDS
 from ..datatypes import EngineError, Job, Result
-from ..processes import child_environment, run_command
+from ..processes import child_environment, start_command
 from ..report_types import EngineKeys
 from .base import Engine, build_result, script_argv
 
@@ -46,14 +47,21 @@ class ScriptEngine(Engine):
         return script_argv(job.report.script_path, job)
 
     _environment: dict[str, str] | None = None  # built at the first command, kept for the run
+    _environment_built = False
 
     def run(self, job: Job) -> Result:
-        if self._environment is None:
-            self._environment = child_environment()
-        stdout = run_command(self.argv(job), self.query_folder,
-                             job.report.timeout or DEFAULT_TIMEOUT_SECONDS, job.describe(), "script",
-                             env=self._environment)
-        header, rows = parse_tsv(stdout)
-        if not header:
-            raise EngineError("script printed nothing (a header line is required)")
-        return build_result(header, rows, job.interval)
+        return self.start(job)()
+
+    def start(self, job: Job) -> Callable[[], Result]:
+        if not self._environment_built:  # None: the commands inherit this process's
+            self._environment, self._environment_built = child_environment(), True
+        command = start_command(self.argv(job), self.query_folder,
+                                job.report.timeout or DEFAULT_TIMEOUT_SECONDS, job.describe(), "script",
+                                env=self._environment)
+
+        def result() -> Result:
+            header, rows = parse_tsv(command.wait())
+            if not header:
+                raise EngineError("script printed nothing (a header line is required)")
+            return build_result(header, rows, job.interval)
+        return result

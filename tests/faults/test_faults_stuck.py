@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -161,3 +163,33 @@ def test_lock_is_free_as_soon_as_a_killed_run_is_reaped(tmp_path):
         zygote.close()
     assert held == [], (f"{len(held)} of {LOCK_KILLS} killed runs still held the folder lock "
                         f"after they were reaped: {held}")
+
+
+# Started in a fresh interpreter (the reaper is the process's): commands
+# started through the library, more at once than the reaper's first slots,
+# one of them done before the next ones start (its slot is used again),
+# and then the process SIGKILLs itself.
+MANY_AT_ONCE = """\
+import os, signal, sys
+from pathlib import Path
+from reportupdater import processes
+processes._REAPER_FIRST_SLOTS = 2
+running = [processes.start_command(["sleep", "60"], Path("."), 120, "test", "sleep") for _ in range(3)]
+processes.run_command(["true"], Path("."), 120, "test", "true")
+running += [processes.start_command(["sleep", "60"], Path("."), 120, "test", "sleep") for _ in range(3)]
+print(" ".join(str(command._command.process.pid) for command in running), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_the_reaper_kills_every_group_when_more_run_than_its_first_slots(tmp_path):
+    done = subprocess.run([sys.executable, "-c", MANY_AT_ONCE], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    pids = [int(pid) for pid in done.stdout.split()]
+    try:
+        assert len(pids) == 6
+        assert wait_for(lambda: not any(process_alive(pid) for pid in pids), timeout=5, interval=0.01), \
+            f"still running 5 s after the process was killed: {[p for p in pids if process_alive(p)]}"
+    finally:
+        kill_all(pids)
