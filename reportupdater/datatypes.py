@@ -52,6 +52,15 @@ class Interval:
     def __str__(self) -> str:
         return self.label
 
+    def __hash__(self) -> int:
+        # Kept: planning hashes each interval a dozen times (sets of due,
+        # missing, taken ones), and hashing aware datetimes is not cheap.
+        try:
+            return self.__dict__["_hash"]
+        except KeyError:
+            value = self.__dict__["_hash"] = hash((self.start, self.end, self.hourly))
+            return value
+
     def span(self, last: Interval) -> Interval:
         """[this start, last end): what a batch of intervals covers."""
         return Interval(self.start, last.end, self.hourly)

@@ -77,6 +77,7 @@ class Journal:
         self._pending: list[str] = []  # lines since the last checkpoint
         self._files: dict[tuple[str, str, str, bool, str | None], int] = {}
         self._headers: dict[tuple[str, ...], int] = {}
+        self._relative: dict[Path, str] = {}  # output file -> its path in the journal
         self.records = 0               # appended since the last checkpoint
         self.bytes_written = 0         # frames written (for the benchmarks)
 
@@ -97,7 +98,9 @@ class Journal:
         for `label` of the output file at `path` (inside the output folder),
         with the merge options store.OutputFile.merge was given and the
         version that computed it. In memory until checkpoint()."""
-        relative = path.relative_to(self.output_folder).as_posix()
+        relative = self._relative.get(path)
+        if relative is None:
+            relative = self._relative[path] = path.relative_to(self.output_folder).as_posix()
         file_key = (report, relative, fill, keep_column_order, version)
         file_id = self._files.get(file_key)
         if file_id is None:

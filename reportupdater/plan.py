@@ -187,6 +187,8 @@ def _jobs(report: ReportConfig, drafts: list[FilePlan], missing: bool) -> Iterat
     the files' jobs merged as they are taken."""
     newest = report.backfill_order == "newest"
     per_file = [_file_jobs(report, draft, missing, newest) for draft in drafts]
+    if len(per_file) == 1:  # in order already: no merge, no key per job
+        return per_file[0]
     if newest:
         return heapq.merge(*per_file, key=lambda job: job.parts[-1].start, reverse=True)
     return heapq.merge(*per_file, key=lambda job: job.parts[0].start)

@@ -223,7 +223,8 @@ def script_argv(script: Path, job: Job) -> list[str]:
     """SCRIPT START END [V1 V2 ...] FOLDER: dates local to the report's time
     zone (full hours for hourly reports), explode values by placeholder name."""
     shape = HOUR_LABEL if job.interval.hourly else DAY_LABEL
-    return ([str(script), job.interval.start.strftime(shape), job.interval.end.strftime(shape)]
+    # The start in that shape is the interval's label (formatted once).
+    return ([str(script), job.interval.label, job.interval.end.strftime(shape)]
             + [value for _, value in job.explode]
             + [str(script.parent)])
 
