@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, UTC
 from pathlib import Path
@@ -275,8 +275,9 @@ class _Engines:
         the order of `jobs` (one report's), so that merging (and header
         evolution) happens exactly as in a serial run.
 
-        Only as many jobs as threads are in flight, so a million-interval
-        backfill does not hold a million futures. With one job at a time,
+        One job more than threads is in flight (a worker that finishes one
+        finds the next waiting while this thread merges), not more: a
+        million-interval backfill does not hold a million futures. With one job at a time,
         or jobs of an engine that works inside this process (SQLite), they
         run in this thread: handing each to a worker costs two context
         switches per interval, and such jobs hold the GIL anyway."""
@@ -292,7 +293,7 @@ class _Engines:
         try:
             for job in jobs:
                 running.append((job, self._pool.submit(self._run, job)))
-                if len(running) >= self.site.jobs:
+                if len(running) > self.site.jobs:
                     done, future = running.popleft()
                     yield (done, *_result(future))
             while running:
@@ -365,9 +366,12 @@ def _result(future: Future):
     main thread wakes up, which a plain result() would not do until the job
     ends. (Blocking the signals in the workers instead would block them in
     the scripts they start too: a child inherits its thread's signal mask.)"""
-    while not wait([future], timeout=_SIGNAL_CHECK_SECONDS).done:
-        pass
-    return future.result()
+    while True:
+        try:
+            return future.result(timeout=_SIGNAL_CHECK_SECONDS)
+        except TimeoutError:
+            if future.done():  # the job's own TimeoutError
+                raise
 
 
 def run(options: RunOptions) -> RunSummary:
