@@ -387,6 +387,10 @@ class SqlEngine(Engine):
                 # worker threads and the calling thread each keep one).
                 options = {"pool_size": max(1, self.site.jobs) + 1, "max_overflow": 0,
                            "pool_timeout": 3600}
+            if target.url.get_backend_name() == "mysql":
+                # Each query its own transaction, so that no snapshot outlives
+                # it without a ROLLBACK after it (a round trip per query).
+                options["isolation_level"] = "AUTOCOMMIT"
             try:
                 engine = sqlalchemy.create_engine(target.url, pool_pre_ping=True, **options)
             except Exception as exc:  # unknown dialect, missing driver
@@ -519,7 +523,8 @@ class SqlEngine(Engine):
         connection = self._connection(engine, target)
         try:
             answer = self._execute_on(connection, engine, target, query, timeout)
-            connection.rollback()  # what returning it to the pool did: no snapshot outlives a query
+            if engine.dialect.name != "mysql":  # (MySQL: autocommit, see _engine_locked)
+                connection.rollback()  # what returning it to the pool did: no snapshot outlives a query
         except BaseException:
             self._drop_connection(target)
             raise
@@ -528,9 +533,16 @@ class SqlEngine(Engine):
     def _execute_on(self, connection: sqlalchemy.Connection, engine: sqlalchemy.Engine,
                     target: Target, query: str, timeout: float) -> tuple[list[str], Sequence[Any]]:
         if engine.dialect.name == "mysql":
-            _limit_mysql(connection, timeout)
-            if target.use_database:
-                connection.exec_driver_sql(f"USE `{target.use_database}`")
+            # Set once per connection, not per query (two round trips): a
+            # query that fails drops its connection (_execute), and one that
+            # returns rows cannot have changed the session's database or limit.
+            session = (timeout, target.use_database)
+            if connection.info.get(_MYSQL_SESSION) != session:
+                connection.info.pop(_MYSQL_SESSION, None)
+                _limit_mysql(connection, timeout)
+                if target.use_database:
+                    connection.exec_driver_sql(f"USE `{target.use_database}`")
+                connection.info[_MYSQL_SESSION] = session
             cancel_interrupt = None
         else:
             cancel_interrupt = _interrupt_after(connection, timeout)
@@ -556,6 +568,9 @@ class SqlEngine(Engine):
         for engine in self._engines.values():
             engine.dispose()
         self._engines.clear()
+
+
+_MYSQL_SESSION = "reportupdater_session"  # in Connection.info: (timeout, database) the session has
 
 
 def _limit_mysql(connection: sqlalchemy.Connection, timeout: float) -> None:

@@ -190,3 +190,31 @@ def test_connection_lost_mid_query_is_retried_once(events_db, tmp_path):
     assert "retrying once" in done.stderr
     assert done.returncode == 0, done.stderr
     assert (out / "events.tsv").read_text() == "date\tslept\n2026-01-01\t0\n"
+
+
+COUNT_SQL = "SELECT '{from_date}' AS date, COUNT(*) AS events FROM events"
+
+
+def test_each_query_sees_the_rows_committed_before_it(events_db, tmp_path):
+    # One connection is held for the whole run: no query may see the
+    # snapshot of an earlier one (REPEATABLE READ would keep it for a
+    # transaction that is never ended).
+    from reportupdater.cli import parse_now
+    from reportupdater.runner import RunOptions, run
+
+    creds = events_db.creds_file(tmp_path)
+    folder = make_folder(tmp_path, classic_config(events_db, creds, "    backfill_order: oldest"),
+                         {"events.sql": COUNT_SQL})
+    out = tmp_path / "out"
+
+    def progress(report: str, done: int, planned: int) -> None:
+        # After the first interval is merged (the second one has run by
+        # then): a row committed by another client, for the third to see.
+        if done == 1:
+            events_db.execute("INSERT INTO log.events (ts, wiki) VALUES ('20260105000000', 'frwiki')")
+
+    summary = run(RunOptions(query_folder=folder, output_folder=out, now=parse_now("2026-01-04T00:00"),
+                             jobs=1, progress=progress))
+    assert summary.exit_code == 0
+    assert (out / "events.tsv").read_text() == (
+        "date\tevents\n2026-01-01\t3\n2026-01-02\t3\n2026-01-03\t4\n")
