@@ -24,12 +24,8 @@ from typing import NoReturn
 
 from . import __version__
 from . import config as config_stage
-from . import dashboard, metrics, overview, publish, reruns, runner, versions
-from . import view as view_page
+from . import metrics, reruns, runner, versions
 from . import plan as planning
-from . import compare as compare_stage
-from . import smoke as smoke_stage
-from . import validate as validate_stage
 from .engines import SiteDefaults
 from .lock import FolderBusy, FolderLock, LockError
 from .processes import inherit_child_environment
@@ -504,6 +500,7 @@ def _load(args: argparse.Namespace) -> config_stage.FolderConfig:
 
 def _dry_run(args: argparse.Namespace) -> int:
     """What `run` with the same arguments would compute: the runner's own plan."""
+    from . import overview
     folder = _load(args)
     now = args.now or runner.utcnow()
     limits = planning.Limits(max_intervals=args.max_intervals, retry_failed_now=args.retry_failed_now)
@@ -543,6 +540,7 @@ def _dry_run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from . import overview
     folder = _load(args)
     now = args.now or runner.utcnow()
     views = overview.survey(folder, args.output_folder, now, tuple(args.report))
@@ -558,6 +556,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _print_status(data: dict, verbose: bool) -> None:
+    from . import overview
     columns = ("REPORT", "GRAN", "FIRST", "LAST", "MISSING", "FAILING", "RERUNS", "NEXT DUE", "LAST FAILURE")
     rows = []
     for entry in data["reports"]:
@@ -615,6 +614,7 @@ def _changes(args: argparse.Namespace) -> int:
 
 
 def _smoke(args: argparse.Namespace) -> int:
+    from . import smoke as smoke_stage
     folder = config_stage.load(args.query_folder, args.config_path)
     wanted: dict[str, list[str]] = {}
     for item in args.explode:
@@ -652,6 +652,7 @@ COMPARE_DIFFERS = 3
 
 def _smoke_compare(args: argparse.Namespace, folder: config_stage.FolderConfig,
                    wanted: dict[str, list[str]]) -> int:
+    from . import compare as compare_stage
     try:
         comparisons = compare_stage.compare(
             folder, args.report, args.date, wanted, args.output_folder or Path("output"),
@@ -676,6 +677,7 @@ def _smoke_compare(args: argparse.Namespace, folder: config_stage.FolderConfig,
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from . import validate as validate_stage
     findings = validate_stage.validate(args.query_folder, args.config_path, args.output_folder)
     for warning in findings.warnings:
         print(f"warning: {warning}")
@@ -725,6 +727,7 @@ def _drop_stdout() -> None:
 
 
 def _graphite_backfill(args: argparse.Namespace) -> int:
+    from . import publish
     if not args.query_folder.is_dir():
         raise UsageError(f"{args.query_folder}: query folder does not exist")
     try:
@@ -776,6 +779,7 @@ def _publish_backfill(args: argparse.Namespace) -> int:
 
 
 def _grafana_sql(folder: config_stage.FolderConfig, args: argparse.Namespace) -> int:
+    from . import dashboard
     from .publishers.tables import TEXT, column_kind
     if folder.tables is None:
         raise UsageError(f"{folder.config_path}: no top-level 'tables' section")
@@ -816,6 +820,7 @@ def _view(args: argparse.Namespace) -> int:
 
 def _write_view(path: Path, folder: config_stage.FolderConfig, output_folder: Path, now: datetime,
                 reports: tuple[str, ...]) -> bool:
+    from . import view as view_page
     try:
         view_page.write_page(path, view_page.build_page(folder, output_folder, now, reports))
     except OSError as exc:
@@ -826,6 +831,7 @@ def _write_view(path: Path, folder: config_stage.FolderConfig, output_folder: Pa
 
 
 def _grafana(args: argparse.Namespace) -> int:
+    from . import dashboard
     folder = config_stage.load(args.query_folder, args.config_path)
     for error in folder.errors:
         log.warning("%s", error)
