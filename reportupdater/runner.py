@@ -35,7 +35,7 @@ from .publishers import destinations
 from . import plan as planning
 from .state import State, failure_key
 from .datatypes import EngineError, Explode, Interval, Job, Result
-from .engines import Engine, SiteDefaults, engine_class, split_result
+from .engines import Engine, SiteDefaults, Started, engine_class, split_result
 from .processes import allow_commands, kill_running_commands
 from .lock import FolderBusy, FolderLock, LockError
 from .pivot import merge_shaped
@@ -227,15 +227,16 @@ class _Engines:
         for semaphore in held:
             semaphore.acquire()
         try:
-            return self._start(job)(), time.monotonic() - started
+            pending = self._start(job)
+            pending.wait()
+            return pending.outcomes(), time.monotonic() - started
         finally:
             for semaphore in reversed(held):
                 semaphore.release()
 
-    def _start(self, job: Job) -> Callable[[], list[PartOutcome]]:
+    def _start(self, job: Job) -> _Pending:
         """Check readiness and start the job (or, when only some of a
-        batch's intervals are ready, run each ready one alone); the call
-        returned waits for it and cuts the result by interval."""
+        batch's intervals are ready, run each ready one alone)."""
         engine = self.get(job.report.type)
         if job.report.ready_when is not None:
             ready, outcomes = [], []
@@ -249,26 +250,11 @@ class _Engines:
                     outcomes.append(PartOutcome(part, error=EngineError(f"ready_when: {exc}")))
             if len(ready) < len(job.parts):
                 for part in ready:
-                    outcomes += self._start_ready(Job(job.report, part, job.explode))()
-                done = sorted(outcomes, key=lambda outcome: outcome.part)
-                return lambda: done
-        return self._start_ready(job)
-
-    def _start_ready(self, job: Job) -> Callable[[], list[PartOutcome]]:
-        try:
-            finish = self.get(job.report.type).start(job)
-        except EngineError as exc:
-            failed = [PartOutcome(part, error=exc) for part in job.parts]
-            return lambda: failed
-
-        def outcomes() -> list[PartOutcome]:
-            try:
-                result = finish()
-                _check_dates(result, job)
-            except EngineError as exc:
-                return [PartOutcome(part, error=exc) for part in job.parts]
-            return [PartOutcome(part, result=piece) for part, piece in split_result(result, job.parts)]
-        return outcomes
+                    alone = _Pending(Job(job.report, part, job.explode), engine.start)
+                    alone.wait()
+                    outcomes += alone.outcomes()
+                return _Pending(job, done=sorted(outcomes, key=lambda outcome: outcome.part))
+        return _Pending(job, engine.start)
 
     def execute(self, jobs: Iterable[Job]) -> Generator[tuple[Job, list[PartOutcome], float], None, None]:
         """Run jobs concurrently; yield (job, outcome per interval, seconds) in
@@ -309,29 +295,29 @@ class _Engines:
     def _execute_serially(self, jobs: Iterable[Job]
                           ) -> Generator[tuple[Job, list[PartOutcome], float], None, None]:
         """One job at a time, in this thread (no limit to take: nothing else
-        runs). A job starts once the one before it has finished, and the
-        caller merges that one's result while this one runs: a script's
-        command runs in a process of its own, on another core. Seconds are
+        runs). A job starts once the one before it is done, and that one's
+        result is built and merged (by the caller) while this one runs: a
+        script runs in a process of its own, on another core. Seconds are
         the job's own: the time spent in the caller is left out."""
-        previous = None
-        finish: Callable[[], list[PartOutcome]] | None = None
+        previous: tuple[Job, _Pending, float] | None = None  # done; its result not built yet
+        current: _Pending | None = None                       # started, not waited for
         try:
             for job in jobs:
                 started = time.monotonic()
-                finish = self._start(job)
+                current = self._start(job)
                 seconds = time.monotonic() - started
                 if previous is not None:
-                    yield previous
-                waiting, finish = finish, None
+                    yield _built(*previous)
                 started = time.monotonic()
-                previous = (job, waiting(), seconds + time.monotonic() - started)
+                current.wait()
+                previous, current = (job, current, seconds + time.monotonic() - started), None
             if previous is not None:
-                yield previous
+                yield _built(*previous)
         except BaseException:
             kill_running_commands()
-            if finish is not None:  # started, and killed now: reap it
+            if current is not None:  # started, and killed now: reap it
                 with contextlib.suppress(Exception):
-                    finish()
+                    current.wait()
             raise
 
     def close(self) -> None:
@@ -341,6 +327,48 @@ class _Engines:
                 engine.close()
             except Exception as exc:  # closing must not hide the run's outcome
                 log.warning("closing %s engine: %s", engine.type, exc)
+
+
+class _Pending:
+    """A job started (or, with `done`, already cut by interval)."""
+
+    def __init__(self, job: Job, start: Callable[[Job], Started] | None = None,
+                 done: list[PartOutcome] | None = None):
+        self.job = job
+        self.done = done
+        self.started: Started | None = None
+        if start is not None:
+            try:
+                self.started = start(job)
+            except EngineError as exc:
+                self.done = [PartOutcome(part, error=exc) for part in job.parts]
+
+    def wait(self) -> None:
+        """Until the job's work is done (its command has exited)."""
+        if self.started is not None:
+            self.started.wait()
+
+    def outcomes(self) -> list[PartOutcome]:
+        """Its result cut by interval (after wait)."""
+        if self.done is None:
+            assert self.started is not None
+            job = self.job
+            try:
+                result = self.started.result()
+                _check_dates(result, job)
+            except EngineError as exc:
+                self.done = [PartOutcome(part, error=exc) for part in job.parts]
+            else:
+                self.done = [PartOutcome(part, result=piece)
+                             for part, piece in split_result(result, job.parts)]
+            self.started = None
+        return self.done
+
+
+def _built(job: Job, pending: _Pending, seconds: float) -> tuple[Job, list[PartOutcome], float]:
+    started = time.monotonic()
+    outcomes = pending.outcomes()
+    return job, outcomes, seconds + time.monotonic() - started
 
 
 def _check_dates(result: Result, job: Job) -> None:

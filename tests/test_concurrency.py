@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from reportupdater import journal
+from reportupdater import journal, processes
 from reportupdater.cli import parse_now
 from reportupdater.lock import FolderLock
 from reportupdater.runner import RunOptions, run
@@ -465,6 +465,7 @@ reports:
         alive = [pid for pid in pids if process_alive(pid)]
         assert alive == [], f"still running after the run was stopped: {alive}"
     finally:
+        processes.allow_commands()  # the stop refuses commands until the next run: this process runs more
         if pids:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pids[0], signal.SIGKILL)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from .. import report_types
 from ..datatypes import EngineError
-from .base import Engine, SiteDefaults, build_result, cell_text, split_result
+from .base import Engine, SiteDefaults, Started, build_result, cell_text, split_result
 
-__all__ = ["Engine", "SiteDefaults", "build_result", "cell_text", "engine_class", "split_result"]
+__all__ = ["Engine", "SiteDefaults", "Started", "build_result", "cell_text", "engine_class", "split_result"]
 
 
 def engine_class(report_type: str) -> type[Engine]:

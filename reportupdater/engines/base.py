@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from datetime import date, datetime, timedelta, UTC
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from .. import templates
 from ..config_keys import DEFAULT_TIMEOUT_SECONDS
@@ -224,9 +225,10 @@ def script_argv(script: Path, job: Job) -> list[str]:
     zone (full hours for hourly reports), explode values by placeholder name."""
     shape = HOUR_LABEL if job.interval.hourly else DAY_LABEL
     # The start in that shape is the interval's label (formatted once).
-    return ([str(script), job.interval.label, job.interval.end.strftime(shape)]
+    path = str(script)
+    return ([path, job.interval.label, job.interval.end.strftime(shape)]
             + [value for _, value in job.explode]
-            + [str(script.parent)])
+            + [os.path.dirname(path)])
 
 
 def script_ready(script: Path, job: Job, cwd: Path) -> bool:
@@ -239,6 +241,25 @@ def script_ready(script: Path, job: Job, cwd: Path) -> bool:
         log.info("%s: not ready: %s", job.describe(), exc)
         return False
 
+
+
+class Started:
+    """A job Engine.start started: wait() returns once its work is done (its
+    command has exited), result() then gives its result or raises
+    EngineError. This one was done when it was made."""
+
+    def __init__(self, result: Result | None = None, error: EngineError | None = None):
+        self._result = result
+        self._error = error
+
+    def wait(self) -> None:
+        pass
+
+    def result(self) -> Result:
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
 
 
 @dataclass(frozen=True)
@@ -267,14 +288,16 @@ class Engine(abc.ABC):
     def run(self, job: Job) -> Result:
         """Compute one job. Raises EngineError when it fails."""
 
-    def start(self, job: Job) -> Callable[[], Result]:
-        """Start one job; the call returned waits for it and returns its
-        result (both may raise EngineError). An engine whose work runs in
-        another process returns while it runs, so that the runner, which
-        calls it one job at a time with --jobs 1, merges the previous result
-        meanwhile. By default the job is computed here and now."""
-        result = self.run(job)
-        return lambda: result
+    def start(self, job: Job) -> Started:
+        """Start one job. An engine whose work runs in another process
+        returns while it runs: the runner, which runs one job at a time with
+        --jobs 1, waits for it before it starts the next, and builds and
+        merges its result while the next one runs. By default the job is
+        computed here and now."""
+        try:
+            return Started(self.run(job))
+        except EngineError as exc:
+            return Started(error=exc)
 
     def is_ready(self, job: Job) -> bool:
         """Whether the job's data has landed (`ready_when:`). Scripts are

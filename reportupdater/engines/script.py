@@ -12,13 +12,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from ..config_keys import DEFAULT_TIMEOUT_SECONDS
 from ..datatypes import EngineError, Job, Result
-from ..processes import child_environment, start_command
+from ..processes import RunningCommand, child_environment, start_command
 from ..report_types import EngineKeys
-from .base import Engine, build_result, script_argv
+from .base import Engine, Started, build_result, script_argv
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +49,42 @@ class ScriptEngine(Engine):
     _environment_built = False
 
     def run(self, job: Job) -> Result:
-        return self.start(job)()
+        return self.start(job).result()
 
-    def start(self, job: Job) -> Callable[[], Result]:
+    def start(self, job: Job) -> Started:
         if not self._environment_built:  # None: the commands inherit this process's
             self._environment, self._environment_built = child_environment(), True
-        command = start_command(self.argv(job), self.query_folder,
-                                job.report.timeout or DEFAULT_TIMEOUT_SECONDS, job.describe(), "script",
-                                env=self._environment)
+        try:
+            command = start_command(self.argv(job), self.query_folder,
+                                    job.report.timeout or DEFAULT_TIMEOUT_SECONDS, job.describe(),
+                                    "script", env=self._environment)
+        except EngineError as exc:
+            return Started(error=exc)
+        return _StartedScript(command, job)
 
-        def result() -> Result:
-            header, rows = parse_tsv(command.wait())
-            if not header:
-                raise EngineError("script printed nothing (a header line is required)")
-            return build_result(header, rows, job.interval)
-        return result
+
+class _StartedScript(Started):
+    """A script running: its output is parsed once it has exited."""
+
+    def __init__(self, command: RunningCommand, job: Job):
+        super().__init__()
+        self._command: RunningCommand | None = command
+        self._job = job
+        self._stdout = ""
+
+    def wait(self) -> None:
+        if self._command is not None:
+            command, self._command = self._command, None
+            try:
+                self._stdout = command.wait()
+            except EngineError as exc:
+                self._error = exc
+
+    def result(self) -> Result:
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        header, rows = parse_tsv(self._stdout)
+        if not header:
+            raise EngineError("script printed nothing (a header line is required)")
+        return build_result(header, rows, self._job.interval)
