@@ -500,10 +500,13 @@ class SqlEngine(Engine):
         held[target.engine_key] = (connection, now)
         return connection
 
-    def _drop_connection(self, target: Target) -> None:
-        """Return this thread's connection to the pool (after a failed query:
-        the next one gets a fresh connection, as when each query checked out
-        its own; an invalidated one is discarded by the pool)."""
+    def _drop_connection(self, target: Target, discard: bool = False) -> None:
+        """Return this thread's connection to the pool, or with `discard`
+        (after a failed query) close it for good: the query may have changed
+        the session (`USE other`, `SET search_path` fail as queries with no
+        result set, but have run), and a pooled connection would carry that
+        into later queries, which would then read another database's tables
+        without an error."""
         connection, _ = getattr(self._local, "connections", {}).pop(target.engine_key, (None, 0.0))
         if connection is None:
             return
@@ -511,6 +514,8 @@ class SqlEngine(Engine):
             if connection in self._held:
                 self._held.remove(connection)
         try:
+            if discard and not connection.invalidated:
+                connection.invalidate()
             connection.close()
         except Exception as exc:  # closing a broken connection must not hide the query's error
             log.debug("closing a failed connection: %s", exc)
@@ -526,7 +531,7 @@ class SqlEngine(Engine):
             if engine.dialect.name != "mysql":  # (MySQL: autocommit, see _engine_locked)
                 connection.rollback()  # what returning it to the pool did: no snapshot outlives a query
         except BaseException:
-            self._drop_connection(target)
+            self._drop_connection(target, discard=True)
             raise
         return answer
 

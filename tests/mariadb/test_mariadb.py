@@ -218,3 +218,37 @@ def test_each_query_sees_the_rows_committed_before_it(events_db, tmp_path):
     assert summary.exit_code == 0
     assert (out / "events.tsv").read_text() == (
         "date\tevents\n2026-01-01\t3\n2026-01-02\t3\n2026-01-03\t4\n")
+
+
+def test_a_query_that_changes_the_session_database_does_not_redirect_the_next_ones(events_db, tmp_path):
+    # The session's database is set once per connection. A query that runs
+    # `USE` fails (no result set) and drops its connection: the next report
+    # on that database must not count the other database's table of the
+    # same name.
+    events_db.execute("DROP DATABASE IF EXISTS other", "CREATE DATABASE other",
+                      "CREATE TABLE other.events (ts VARBINARY(14))",
+                      "INSERT INTO other.events VALUES ('1'), ('2'), ('3'), ('4'), ('5'), ('6'), ('7')")
+    creds = events_db.creds_file(tmp_path)
+    config = f"""
+databases:
+  analytics:
+    host: 127.0.0.1
+    port: {events_db.port}
+    creds_file: {creds}
+    db: log
+defaults:
+  db: analytics
+reports:
+  a_switches:
+    granularity: days
+    starts: 2026-01-03
+  b_counts:
+    granularity: days
+    starts: 2026-01-03
+"""
+    folder = make_folder(tmp_path, config, {"a_switches.sql": "USE other", "b_counts.sql": COUNT_SQL})
+    out = tmp_path / "out"
+    done = run_cli("run", str(folder), str(out), "--now", "2026-01-04T00:00", "-j", "1")
+    assert done.returncode == 1, done.stderr
+    assert "no result set" in done.stderr
+    assert (out / "b_counts.tsv").read_text() == "date\tevents\n2026-01-03\t3\n"
