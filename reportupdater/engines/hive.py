@@ -521,6 +521,7 @@ class HiveEngine(Engine):
             if guard.disarm():  # the cancel or the close went unanswered
                 self._forget(key)
                 raise _unanswered(server, answer_within) from None
+            self._end_session(key)  # what ran of it may have changed the session (see below)
             raise
         except Exception as exc:
             fired = guard.disarm()
@@ -530,6 +531,13 @@ class HiveEngine(Engine):
             raise EngineError(f"Hive: {_one_line(exc)}") from None
         if guard.disarm():  # fired after the last answer came: the socket is shut
             self._forget(key)
+        elif len(statements) > 1:
+            # A `SET` or `USE` before the query changed the session, which is
+            # held for the run: later queries (other reports') would run with
+            # it, reading another database's table of the same name or with
+            # another time zone, without an error. As with `hive -e`, each
+            # such template gets a session of its own.
+            self._end_session(key)
         return header, rows
 
     def _execute(self, job: Job, cursor, statement: str, deadline: float, timeout: float) -> None:
@@ -580,15 +588,21 @@ class HiveEngine(Engine):
         return [name.rsplit(".", 1)[-1] for name in header], rows
 
     def close(self) -> None:
-        """Close the sessions on the server; one that does not answer within
-        the connect timeout is left to expire there."""
-        for link in self._connections.values():
-            link.socket.setTimeout(CONNECT_TIMEOUT_SECONDS * 1000)
-            guard = _SilenceGuard(link.socket, CONNECT_TIMEOUT_SECONDS + ANSWER_MARGIN_SECONDS)
-            _close_quietly(link.connection)
-            guard.disarm()
-            _close_quietly(link.socket)
-        self._connections.clear()
+        """Close the sessions on the server."""
+        for key in list(self._connections):
+            self._end_session(key)
+
+    def _end_session(self, key: str) -> None:
+        """Close a connection's session on the server; one that does not
+        answer within the connect timeout is left to expire there."""
+        link = self._connections.pop(key, None)
+        if link is None:
+            return
+        link.socket.setTimeout(CONNECT_TIMEOUT_SECONDS * 1000)
+        guard = _SilenceGuard(link.socket, CONNECT_TIMEOUT_SECONDS + ANSWER_MARGIN_SECONDS)
+        _close_quietly(link.connection)
+        guard.disarm()
+        _close_quietly(link.socket)
 
 
 _SET = re.compile(r"^SET\s+([^=\s]+)\s*=", re.IGNORECASE)

@@ -172,3 +172,47 @@ reports:
 ])
 def test_split_statements(text, expected):
     assert split_statements(text) == expected
+
+
+COUNTED = "SELECT '{from_date}' AS date, COUNT(*) AS n FROM counted"
+
+
+def test_a_template_that_changes_its_session_does_not_change_the_next_reports(thrift_server, tmp_path):
+    # Sessions are held for the run: a USE (or SET) of one report's template
+    # must not carry into another's, which would count another database's
+    # table of the same name without an error. (`hive -e` gave each query a
+    # session of its own.) A template whose only statement is `USE other`
+    # fails (no result set) and its session is ended too; the Spark Thrift
+    # Server does not keep such a USE, so that case cannot be shown here.
+    thrift_server.execute(
+        "CREATE DATABASE IF NOT EXISTS other",
+        "DROP TABLE IF EXISTS default.counted", "DROP TABLE IF EXISTS other.counted",
+        "CREATE TABLE default.counted (n INT) USING parquet",
+        "CREATE TABLE other.counted (n INT) USING parquet",
+        "INSERT INTO default.counted VALUES (1), (2), (3)",
+        "INSERT INTO other.counted VALUES (1), (2), (3), (4), (5), (6), (7)")
+    config = f"""
+databases:
+  hive:
+    url: {thrift_server.url}
+reports:
+  a_switches:
+    type: hive
+    db: hive
+    granularity: days
+    starts: 2026-01-04
+    lag: 0
+  b_counts:
+    type: hive
+    db: hive
+    granularity: days
+    starts: 2026-01-04
+    lag: 0
+"""
+    folder = make_folder(tmp_path, config, {"a_switches.hql": "USE other; " + COUNTED,
+                                            "b_counts.hql": COUNTED})
+    out = tmp_path / "out"
+    done = run_cli("run", str(folder), str(out), "--now", "2026-01-05T03:00", "-j", "1")
+    assert done.returncode == 0, done.stderr
+    assert (out / "a_switches.tsv").read_text() == "date\tn\n2026-01-04\t7\n"
+    assert (out / "b_counts.tsv").read_text() == "date\tn\n2026-01-04\t3\n"
