@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import configparser
 from pathlib import Path
 
 from .datatypes import EngineError
@@ -15,6 +14,7 @@ from .datatypes import EngineError
 
 def read_creds_file(path: Path) -> dict[str, str]:
     """user/password (and host/port if given) from a my.cnf [client] section."""
+    import configparser  # here, not at start-up: a run of scripts reads no creds file
     parser = configparser.ConfigParser(allow_no_value=True, strict=False, interpolation=None,
                                        comment_prefixes=("#", ";", "!"))
     try:

@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import shlex
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -321,6 +320,7 @@ class _SilenceGuard:
             self.fired = True
             handle = self._socket.handle
             if handle is not None:
+                import socket  # here, not at start-up: only a guard that fires needs it
                 # shutdown, not close: close() does not wake a thread blocked in recv()
                 handle.shutdown(socket.SHUT_RDWR)
 

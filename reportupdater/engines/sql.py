@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 import threading
 import time
 from contextlib import nullcontext
@@ -255,6 +254,7 @@ def _seed_sqlite(url: URL, seed: Path) -> None:
     """Build a missing sqlite database from its seed script: in memory, then
     put in place by atomic.write (no link followed, an existing file never
     replaced), so no partial or journal file ever sits beside it."""
+    import sqlite3  # here, not at start-up: most runs build no database
     target = Path(url.database or "")
     if url.get_backend_name() != "sqlite" or _is_memory(url) or target.exists():
         return
@@ -294,6 +294,7 @@ def _is_memory(url: URL) -> bool:
 
 def _seed_memory(engine: sqlalchemy.Engine, seed: Path) -> None:
     """Run the seed script on the shared connection of an in-memory database."""
+    import sqlite3
     try:
         script = seed.read_text(encoding="utf-8")
         with engine.connect() as connection:
