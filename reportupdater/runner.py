@@ -47,6 +47,10 @@ DEFAULT_JOBS = min(8, 2 * (os.cpu_count() or 1))
 # A crash loses at most this much work: the journal is made durable at least this often.
 CHECKPOINT_SECONDS = 30.0
 CHECKPOINT_INTERVALS = 1000
+# With --jobs 1 a result of at most this many rows is merged while the next
+# job's command runs; a larger one takes long enough to merge that the
+# command may have exited meanwhile (see _Engines._execute_serially).
+OVERLAP_ROWS = 100
 
 
 @dataclass
@@ -296,29 +300,49 @@ class _Engines:
                           ) -> Generator[tuple[Job, list[PartOutcome], float], None, None]:
         """One job at a time, in this thread (no limit to take: nothing else
         runs). A job starts once the one before it is done, and that one's
-        result is built and merged (by the caller) while this one runs: a
-        script runs in a process of its own, on another core. Seconds are
-        the job's own: the time spent in the caller is left out."""
+        result is built and merged while this one runs (a script runs in a
+        process of its own, on another core): the caller calls
+        wait_in_flight() once it has merged it, before anything else.
+
+        While the caller merges, nobody reads the running command's pipes,
+        so output a process it left running writes after its exit cannot
+        be told from its own until they are read (see processes.py). The
+        overlap is therefore kept to the merge of a small result: a larger
+        one (OVERLAP_ROWS) is merged after this job's command is done. A
+        job's seconds run from its start to the end of its command."""
         previous: tuple[Job, _Pending, float] | None = None  # done; its result not built yet
         current: _Pending | None = None                       # started, not waited for
         try:
             for job in jobs:
                 started = time.monotonic()
                 current = self._start(job)
-                seconds = time.monotonic() - started
                 if previous is not None:
-                    yield _built(*previous)
-                started = time.monotonic()
+                    built = _built(*previous)
+                    if sum(len(part.result.rows) for part in built[1] if part.result) <= OVERLAP_ROWS:
+                        self._in_flight = current
+                    else:
+                        current.wait()
+                    yield built
+                    self._in_flight = None
                 current.wait()
-                previous, current = (job, current, seconds + time.monotonic() - started), None
+                previous, current = (job, current, current.waited_at - started), None
             if previous is not None:
                 yield _built(*previous)
         except BaseException:
+            self._in_flight = None
             kill_running_commands()
             if current is not None:  # started, and killed now: reap it
                 with contextlib.suppress(Exception):
                     current.wait()
             raise
+
+    _in_flight: _Pending | None = None
+
+    def wait_in_flight(self) -> None:
+        """The job started while the caller merges (serial runs): wait for
+        its command now, right after the merge."""
+        if self._in_flight is not None:
+            self._in_flight.wait()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -343,10 +367,14 @@ class _Pending:
             except EngineError as exc:
                 self.done = [PartOutcome(part, error=exc) for part in job.parts]
 
+    waited_at = 0.0  # when wait() first returned (time.monotonic)
+
     def wait(self) -> None:
         """Until the job's work is done (its command has exited)."""
-        if self.started is not None:
-            self.started.wait()
+        if not self.waited_at:
+            if self.started is not None:
+                self.started.wait()
+            self.waited_at = time.monotonic()
 
     def outcomes(self) -> list[PartOutcome]:
         """Its result cut by interval (after wait)."""
@@ -366,9 +394,7 @@ class _Pending:
 
 
 def _built(job: Job, pending: _Pending, seconds: float) -> tuple[Job, list[PartOutcome], float]:
-    started = time.monotonic()
-    outcomes = pending.outcomes()
-    return job, outcomes, seconds + time.monotonic() - started
+    return job, pending.outcomes(), seconds
 
 
 def _check_dates(result: Result, job: Job) -> None:
@@ -398,8 +424,8 @@ def _result(future: Future):
         try:
             return future.result(timeout=_SIGNAL_CHECK_SECONDS)
         except TimeoutError:
-            if future.done():  # the job's own TimeoutError
-                raise
+            if future.done():  # done just after the wait gave up, or the job's own TimeoutError
+                return future.result()
 
 
 def run(options: RunOptions) -> RunSummary:
@@ -473,6 +499,9 @@ def _run_locked(folder: config_stage.FolderConfig, selected: list[config_stage.R
                 log.error("report %s: internal error: %s: %s", report.key, type(exc).__name__, exc,
                           exc_info=log.isEnabledFor(logging.DEBUG))
                 outcome = ReportOutcome(crashed=True)
+                # Its commands were killed on the way out, which also refuses
+                # new ones (as a signal must): the next reports still run theirs.
+                allow_commands()
             summary.reports[report.key] = replace(outcome, seconds=time.monotonic() - started)
             _save_state(state)
     finally:
@@ -663,6 +692,7 @@ def _execute(plan: planning.ReportPlan, files: dict[Explode, _File],
             done += len(job.parts)
             outcome = outcome.plus(_take_result(job, parts, seconds, files[job.explode], run,
                                                 outcome.reopened, entry))
+            run.engines.wait_in_flight()  # before anything that may take long (see there)
             if run.options.progress:
                 run.options.progress(plan.report.key, done, plan.todo)
             if checkpoint.due(len(job.parts)):
