@@ -69,12 +69,13 @@ _REAPER_FIRST_SLOTS = 1024  # doubled whenever more commands run at once
 _reaper: subprocess.Popen | None = None
 _reaper_slots: mmap.mmap | None = None  # an unlinked temp file, shared with the reaper
 _reaper_descriptor = -1                 # that file's descriptor, passed to the reaper
-_reaper_slot_of: dict[int, int] = {}    # group -> its slot's offset
 _reaper_free: list[int] = []            # offsets of free slots
 
 
-def _reaper_watch(group: int) -> None:
-    """Tell the reaper of a command's group (called with _running_lock held)."""
+def _reaper_watch(command: _Command) -> None:
+    """Tell the reaper of a command's group (called with _running_lock held).
+    The slot is the command's, not its PID's: once a command is reaped,
+    another may get its PID before the first one's slot is cleared."""
     global _reaper, _reaper_slots, _reaper_descriptor
     try:
         if _reaper is None or _reaper.poll() is not None:
@@ -96,15 +97,15 @@ def _reaper_watch(group: int) -> None:
             size = len(slots)
             slots.resize(2 * size)
             _reaper_free.extend(range(2 * size - _SLOT.size, size - 1, -_SLOT.size))
-        offset = _reaper_slot_of[group] = _reaper_free.pop()
-        _SLOT.pack_into(slots, offset, group)
+        offset = command.reaper_slot = _reaper_free.pop()
+        _SLOT.pack_into(slots, offset, command.process.pid)
     except (OSError, ValueError) as exc:  # no reaper: orphans possible after a SIGKILL, nothing worse
         log.debug("reaper unavailable: %s", exc)
 
 
-def _reaper_forget(group: int) -> None:
+def _reaper_forget(command: _Command) -> None:
     """The command's group is gone (called with _running_lock held)."""
-    offset = _reaper_slot_of.pop(group, None)
+    offset, command.reaper_slot = command.reaper_slot, None
     if offset is not None and _reaper_slots is not None:
         _SLOT.pack_into(_reaper_slots, offset, 0)
         _reaper_free.append(offset)
@@ -156,6 +157,7 @@ class _Command:
         self._guard = threading.Lock()
         self._exited = False  # seen to exit, not reaped: the timeout no longer applies
         self._reaped = False
+        self.reaper_slot: int | None = None  # its slot in the reaper's file (_reaper_watch)
 
     def kill_group(self) -> None:
         with self._guard:
@@ -446,7 +448,7 @@ def start_command(argv: list[str], cwd: Path, timeout: float, describe: str, wha
         stopping = _stopping
         if not stopping:
             _running.add(command)
-            _reaper_watch(process.pid)
+            _reaper_watch(command)
     if stopping:
         command.kill_group_and_reap()
         process.stdout.close()  # type: ignore[union-attr]
@@ -494,7 +496,7 @@ class RunningCommand:
                 process.stderr.close()  # type: ignore[union-attr]
             with _running_lock:
                 _running.discard(command)
-                _reaper_forget(process.pid)
+                _reaper_forget(command)
         if command.timed_out:
             raise EngineError(f"{what} timed out after {self._timeout:g} s and was killed")
         errors = output.text(output.stderr).decode("utf-8", errors="replace").strip()
