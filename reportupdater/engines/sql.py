@@ -544,6 +544,11 @@ class SqlEngine(Engine):
             # returns rows cannot have changed the session's database or limit.
             session = (timeout, target.use_database)
             if connection.info.get(_MYSQL_SESSION) != session:
+                if _MYSQL_SESSION not in connection.info:
+                    # Autocommit would commit what a mistaken template changes
+                    # (a DELETE fails "no result set" only after it has run):
+                    # read-only transactions refuse it instead.
+                    connection.exec_driver_sql("SET SESSION TRANSACTION READ ONLY")
                 connection.info.pop(_MYSQL_SESSION, None)
                 _limit_mysql(connection, timeout)
                 if target.use_database:

@@ -252,3 +252,17 @@ reports:
     assert done.returncode == 1, done.stderr
     assert "no result set" in done.stderr
     assert (out / "b_counts.tsv").read_text() == "date\tevents\n2026-01-03\t3\n"
+
+
+def test_a_template_that_changes_data_fails_and_changes_nothing(events_db, tmp_path):
+    # Queries run in autocommit: a mistaken DELETE would be committed
+    # before it fails for returning no result set. The session's
+    # transactions are read-only, so it is refused instead.
+    creds = events_db.creds_file(tmp_path)
+    folder = make_folder(tmp_path, classic_config(events_db, creds),
+                         {"events.sql": "DELETE FROM events WHERE day < '{to_date}'"})
+    out = tmp_path / "out"
+    done = run_cli("run", str(folder), str(out), "--now", "2026-01-03T00:00")
+    assert done.returncode == 1
+    assert "READ ONLY" in done.stderr, done.stderr
+    assert events_db.execute("SELECT COUNT(*) FROM log.events") == [(3,)]
