@@ -506,11 +506,13 @@ class HiveEngine(Engine):
         guard = _SilenceGuard(link.socket, answer_within)
         deadline = time.monotonic() + timeout
         cursor = link.connection.cursor()  # no request yet
+        ran_no_query = False
         try:
             try:
                 for statement in statements:
                     self._execute(job, cursor, statement, deadline, timeout)
                 if not cursor.description:
+                    ran_no_query = True  # `USE other` alone, say: it has run
                     raise EngineError("the last statement returned no result set "
                                       "(is it a SELECT?)")
                 header = [column[0].rsplit(".", 1)[-1] for column in cursor.description]
@@ -521,7 +523,8 @@ class HiveEngine(Engine):
             if guard.disarm():  # the cancel or the close went unanswered
                 self._forget(key)
                 raise _unanswered(server, answer_within) from None
-            self._end_session(key)  # what ran of it may have changed the session (see below)
+            if len(statements) > 1 or ran_no_query:  # it may have changed the session (see below)
+                self._end_session(key)
             raise
         except Exception as exc:
             fired = guard.disarm()
