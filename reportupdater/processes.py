@@ -424,6 +424,9 @@ def start_command(argv: list[str], cwd: Path, timeout: float, describe: str, wha
     as text. Between the two the caller may do other work (the runner merges
     the previous result), but must call wait() in the end, also when it is
     stopping (the command is then killed already, and wait() reaps it).
+    Keep that work short: the pipes are read only in wait(), so output a
+    process the command left running writes after its exit but before the
+    wait counts as the command's own (see above).
 
     env: child_environment() when not given (an engine running thousands of
     commands passes the one it built for the run).
