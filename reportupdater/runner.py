@@ -260,7 +260,8 @@ class _Engines:
                 return _Pending(job, done=sorted(outcomes, key=lambda outcome: outcome.part))
         return _Pending(job, engine.start)
 
-    def execute(self, jobs: Iterable[Job]) -> Generator[tuple[Job, list[PartOutcome], float], None, None]:
+    def execute(self, jobs: Iterable[Job], merge_alone: Callable[[Job], bool] | None = None
+                ) -> Generator[tuple[Job, list[PartOutcome], float], None, None]:
         """Run jobs concurrently; yield (job, outcome per interval, seconds) in
         the order of `jobs` (one report's), so that merging (and header
         evolution) happens exactly as in a serial run.
@@ -270,14 +271,18 @@ class _Engines:
         million-interval backfill does not hold a million futures. With one job at a time,
         or jobs of an engine that works inside this process (SQLite), they
         run in this thread: handing each to a worker costs two context
-        switches per interval, and such jobs hold the GIL anyway."""
+        switches per interval, and such jobs hold the GIL anyway.
+
+        merge_alone(job), asked in a serial run before the next job starts:
+        whether the caller's work after merging `job` is long (a
+        checkpoint), so that the next job starts only after it."""
         jobs = iter(jobs)
         first = next(jobs, None)
         if first is None:
             return
         jobs = itertools.chain((first,), jobs)
         if self.site.jobs <= 1 or self.get(first.report.type).in_process(first):
-            yield from self._execute_serially(jobs)
+            yield from self._execute_serially(jobs, merge_alone or (lambda job: False))
             return
         running: deque[tuple[Job, Future]] = deque()
         try:
@@ -296,7 +301,7 @@ class _Engines:
             kill_running_commands()
             raise
 
-    def _execute_serially(self, jobs: Iterable[Job]
+    def _execute_serially(self, jobs: Iterable[Job], merge_alone: Callable[[Job], bool]
                           ) -> Generator[tuple[Job, list[PartOutcome], float], None, None]:
         """One job at a time, in this thread (no limit to take: nothing else
         runs). A job starts once the one before it is done, and that one's
@@ -308,12 +313,17 @@ class _Engines:
         so output a process it left running writes after its exit cannot
         be told from its own until they are read (see processes.py). The
         overlap is therefore kept to the merge of a small result: a larger
-        one (OVERLAP_ROWS) is merged after this job's command is done. A
-        job's seconds run from its start to the end of its command."""
+        one (OVERLAP_ROWS) is merged after this job's command is done, and
+        one after which the caller checkpoints (merge_alone) before this job
+        starts, so that a checkpoint is as durable as without the overlap.
+        A job's seconds run from its start to the end of its command."""
         previous: tuple[Job, _Pending, float] | None = None  # done; its result not built yet
         current: _Pending | None = None                       # started, not waited for
         try:
             for job in jobs:
+                if previous is not None and merge_alone(previous[0]):
+                    yield _built(*previous)
+                    previous = None
                 started = time.monotonic()
                 current = self._start(job)
                 if previous is not None:
@@ -687,7 +697,7 @@ def _execute(plan: planning.ReportPlan, files: dict[Explode, _File],
     done = 0
     # Closed at once when this stops (a signal, a bug): a job may be running
     # while its predecessor is merged here, and closing kills it.
-    with contextlib.closing(run.engines.execute(plan.jobs)) as results:
+    with contextlib.closing(run.engines.execute(plan.jobs, checkpoint.decide)) as results:
         for job, parts, seconds in results:
             done += len(job.parts)
             outcome = outcome.plus(_take_result(job, parts, seconds, files[job.explode], run,
@@ -695,7 +705,7 @@ def _execute(plan: planning.ReportPlan, files: dict[Explode, _File],
             run.engines.wait_in_flight()  # before anything that may take long (see there)
             if run.options.progress:
                 run.options.progress(plan.report.key, done, plan.todo)
-            if checkpoint.due(len(job.parts)):
+            if checkpoint.due_after(job):
                 outcome = outcome.plus(_checkpoint(files, publishers, entry))
     return outcome
 
@@ -848,6 +858,8 @@ class _Checkpoint:
         self.last = time.monotonic()
         self.count = 0
 
+    _decided: tuple[Job, bool] | None = None
+
     def due(self, intervals_done: int) -> bool:
         self.count += intervals_done
         if (self.count >= self.options.checkpoint_intervals
@@ -855,6 +867,20 @@ class _Checkpoint:
             self.last, self.count = time.monotonic(), 0
             return True
         return False
+
+    def decide(self, job: Job) -> bool:
+        """Whether a checkpoint follows the merge of `job`, decided before
+        its result is handed over (serial runs; see _Engines.execute)."""
+        due = self.due(len(job.parts))
+        self._decided = (job, due)
+        return due
+
+    def due_after(self, job: Job) -> bool:
+        """Whether to checkpoint now that `job` is merged: as decided, or now."""
+        decided, self._decided = self._decided, None
+        if decided is not None and decided[0] is job:
+            return decided[1]
+        return self.due(len(job.parts))
 
 
 def _take_result(job: Job, parts: list[PartOutcome], seconds: float, target: _File, run: _Run,
