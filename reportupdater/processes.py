@@ -69,6 +69,7 @@ _REAPER_FIRST_SLOTS = 1024  # doubled whenever more commands run at once
 _reaper: subprocess.Popen | None = None
 _reaper_slots: mmap.mmap | None = None  # an unlinked temp file, shared with the reaper
 _reaper_descriptor = -1                 # that file's descriptor, passed to the reaper
+_reaper_checked = 0.0                   # when the reaper was last seen running (time.monotonic)
 _reaper_free: list[int] = []            # offsets of free slots
 
 
@@ -76,9 +77,16 @@ def _reaper_watch(command: _Command) -> None:
     """Tell the reaper of a command's group (called with _running_lock held).
     The slot is the command's, not its PID's: once a command is reaped,
     another may get its PID before the first one's slot is cleared."""
-    global _reaper, _reaper_slots, _reaper_descriptor
+    global _reaper, _reaper_slots, _reaper_descriptor, _reaper_checked
     try:
-        if _reaper is None or _reaper.poll() is not None:
+        # Whether the reaper still runs (killed by someone: start another)
+        # is asked at most once a second, not per command.
+        now = time.monotonic()
+        if _reaper is not None and now - _reaper_checked >= 1.0:
+            _reaper_checked = now
+            if _reaper.poll() is not None:
+                _reaper = None
+        if _reaper is None:
             if _reaper_slots is None:
                 descriptor, path = tempfile.mkstemp(prefix="reportupdater-reaper-")
                 os.unlink(path)
