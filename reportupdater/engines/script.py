@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+from functools import cached_property
 
 from ..config_keys import DEFAULT_TIMEOUT_SECONDS
 from ..datatypes import EngineError, Job, Result
@@ -45,15 +46,16 @@ class ScriptEngine(Engine):
         assert job.report.script_path is not None  # config guarantees it for script reports
         return script_argv(job.report.script_path, job)
 
-    _environment: dict[str, str] | None = None  # built at the first command, kept for the run
-    _environment_built = False
+    @cached_property
+    def _environment(self) -> dict[str, str] | None:
+        """Built at the first command, kept for the run (None: the commands
+        inherit this process's)."""
+        return child_environment()
 
     def run(self, job: Job) -> Result:
         return self.start(job).result()
 
     def start(self, job: Job) -> Started:
-        if not self._environment_built:  # None: the commands inherit this process's
-            self._environment, self._environment_built = child_environment(), True
         try:
             command = start_command(self.argv(job), self.query_folder,
                                     job.report.timeout or DEFAULT_TIMEOUT_SECONDS, job.describe(),
